@@ -1,0 +1,150 @@
+"""`System`: a differentiable, deterministic (optionally noisy) control task as pure JAX functions.
+
+Glossary of shapes: D physical state dim, A action dim, O = D + 1 observation dim (the last component is the
+integer time index t = 0 … H, stored as a float), H horizon (number of actions per episode).
+
+A system is a frozen dataclass of constants and pure functions of the *physical* state x [D]:
+
+    x_{t+1} = clip(transition(x_t, a_t, t) + noise_std · ε_t, state_low, state_high)
+    r_t     = reward_fn(x_t, a_t, t)          (terminal terms included where t == H - 1)
+
+and exposes the observation-level API that rollouts, world models and analyses use:
+`initial_state() -> [O]`, `step(obs, a, key=None) -> [O]`, `reward(obs, a) -> scalar`.
+Actions always live in [-1, 1]^A; each system maps them to its own control range.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+Transition = Callable[[Array, Array, Array], Array]  # (x [D], a [A], t scalar) -> x_next [D]
+RewardFn = Callable[[Array, Array, Array], Array]  # (x [D], a [A], t scalar) -> r scalar
+
+
+def float_dtype():
+    """float64 when JAX x64 is enabled, else float32."""
+    return jnp.asarray(0.0, dtype=float).dtype
+
+
+def is_concrete(x) -> bool:
+    """True for values that can be inspected now (not traced under jit / grad / vmap)."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def check_finite(x, what: str) -> None:
+    """Raise `ValueError` if a concrete array holds NaN or Inf; tracers pass through unchecked."""
+    if is_concrete(x) and not bool(np.all(np.isfinite(np.asarray(x)))):
+        raise ValueError(f"{what} must be finite, got {np.asarray(x)!r}")
+
+
+def check_shape(x, shape: tuple[int, ...], what: str) -> None:
+    """Raise `ValueError` unless `x` has exactly `shape`."""
+    if tuple(jnp.shape(x)) != tuple(shape):
+        raise ValueError(f"{what} must have shape {tuple(shape)}, got {tuple(jnp.shape(x))}")
+
+
+def check_positive(value, what: str, integer: bool = False) -> None:
+    """Raise `ValueError` unless `value` is a positive (integer) number."""
+    ok = isinstance(value, (int, np.integer)) if integer else isinstance(value, (int, float, np.number))
+    if isinstance(value, bool) or not ok or not math.isfinite(value) or value <= 0:
+        kind = "a positive integer" if integer else "a positive finite number"
+        raise ValueError(f"{what} must be {kind}, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class System:
+    """A control task: constants plus pure functions of the physical state.
+
+    Fields:
+      name: registry name.
+      state_dim: D, physical state dimension (the observation adds the time index: obs_dim = D + 1).
+      action_dim: A; actions are in [-1, 1]^A.
+      horizon: H, number of actions per episode; the terminal reward is paid at t = H - 1.
+      dt: physical duration of one step.
+      x0: initial physical state, a tuple of D floats.
+      transition: deterministic x_{t+1} = transition(x_t, a_t, t) before noise and clipping.
+      reward_fn: r_t = reward_fn(x_t, a_t, t), terminal terms included at t = H - 1.
+      state_low, state_high: clipping bounds per component (±inf for none).
+      clip_states: apply the bounds after every step (the paper's Myriad wrapper does; zero gradient outside).
+      noise_std: std of additive Gaussian process noise on x_{t+1} (0 = deterministic).
+      state_names, description: for tables, plots and the CLI.
+    """
+
+    name: str
+    state_dim: int
+    action_dim: int
+    horizon: int
+    dt: float
+    x0: tuple[float, ...]
+    transition: Transition
+    reward_fn: RewardFn
+    state_low: tuple[float, ...] | None = None
+    state_high: tuple[float, ...] | None = None
+    clip_states: bool = False
+    noise_std: float = 0.0
+    state_names: tuple[str, ...] = ()
+    description: str = ""
+
+    def __post_init__(self):
+        check_positive(self.state_dim, "state_dim", integer=True)
+        check_positive(self.action_dim, "action_dim", integer=True)
+        check_positive(self.horizon, "horizon", integer=True)
+        check_positive(self.dt, "dt")
+        if len(self.x0) != self.state_dim:
+            raise ValueError(f"x0 must have {self.state_dim} components, got {len(self.x0)}")
+        if not (isinstance(self.noise_std, (int, float)) and math.isfinite(self.noise_std) and self.noise_std >= 0):
+            raise ValueError(f"noise_std must be a finite number >= 0, got {self.noise_std!r}")
+        for bound in ("state_low", "state_high"):
+            value = getattr(self, bound)
+            if value is not None and len(value) != self.state_dim:
+                raise ValueError(f"{bound} must have {self.state_dim} components, got {len(value)}")
+
+    @property
+    def obs_dim(self) -> int:
+        """O = D + 1: the physical state plus the time index as the last component."""
+        return self.state_dim + 1
+
+    def initial_state(self) -> Array:
+        """s_1 = [x0, 0]: [O]."""
+        return jnp.concatenate([jnp.asarray(self.x0, float_dtype()), jnp.zeros((1,), float_dtype())])
+
+    def step(self, obs: Array, action: Array, key: Array | None = None) -> Array:
+        """s_{t+1} from s_t [O] and a_t [A] in [-1, 1]; `key` is required iff noise_std > 0. Pure, jit/grad-able."""
+        self._check_io(obs, action)
+        x, t = obs[:-1], obs[-1]
+        x_next = self.transition(x, action, t)
+        if self.noise_std > 0:
+            if key is None:
+                raise ValueError(
+                    f"system {self.name!r} has noise_std={self.noise_std}: pass a jax.random key to step()"
+                )
+            x_next = x_next + self.noise_std * jax.random.normal(key, x_next.shape, x_next.dtype)
+        if self.clip_states and self.state_low is not None:
+            x_next = jnp.clip(x_next, jnp.asarray(self.state_low, x_next.dtype), jnp.asarray(self.state_high, x_next.dtype))
+        return jnp.concatenate([x_next, (t + 1.0)[None]])
+
+    def reward(self, obs: Array, action: Array) -> Array:
+        """Scalar reward of taking `action` [A] in `obs` [O] (terminal terms included at t = H - 1)."""
+        self._check_io(obs, action)
+        return self.reward_fn(obs[:-1], action, obs[-1])
+
+    def is_terminal(self, t: Array) -> Array:
+        """Boolean: is step index t (a float from the observation) the last one, H - 1?"""
+        return jnp.abs(t - (self.horizon - 1)) < 0.5
+
+    def _check_io(self, obs, action) -> None:
+        check_shape(obs, (self.obs_dim,), f"{self.name}: state (obs_dim = state_dim + 1 time index)")
+        check_shape(action, (self.action_dim,), f"{self.name}: action")
+        check_finite(action, f"{self.name}: action")
+
+
+def affine_to_bounds(a: Array, low, high) -> Array:
+    """Map a ∈ [-1, 1]^A affinely onto [low, high]^A (the paper's action-to-control map)."""
+    low, high = jnp.asarray(low, a.dtype), jnp.asarray(high, a.dtype)
+    return low + (a + 1.0) * (high - low) / 2.0

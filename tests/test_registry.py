@@ -1,0 +1,98 @@
+"""The system registry and the `System` boundary checks."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gradlens as gl
+
+ALL = gl.envs.names()
+
+
+def test_names_are_the_designed_set():
+    assert set(ALL) == {
+        "double_pendulum", "one_bounce", "cancer", "bear_populations", "bioreactor", "hiv", "mould_fungicide",
+        "bacteria", "predator_prey", "glucose", "harvest", "timber_harvest", "linear", "lorenz96"}
+    assert set(gl.envs.MYRIAD) <= set(ALL)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_system_builds_and_steps(name):
+    system = gl.envs.make(name)
+    s1 = system.initial_state()
+    assert s1.shape == (system.obs_dim,) and system.obs_dim == system.state_dim + 1
+    assert float(s1[-1]) == 0.0
+    a = jnp.zeros(system.action_dim)
+    s2 = system.step(s1, a)
+    assert s2.shape == s1.shape and float(s2[-1]) == 1.0
+    assert np.isfinite(float(system.reward(s1, a)))
+    assert system.dt > 0 and system.horizon >= 1
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_horizon_override_and_float64(name):
+    with jax.enable_x64(True):
+        system = gl.envs.make(name, horizon=7)
+        assert system.horizon == 7
+        assert system.step(system.initial_state(), jnp.zeros(system.action_dim)).dtype == jnp.float64
+    assert gl.envs.make(name).initial_state().dtype == jnp.float32
+
+
+def test_unknown_name_lists_valid_names():
+    with pytest.raises(ValueError, match="unknown system 'pendulum'.*double_pendulum.*timber_harvest"):
+        gl.envs.make("pendulum")
+
+
+def test_unknown_override_lists_allowed():
+    with pytest.raises(ValueError, match=r"unknown override\(s\) 'horizn'.*allowed: .*horizon"):
+        gl.envs.make("cancer", horizn=10)
+
+
+@pytest.mark.parametrize("horizon", [0, -3, 2.5, True])
+def test_bad_horizon(horizon):
+    with pytest.raises(ValueError, match="horizon must be a positive integer"):
+        gl.envs.make("cancer", horizon=horizon)
+
+
+@pytest.mark.parametrize("dt", [0.0, -1.0, float("nan")])
+def test_bad_dt(dt):
+    with pytest.raises(ValueError, match="dt must be a positive finite number"):
+        gl.envs.make("linear", dt=dt)
+
+
+def test_bad_noise():
+    with pytest.raises(ValueError, match="noise_std must be a finite number >= 0, got -0.1"):
+        gl.envs.make("cancer", noise_std=-0.1)
+
+
+def test_step_rejects_wrong_action_shape_and_nonfinite_action():
+    system = gl.envs.make("bear_populations")
+    s1 = system.initial_state()
+    with pytest.raises(ValueError, match=r"action must have shape \(2,\), got \(1,\)"):
+        system.step(s1, jnp.zeros(1))
+    with pytest.raises(ValueError, match="action must be finite"):
+        system.step(s1, jnp.array([0.0, jnp.nan]))
+    with pytest.raises(ValueError, match=r"state \(obs_dim = state_dim \+ 1 time index\) must have shape \(4,\)"):
+        system.step(s1[:-1], jnp.zeros(2))
+
+
+def test_noise_needs_key_and_is_reproducible():
+    system = gl.envs.make("linear", noise_std=0.1)
+    s1, a = system.initial_state(), jnp.zeros(1)
+    with pytest.raises(ValueError, match="noise_std=0.1: pass a jax.random key"):
+        system.step(s1, a)
+    k1, k2 = jax.random.PRNGKey(1), jax.random.PRNGKey(2)
+    np.testing.assert_array_equal(system.step(s1, a, k1), system.step(s1, a, k1))
+    assert not np.allclose(system.step(s1, a, k1), system.step(s1, a, k2))
+    clean = gl.envs.make("linear").step(s1, a)
+    spread = np.std([np.asarray(system.step(s1, a, jax.random.PRNGKey(i))[:-1] - clean[:-1]) for i in range(400)])
+    assert abs(spread - 0.1) < 0.01
+
+
+def test_myriad_action_maps_affinely_to_control_bounds():
+    system = gl.envs.make("cancer", horizon=10)
+    s1 = system.initial_state()
+    x = s1[0]
+    # cost = a x^2 + u^2 with u = 0 at a = -1 and u = 2 at a = +1; reward = -cost * dt
+    np.testing.assert_allclose(system.reward(s1, jnp.array([-1.0])), -(3 * x**2) * 2.0, rtol=1e-6)
+    np.testing.assert_allclose(system.reward(s1, jnp.array([1.0])), -(3 * x**2 + 4.0) * 2.0, rtol=1e-6)
