@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -43,12 +46,96 @@ def _cmd_systems(args) -> int:
     return 0
 
 
+def _writable_dir(path: str) -> Path:
+    """Create `path` if needed and check it is a writable folder (ValueError otherwise)."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"cannot create output folder {folder}: {err.strerror or err}") from None
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise ValueError(f"output folder {folder} is not a writable folder")
+    return folder
+
+
+def _cmd_train(args) -> int:
+    from gradlens.training.loop import TrainConfig
+    from gradlens.training.train import run_name, train
+
+    values = {}
+    if args.config:
+        try:
+            values = json.loads(Path(args.config).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"cannot read config file {args.config}: {err}") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"config file {args.config} must hold a JSON object")
+    for flag, key in (("system", "system"), ("method", "method"), ("horizon", "horizon"), ("seeds", "seeds"),
+                      ("steps", "total_steps"), ("warmup", "warmup_steps"), ("seed", "seed")):
+        if getattr(args, flag) is not None:
+            values[key] = getattr(args, flag)
+    config = TrainConfig.from_dict(values)
+    out = _writable_dir(args.out)
+    print(f"training {run_name(config)}: {config.total_steps} env steps, {config.seeds} seed(s) -> {out}")
+    metrics = train(config, out, resume=args.resume, progress=not args.quiet, log=None if args.quiet else print)
+    final = metrics[metrics["env_steps"] == metrics["env_steps"].max()]["return"]
+    print(f"done: final return {final.mean():.5g} ± {final.std(ddof=0):.3g} over {len(final)} seed(s); "
+          f"run folder {out / run_name(config)}")
+    return 0
+
+
+def _cmd_plot(args) -> int:
+    import pandas as pd
+
+    from gradlens import plots, runs
+
+    frames = []
+    for path in args.runs:
+        folder = Path(path)
+        if (folder / "config.json").exists():
+            frames.append(runs.load(folder))
+        elif folder.is_dir():
+            found = runs.scan_metrics(folder)
+            for problem in found.attrs.get("problems", []):
+                print(f"warning: skipped {problem['path']}: {problem['error']}", file=sys.stderr)
+            frames.append(found)
+        else:
+            raise ValueError(f"{folder} is neither a run folder nor a run-store folder")
+    metrics = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if metrics.empty:
+        raise ValueError(f"no metrics found in {', '.join(args.runs)}")
+    written = plots.write_figure(plots.learning_curves_figure(metrics), args.out)
+    print("wrote " + ", ".join(written))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gradlens", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("systems", help="list every system with its dimensions, horizon and dt; roll each out once")
     p.add_argument("--horizon", type=int, default=None, help="override every system's horizon")
     p.set_defaults(func=_cmd_systems)
+
+    p = sub.add_parser("train", help="BPO (the paper's Algorithm 1) through a world model or the true simulator")
+    p.add_argument("--system", help="system name (see `gradlens systems`); default cancer")
+    p.add_argument("--method", help="simulator or a world-model class; default awm-transformer")
+    p.add_argument("--horizon", type=int, help="episode length H; default 100")
+    p.add_argument("--seeds", type=int, help="number of seeds trained together (vmapped); default 1")
+    p.add_argument("--seed", type=int, help="first seed; default 0")
+    p.add_argument("--steps", type=int, help="total environment steps; default 5000")
+    p.add_argument("--warmup", type=int, help="environment steps before any update; default 1500")
+    p.add_argument("--config", help="JSON file of TrainConfig fields (flags override it)")
+    p.add_argument("--out", default="gradlens-runs", help="run-store folder (default ./gradlens-runs)")
+    p.add_argument("--resume", action="store_true", help="continue the run's last checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-evaluation lines")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("plot", help="figures from the run store")
+    plot_sub = p.add_subparsers(dest="figure", required=True)
+    q = plot_sub.add_parser("curves", help="learning curves: return vs env steps, mean ± std over seeds")
+    q.add_argument("runs", nargs="+", help="run folders or run-store folders")
+    q.add_argument("--out", required=True, help="output FILE.html (a .png is written beside it when possible)")
+    q.set_defaults(func=_cmd_plot)
     return parser
 
 

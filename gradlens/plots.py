@@ -73,3 +73,56 @@ def path_counts_figure(table, title="Gradient paths from the actions to the retu
                      dtick=_decade_step(top), rangemode="tozero", row=1, col=1)
     fig.update_yaxes(type="log", title_text="edges per path (log scale)", row=1, col=2)
     return _paper_layout(fig, title, width, height)
+
+
+def learning_curves_figure(metrics, title="Return in the true system during training", width=760, height=460,
+                           y="return"):
+    """The paper's learning-curve figure: `y` (default the deterministic policy's real return) against env steps,
+    mean over seeds with a ±1 std band, one line per method (and system, when several are present).
+
+    metrics: a pandas DataFrame as `gradlens.runs.load` / `scan_metrics` return (columns env_steps, seed, method,
+    system, `y`).
+    """
+    fig = go.Figure()
+    systems = sorted(metrics["system"].unique()) if "system" in metrics else [None]
+    for system in systems:
+        part = metrics if system is None else metrics[metrics["system"] == system]
+        for method in sorted(part["method"].unique()):
+            curve = part[part["method"] == method].groupby("env_steps")[y].agg(["mean", "std", "count"]).reset_index()
+            curve["std"] = curve["std"].fillna(0.0)
+            name = method if len(systems) == 1 else f"{system}: {method}"
+            color = CLASS_COLORS.get(method, "#9467bd")
+            x = list(curve["env_steps"])
+            upper, lower = list(curve["mean"] + curve["std"]), list(curve["mean"] - curve["std"])
+            fig.add_trace(go.Scatter(x=x + x[::-1], y=upper + lower[::-1], fill="toself", fillcolor=color,
+                                     opacity=0.15, line={"width": 0}, hoverinfo="skip", showlegend=False,
+                                     legendgroup=name))
+            n = int(curve["count"].max())
+            fig.add_trace(go.Scatter(x=x, y=list(curve["mean"]), mode="lines", line={"color": color, "width": 2},
+                                     name=f"{name} ({n} seed{'s' if n > 1 else ''})", legendgroup=name))
+    fig.update_xaxes(title_text="environment steps")
+    fig.update_yaxes(title_text=y.replace("_", " "))
+    return _paper_layout(fig, title, width, height)
+
+
+def write_figure(fig, path) -> list[str]:
+    """Write `fig` to `path` (.html, self-contained) and beside it a .png when a Chromium for kaleido is available.
+
+    Returns the paths written; the PNG is skipped with a one-line note on stderr when it cannot be rendered.
+    """
+    import sys
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    html = path.with_suffix(".html")
+    fig.write_html(html, include_plotlyjs=True, full_html=True)
+    written = [str(html)]
+    png = path.with_suffix(".png")
+    try:
+        fig.write_image(png)
+        written.append(str(png))
+    except Exception as err:  # kaleido missing, or no Chromium for it: HTML is still complete
+        print(f"note: no PNG for {html.name} (static export unavailable: {type(err).__name__}); HTML written",
+              file=sys.stderr)
+    return written

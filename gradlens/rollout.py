@@ -91,11 +91,11 @@ def as_dynamics(dynamics) -> Dynamics:
     """A `System`, a `(model, params)` pair, or a `Dynamics` -> `Dynamics`."""
     if isinstance(dynamics, System):
         return SystemDynamics(dynamics)
+    if isinstance(dynamics, Dynamics):
+        return dynamics
     if isinstance(dynamics, tuple) and len(dynamics) == 2 and hasattr(dynamics[0], "bind"):
         model, params = dynamics
         return model.bind(params)
-    if isinstance(dynamics, Dynamics):
-        return dynamics
     raise ValueError(
         f"dynamics must be a gradlens System, a (world_model, params) pair or a Dynamics, got {type(dynamics).__name__}"
     )

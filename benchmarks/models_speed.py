@@ -1,0 +1,164 @@
+"""Speed of world-model rollouts and policy gradients versus the horizon H, and the KV cache versus full recompute.
+
+    python benchmarks/models_speed.py [--quick] [--batch 1] [--repeats 7] [--system cancer]
+
+For every model class and H in {16, 32, 64, 128, 256}: the time of one closed-loop forward rollout (or of the mean
+return of `--batch` vmapped rollouts) through `gradlens.rollout` (state-feedback MLP policy (64, 64) swish), of one
+policy gradient (jax.grad of that return w.r.t. the policy parameters, policy_input_grad="stop"), their ratio, and the
+exponent p of a least-squares fit time ∝ H^p. `awm-transformer (open loop)` optimises the action sequence directly:
+one causal pass; `(frozen 2-pass)` differentiates a second pass that reads the final KV cache of a first,
+gradient-free pass (`Dynamics.freeze`) instead of storing the cache at every step. Times are medians of `--repeats`
+runs of the compiled function (block_until_ready); compile time (lower + compile of forward and gradient) is
+reported apart. The last table compares the KV-cached transformer
+rollout with a full recompute of the causal pass at every step (`bind(params, recompute=True)`, batch 1).
+
+Targets: gradient / forward <= 4 for every class; hwm-transformer rollout exponent <= 2; cached >= 10x faster than
+recompute at H = 256.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import gradlens as gl
+import gradlens.models as gm
+
+CLASSES = ["markov", "hwm-rnn", "hwm-transformer", "awm-rnn", "awm-transformer", "awm-ssm"]
+VARIANTS = {  # extra rows: name -> (model, variant)
+    "awm-transformer (open loop)": ("awm-transformer", "open"),
+    "hwm-transformer (frozen 2-pass)": ("hwm-transformer", "frozen"),
+    "awm-transformer (frozen 2-pass)": ("awm-transformer", "frozen"),
+}
+
+
+def two_pass_rollout(model, params, policy, s1, horizon):
+    """A first pass without gradient, then the differentiated pass reading its frozen final memory
+    (`Dynamics.freeze`): no KV cache stored per step. The replay that rebuilds the final carry from the first
+    pass's trajectory is one extra forward pass that a rollout keeping its final carry would not need."""
+    dyn = model.bind(params)
+    first = jax.lax.stop_gradient(gl.rollout(dyn, policy, s1, horizon))
+    final, _ = jax.lax.scan(lambda carry, inputs: (dyn.transition(carry, *inputs)[0], None),
+                            dyn.reset(s1, horizon), (first.states[:-1], first.actions))
+    return gl.rollout(dyn.freeze(final), policy, s1, horizon)
+
+
+def make_policy(system, horizon):
+    """tanh(MLP(obs)) with the time index scaled to [0, 1]; returns (init params, policy(params) -> callable)."""
+    scale = jnp.concatenate([jnp.ones(system.state_dim), jnp.array([1.0 / horizon])])
+    net = hk.without_apply_rng(hk.transform(
+        lambda obs: jnp.tanh(hk.nets.MLP([64, 64, system.action_dim], activation=jax.nn.swish)(obs * scale))))
+    theta = net.init(jax.random.PRNGKey(1), jnp.zeros(system.obs_dim))
+    return theta, lambda th: (lambda obs, key: net.apply(th, obs))
+
+
+def timed(fn, *args, repeats: int) -> tuple[float, float]:
+    """(compile seconds, median run seconds) of jax.jit(fn)(*args): two warm-up calls, then at least `repeats` runs
+    and at least 0.2 s of runs."""
+    start = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    compile_s = time.perf_counter() - start
+    for _ in range(2):
+        jax.block_until_ready(compiled(*args))
+    runs = []
+    while len(runs) < repeats or sum(runs) < 0.2:
+        start = time.perf_counter()
+        jax.block_until_ready(compiled(*args))
+        runs.append(time.perf_counter() - start)
+    return compile_s, statistics.median(runs)
+
+
+def measure(name, horizon, args):
+    model_name, variant = VARIANTS.get(name, (name, ""))
+    system = gl.envs.make(args.system, horizon=horizon)
+    model = gm.make(model_name, system)
+    params = model.init(jax.random.PRNGKey(0))
+    s1 = system.initial_state()  # [O], or [B, O] vmapped
+    if args.batch > 1:
+        s1 = jnp.broadcast_to(s1, (args.batch, system.obs_dim))
+    if variant == "open":
+        theta = jnp.zeros((horizon, system.action_dim))
+        ret = lambda th, s: gl.rollout((model, params), jnp.tanh(th), s).ret
+    elif variant == "frozen":
+        theta, policy = make_policy(system, horizon)
+        ret = lambda th, s: two_pass_rollout(model, params, policy(th), s, horizon).ret
+    else:
+        theta, policy = make_policy(system, horizon)
+        ret = lambda th, s: gl.rollout((model, params), policy(th), s, horizon).ret
+    forward = ret if args.batch == 1 else (lambda th, s1: jnp.mean(jax.vmap(lambda s: ret(th, s))(s1)))
+    gradient = jax.grad(forward)  # w.r.t. the policy only; the model's params are fixed
+    c_fwd, t_fwd = timed(forward, theta, s1, repeats=args.repeats)
+    c_grad, t_grad = timed(gradient, theta, s1, repeats=args.repeats)
+    return {"fwd": t_fwd, "grad": t_grad, "compile": c_fwd + c_grad}
+
+
+def cache_versus_recompute(name, horizon, args):
+    """Forward and gradient of one closed-loop rollout, KV-cached vs full recompute; and their largest state gap."""
+    system = gl.envs.make(args.system, horizon=horizon)
+    model = gm.make(name, system)
+    params = model.init(jax.random.PRNGKey(0))
+    theta, policy = make_policy(system, horizon)
+    s1 = system.initial_state()
+    out = {}
+    for label, recompute in (("cached", False), ("recompute", True)):
+        dyn = model.bind(params, recompute=recompute)
+        states = lambda th, s, dyn=dyn: gl.rollout(dyn, policy(th), s, horizon).states
+        ret = lambda th, s, dyn=dyn: gl.rollout(dyn, policy(th), s, horizon).ret
+        out[label] = (timed(ret, theta, s1, repeats=3), timed(jax.grad(ret), theta, s1, repeats=3))
+        out[label + "_states"] = jax.jit(states)(theta, s1)
+    out["max_abs_diff"] = float(jnp.max(jnp.abs(out["cached_states"] - out["recompute_states"])))
+    return out
+
+
+def exponent(horizons, times) -> float:
+    return float(np.polyfit(np.log(horizons), np.log(times), 1)[0])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="H in {16, 32, 64}, 3 repeats, no recompute table")
+    parser.add_argument("--batch", type=int, default=1,
+                        help="imagined episodes per call: 1 = one rollout, B > 1 = vmapped mean (the paper uses 16)")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--system", default="cancer")
+    args = parser.parse_args()
+    horizons = [16, 32, 64] if args.quick else [16, 32, 64, 128, 256]
+    if args.quick:
+        args.repeats = 3
+    print(f"# world-model speed: system {args.system}, batch {args.batch}, median of {args.repeats}, "
+          f"jax {jax.__version__} on {jax.devices()[0].platform} ({jax.devices()[0].device_kind})\n")
+    print("| model | H | forward ms | gradient ms | grad / fwd | compile s |")
+    print("|---|---:|---:|---:|---:|---:|")
+    fits = {}
+    for name in CLASSES + list(VARIANTS):
+        rows = [measure(name, h, args) for h in horizons]
+        for h, r in zip(horizons, rows):
+            print(f"| {name} | {h} | {1e3 * r['fwd']:.2f} | {1e3 * r['grad']:.2f} | {r['grad'] / r['fwd']:.2f} "
+                  f"| {r['compile']:.1f} |", flush=True)
+        fits[name] = (exponent(horizons, [r["fwd"] for r in rows]), exponent(horizons, [r["grad"] for r in rows]),
+                      max(r["grad"] / r["fwd"] for r in rows))
+    print("\n| model | forward exponent p (time ∝ H^p) | gradient exponent | max grad / fwd |")
+    print("|---|---:|---:|---:|")
+    for name, (p_fwd, p_grad, worst) in fits.items():
+        print(f"| {name} | {p_fwd:.2f} | {p_grad:.2f} | {worst:.2f} |")
+    if args.quick:
+        return
+    h = horizons[-1]
+    print(f"\n| model (batch 1, H = {h}) | cached fwd ms | recompute fwd ms | speed-up | cached grad ms "
+          f"| recompute grad ms | speed-up | compile s (cached / recompute) | max abs state diff |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name in ("hwm-transformer", "awm-transformer"):
+        r = cache_versus_recompute(name, h, args)
+        ((cf_c, tf_c), (cg_c, tg_c)), ((cf_r, tf_r), (cg_r, tg_r)) = r["cached"], r["recompute"]
+        print(f"| {name} | {1e3 * tf_c:.2f} | {1e3 * tf_r:.1f} | {tf_r / tf_c:.0f}x | {1e3 * tg_c:.2f} "
+              f"| {1e3 * tg_r:.1f} | {tg_r / tg_c:.0f}x | {cf_c + cg_c:.1f} / {cf_r + cg_r:.1f} "
+              f"| {r['max_abs_diff']:.1e} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Policies: the paper's tanh-Gaussian state-feedback MLP and an open-loop (time-indexed) action sequence.
+
+Glossary of shapes: O observation dim (physical state + time index), A action dim, H horizon.
+
+Every policy is a frozen dataclass with
+    init(key) -> params
+    sample(params, obs [O], key) -> action [A]     reparameterised, differentiable in params
+    mode(params, obs [O]) -> action [A]            deterministic action used for evaluation
+    entropy(params, obs [O], action [A]) -> scalar single-sample entropy estimate of the action distribution
+`policy.bind(params)` gives the `(obs, key) -> action` callable that `gradlens.rollout` takes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+
+from gradlens.envs.base import System, check_positive
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class GaussianMLPPolicy:
+    """a = tanh(μ(s) + σ(s) ⊙ ε), ε ~ N(0, I); MLP `hidden` with swish, σ = softplus(·) + min_scale (PAPER.md §2.3).
+
+    The input is the whole observation, raw time index included, as in the paper.
+    """
+
+    obs_dim: int
+    action_dim: int
+    hidden: tuple[int, ...] = (64, 64)
+    min_scale: float = 1e-3
+
+    @functools.cached_property
+    def _net(self) -> hk.Transformed:
+        def forward(obs):
+            out = hk.nets.MLP(
+                (*self.hidden, 2 * self.action_dim), activation=jax.nn.swish,
+                w_init=hk.initializers.VarianceScaling(1.0, "fan_in", "uniform"), name="policy",
+            )(obs)
+            loc, raw_scale = jnp.split(out, 2, axis=-1)
+            return loc, jax.nn.softplus(raw_scale) + self.min_scale
+
+        return hk.without_apply_rng(hk.transform(forward))
+
+    def init(self, key: Array):
+        return self._net.init(key, jnp.zeros((self.obs_dim,)))
+
+    def distribution(self, params, obs: Array) -> tuple[Array, Array]:
+        """(loc [A], scale [A]) of the pre-tanh Gaussian."""
+        return self._net.apply(params, obs)
+
+    def sample(self, params, obs: Array, key: Array) -> Array:
+        loc, scale = self.distribution(params, obs)
+        return jnp.tanh(loc + scale * jax.random.normal(key, loc.shape, loc.dtype))
+
+    def mode(self, params, obs: Array) -> Array:
+        return jnp.tanh(self.distribution(params, obs)[0])
+
+    def entropy(self, params, obs: Array, action: Array) -> Array:
+        """H[tanh(u)] = H[u] + E[Σ log(1 - tanh(u)²)], the expectation estimated at the sampled action."""
+        _, scale = self.distribution(params, obs)
+        gaussian = jnp.sum(jnp.log(scale) + 0.5 * math.log(2 * math.pi * math.e))
+        return gaussian + jnp.sum(jnp.log(1.0 - action**2 + 1e-6))
+
+    def bind(self, params, deterministic: bool = False):
+        """The `(obs, key) -> action` callable for `gradlens.rollout`."""
+        if deterministic:
+            return lambda obs, key: self.mode(params, obs)
+        return lambda obs, key: self.sample(params, obs, key)
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenLoopPolicy:
+    """a_t = tanh(θ_t): one free action per step, indexed by the observation's time channel; θ: [H, A].
+
+    `init_scale` = 0 starts from zero actions; the time index selects the row, so the same policy drives a true system
+    and a world model (whose time channel is exact).
+    """
+
+    horizon: int
+    action_dim: int
+    init_scale: float = 0.0
+
+    def init(self, key: Array) -> Array:
+        return self.init_scale * jax.random.normal(key, (self.horizon, self.action_dim))
+
+    def _row(self, params: Array, obs: Array) -> Array:
+        t = jnp.clip(jnp.round(obs[-1]).astype(jnp.int32), 0, self.horizon - 1)
+        return params[t]
+
+    def sample(self, params, obs: Array, key: Array) -> Array:
+        return self.mode(params, obs)
+
+    def mode(self, params, obs: Array) -> Array:
+        return jnp.tanh(self._row(params, obs))
+
+    def entropy(self, params, obs: Array, action: Array) -> Array:
+        """Deterministic: zero entropy (so an entropy bonus leaves it unchanged)."""
+        return jnp.zeros((), action.dtype)
+
+    def bind(self, params, deterministic: bool = False):
+        return lambda obs, key: self.mode(params, obs)
+
+
+POLICIES = ("mlp", "open_loop")
+
+
+def make_policy(kind: str, system: System, hidden: tuple[int, ...] = (64, 64), horizon: int | None = None):
+    """`"mlp"`: tanh-Gaussian state-feedback MLP; `"open_loop"`: a free action per step of `horizon` (default H)."""
+    if kind == "mlp":
+        if not hidden or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden):
+            raise ValueError(f"policy hidden sizes must be positive integers, got {hidden!r}")
+        return GaussianMLPPolicy(system.obs_dim, system.action_dim, tuple(hidden))
+    if kind == "open_loop":
+        horizon = system.horizon if horizon is None else horizon
+        check_positive(horizon, "open-loop policy horizon", integer=True)
+        return OpenLoopPolicy(horizon, system.action_dim)
+    raise ValueError(f"unknown policy {kind!r}; valid policies: {', '.join(POLICIES)}")

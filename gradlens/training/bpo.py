@@ -1,0 +1,72 @@
+"""Backpropagation-based policy optimisation (BPO): the imagined return, its gradient, one Adam step.
+
+Glossary of shapes: B imagined rollouts per update, H horizon, O observation dim, A action dim.
+
+    J(θ) = mean_b Σ_t r(ŝ_t, a_t) + α · mean_{b,t} Ĥ[π_θ(·|ŝ_t)]         (PAPER.md §1.1, γ = 1)
+
+with ŝ unrolled through `dynamics` (a true `System` = the simulator baseline, or a `(model, params)` pair) by the same
+`gradlens.rollout` the analysis uses. Top-level pure functions, in the spirit of Brax's APG: `imagined_objective`,
+`policy_gradient`, `policy_update`.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.flatten_util import ravel_pytree
+
+from gradlens.rollout import policy_input, rollout
+
+Array = jax.Array
+
+
+class PolicyStats(NamedTuple):
+    """Per-update diagnostics: objective J, mean return, mean entropy, gradient global norm."""
+
+    objective: Array
+    ret: Array
+    entropy: Array
+    grad_norm: Array
+
+
+def imagined_objective(policy_params, policy, dynamics, s1: Array, key: Array, horizon: int,
+                       entropy_coef: float, policy_input_grad="stop") -> tuple[Array, tuple[Array, Array]]:
+    """J for B rollouts from s1 [B, O] with one key each; returns (J, (mean return, mean entropy))."""
+
+    def one(s, k):
+        traj = rollout(dynamics, policy.bind(policy_params), s, horizon, k, policy_input_grad=policy_input_grad)
+        obs = jax.vmap(lambda o: policy_input(o, policy_input_grad))(traj.states[:-1])
+        entropy = jnp.mean(jax.vmap(lambda o, a: policy.entropy(policy_params, o, a))(obs, traj.actions))
+        return traj.ret, entropy
+
+    rets, entropies = jax.vmap(one)(s1, jax.random.split(key, s1.shape[0]))
+    ret, entropy = jnp.mean(rets), jnp.mean(entropies)
+    return ret + entropy_coef * entropy, (ret, entropy)
+
+
+def policy_gradient(policy_params, policy, dynamics, s1, key, horizon, entropy_coef, policy_input_grad="stop"):
+    """(∇_θ J, PolicyStats) — the gradient of the imagined objective (ascent direction)."""
+    (objective, (ret, entropy)), grad = jax.value_and_grad(imagined_objective, has_aux=True)(
+        policy_params, policy, dynamics, s1, key, horizon, entropy_coef, policy_input_grad)
+    return grad, PolicyStats(objective, ret, entropy, optax.tree.norm(grad))
+
+
+def policy_optimizer(learning_rate: float, grad_clip: float) -> optax.GradientTransformation:
+    """Global-norm clipping then Adam, descending -J (the paper's optimiser; NaNs are NOT zeroed)."""
+    return optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(learning_rate))
+
+
+def policy_update(policy_params, opt_state, grad, optimizer: optax.GradientTransformation) -> tuple[Any, Any]:
+    """One ascent step on J given its gradient."""
+    updates, opt_state = optimizer.update(jax.tree.map(jnp.negative, grad), opt_state, policy_params)
+    return optax.apply_updates(policy_params, updates), opt_state
+
+
+def gradient_agreement(grad, reference) -> tuple[Array, Array]:
+    """(cosine similarity, relative error ‖g - g_ref‖ / ‖g_ref‖) between two gradient pytrees."""
+    g, r = ravel_pytree(grad)[0], ravel_pytree(reference)[0]
+    r_norm = jnp.linalg.norm(r)
+    cosine = jnp.dot(g, r) / jnp.maximum(jnp.linalg.norm(g) * r_norm, 1e-30)
+    return cosine, jnp.linalg.norm(g - r) / jnp.maximum(r_norm, 1e-30)

@@ -1,0 +1,239 @@
+"""The paper's Algorithm 1 (PAPER.md §1.2), compiled: collect -> fit the world model -> BPO -> evaluate.
+
+Glossary of shapes: S seeds (vmapped), C episode capacity = ceil(total_steps / H), H horizon, O obs dim, A action dim.
+
+One loop iteration i = one environment step with the current stochastic policy, then
+    if i > warmup and i % model_every == 0:   one Adam step on the world-model MSE (batch of whole episodes)
+    if i > warmup and i % policy_every == 0:  one BPO step (batch of imagined rollouts from buffered s_1), and the
+                                              same gradient through the true simulator for comparison (cosine, error)
+A *chunk* of `eval_every` iterations is one `lax.scan`, jitted once and `vmap`-ped over seeds; it ends with an
+evaluation of the deterministic policy in the true system, which is one metrics row per seed. The iteration index
+is not vmapped, so the schedule's `lax.cond`s stay real branches under `vmap` (no wasted updates).
+Evaluation also runs during warmup (the paper starts after it), so every curve starts at the initial policy.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from gradlens import envs
+from gradlens.envs.base import System
+from gradlens.policies import make_policy
+from gradlens.rollout import rollout
+from gradlens.training.bpo import gradient_agreement, policy_gradient, policy_optimizer, policy_update
+from gradlens.training.fit import model_loss
+
+Array = jax.Array
+SIMULATOR = "simulator"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """BPO run configuration; defaults are the paper's (PAPER.md §6). Steps count real-environment steps."""
+
+    system: str = "cancer"
+    method: str = "awm-transformer"  # "simulator" or a gradlens.models name
+    horizon: int = 100
+    total_steps: int = 5000
+    warmup_steps: int = 1500
+    model_every: int = 2
+    policy_every: int = 16
+    eval_every: int = 32
+    model_batch: int = 64  # episodes per world-model update
+    policy_batch: int = 16  # imagined rollouts per policy update
+    model_lr: float = 1e-3
+    policy_lr: float = 1e-4
+    entropy_coef: float = 0.1
+    grad_clip: float = 100.0
+    policy: str = "mlp"  # "mlp" (tanh-Gaussian state feedback) or "open_loop"
+    policy_hidden: tuple[int, ...] = (64, 64)
+    policy_input_grad: str | float = "stop"
+    noise_std: float = 0.0
+    compare_to_simulator: bool = True  # log cosine / relative error of each model gradient to the simulator's
+    seed: int = 0
+    seeds: int = 1  # seeds seed, seed+1, ... trained together under vmap
+
+    def __post_init__(self):
+        for name in ("horizon", "total_steps", "model_every", "policy_every", "eval_every", "model_batch",
+                     "policy_batch", "seeds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
+        for name in ("model_lr", "policy_lr", "grad_clip"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        if not (isinstance(self.entropy_coef, (int, float)) and math.isfinite(self.entropy_coef)):
+            raise ValueError(f"entropy_coef must be a finite number, got {self.entropy_coef!r}")
+        if self.method not in methods():
+            raise ValueError(f"unknown method {self.method!r}; valid methods: {', '.join(methods())}")
+        if self.system not in envs.names():
+            raise ValueError(f"unknown system {self.system!r}; valid systems: {', '.join(envs.names())}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        """Inverse of `to_dict`; unknown keys raise ValueError listing the valid ones."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - fields)
+        if unknown:
+            raise ValueError(f"unknown config key(s) {', '.join(map(repr, unknown))}; valid keys: "
+                             f"{', '.join(sorted(fields))}")
+        data = dict(data)
+        if "policy_hidden" in data:
+            data["policy_hidden"] = tuple(data["policy_hidden"])
+        return cls(**data)
+
+
+def methods() -> list[str]:
+    """Training methods: the true differentiable simulator and every world-model class."""
+    from gradlens import models
+
+    return [SIMULATOR, *models.names()]
+
+
+class TrainState(NamedTuple):
+    """Everything a seed's run carries between iterations (a checkpoint is exactly this pytree)."""
+
+    key: Array
+    policy_params: Any
+    policy_opt: Any
+    model_params: Any
+    model_opt: Any
+    buffer_states: Array  # [C, H+1, O]; episode e holds env steps e·H … e·H + H
+    buffer_actions: Array  # [C, H, A]
+    obs: Array  # [O] current real-environment state
+    sums: Array  # [6] per-chunk sums: model loss, #model updates, grad norm, cosine, rel. error, #policy updates
+    first_nonfinite: Array  # int32: first iteration with a non-finite loss or gradient, or -1
+    nonfinite_what: Array  # int32 index into NONFINITE
+
+
+NONFINITE = ("world-model loss", "policy gradient")
+
+
+class ChunkStats(NamedTuple):
+    """One metrics row per seed, returned by a chunk."""
+
+    eval_return: Array
+    model_loss: Array
+    policy_grad_norm: Array
+    cosine_to_simulator: Array
+    relative_error_to_simulator: Array
+    first_nonfinite: Array
+    nonfinite_what: Array
+
+
+class Trainer(NamedTuple):
+    """Pure functions of one configuration. `chunk` is vmapped over seeds and jitted by the caller (`train`)."""
+
+    config: TrainConfig
+    system: System
+    init: Callable[[Array], TrainState]
+    chunk: Callable[[TrainState, Array], tuple[TrainState, ChunkStats]]
+    n_chunks: int
+
+
+def make_trainer(config: TrainConfig) -> Trainer:
+    """Build the system, model, policy and optimisers of `config`, and the pure `init` / `chunk` functions."""
+    from gradlens import models
+
+    cfg = config
+    system = envs.make(cfg.system, horizon=cfg.horizon, noise_std=cfg.noise_std)
+    H = cfg.horizon
+    capacity = -(-cfg.total_steps // H)
+    policy = make_policy(cfg.policy, system, cfg.policy_hidden)
+    pol_opt = policy_optimizer(cfg.policy_lr, cfg.grad_clip)
+    use_model = cfg.method != SIMULATOR
+    model = models.make(cfg.method, system) if use_model else None
+    model_opt = optax.adam(cfg.model_lr)
+    s1 = system.initial_state()
+
+    def init(key: Array) -> TrainState:
+        k_run, k_policy, k_model = jax.random.split(key, 3)
+        policy_params = policy.init(k_policy)
+        model_params = model.init(k_model) if use_model else ()
+        return TrainState(
+            key=k_run, policy_params=policy_params, policy_opt=pol_opt.init(policy_params),
+            model_params=model_params, model_opt=model_opt.init(model_params) if use_model else (),
+            buffer_states=jnp.zeros((capacity, H + 1, system.obs_dim), s1.dtype),
+            buffer_actions=jnp.zeros((capacity, H, system.action_dim), s1.dtype),
+            obs=s1, sums=jnp.zeros(6, s1.dtype),
+            first_nonfinite=jnp.array(-1, jnp.int32), nonfinite_what=jnp.array(-1, jnp.int32),
+        )
+
+    def flag(state: TrainState, i, finite, what: int) -> TrainState:
+        new = (state.first_nonfinite < 0) & ~finite
+        return state._replace(first_nonfinite=jnp.where(new, i, state.first_nonfinite).astype(jnp.int32),
+                              nonfinite_what=jnp.where(new, what, state.nonfinite_what).astype(jnp.int32))
+
+    def env_step(state: TrainState, i, key) -> TrainState:
+        t, episode = i % H, i // H
+        k_act, k_env = jax.random.split(key)
+        action = policy.sample(state.policy_params, state.obs, k_act)
+        nxt = system.step(state.obs, action, k_env if cfg.noise_std > 0 else None)
+        return state._replace(
+            buffer_states=state.buffer_states.at[episode, t].set(state.obs).at[episode, t + 1].set(nxt),
+            buffer_actions=state.buffer_actions.at[episode, t].set(action),
+            obs=jnp.where(t == H - 1, s1, nxt),
+        )
+
+    def model_step(state: TrainState, i, key, n_episodes) -> TrainState:
+        idx = jax.random.randint(key, (cfg.model_batch,), 0, n_episodes)
+        loss, grad = jax.value_and_grad(model_loss, argnums=1)(
+            model, state.model_params, state.buffer_states[idx], state.buffer_actions[idx])
+        updates, opt = model_opt.update(grad, state.model_opt, state.model_params)
+        state = flag(state, i, jnp.isfinite(loss), 0)
+        return state._replace(model_params=optax.apply_updates(state.model_params, updates), model_opt=opt,
+                              sums=state.sums.at[0].add(loss).at[1].add(1.0))
+
+    def policy_step(state: TrainState, i, key, n_episodes) -> TrainState:
+        k_idx, k_roll = jax.random.split(key)
+        starts = state.buffer_states[jax.random.randint(k_idx, (cfg.policy_batch,), 0, n_episodes), 0]
+        dynamics = (model, state.model_params) if use_model else system
+        args = (starts, k_roll, H, cfg.entropy_coef, cfg.policy_input_grad)
+        grad, stats = policy_gradient(state.policy_params, policy, dynamics, *args)
+        if use_model and cfg.compare_to_simulator:
+            reference, _ = policy_gradient(state.policy_params, policy, system, *args)
+            cosine, rel_err = gradient_agreement(grad, reference)
+        else:
+            cosine, rel_err = jnp.ones((), s1.dtype), jnp.zeros((), s1.dtype)
+        state = flag(state, i, jnp.isfinite(stats.grad_norm), 1)
+        params, opt = policy_update(state.policy_params, state.policy_opt, grad, pol_opt)
+        sums = state.sums.at[2].add(stats.grad_norm).at[3].add(cosine).at[4].add(rel_err).at[5].add(1.0)
+        return state._replace(policy_params=params, policy_opt=opt, sums=sums)
+
+    def iteration(state: TrainState, i):
+        key, k_env, k_model, k_policy = jax.random.split(state.key, 4)
+        state = state._replace(key=key)
+        live = i < cfg.total_steps
+        state = jax.lax.cond(live, lambda s: env_step(s, i, k_env), lambda s: s, state)
+        n_episodes = (i + 1) // H  # complete episodes in the buffer after this step
+        learn = live & (i > cfg.warmup_steps) & (n_episodes > 0)
+        if use_model:
+            state = jax.lax.cond(learn & (i % cfg.model_every == 0),
+                                 lambda s: model_step(s, i, k_model, n_episodes), lambda s: s, state)
+        state = jax.lax.cond(learn & (i % cfg.policy_every == 0),
+                             lambda s: policy_step(s, i, k_policy, n_episodes), lambda s: s, state)
+        return state, None
+
+    def chunk(state: TrainState, start: Array) -> tuple[TrainState, ChunkStats]:
+        state = state._replace(sums=jnp.zeros_like(state.sums))
+        state, _ = jax.lax.scan(iteration, state, start + jnp.arange(cfg.eval_every))
+        key, k_eval = jax.random.split(state.key)
+        traj = rollout(system, policy.bind(state.policy_params, deterministic=True), s1, H, k_eval)
+        m = state.sums
+        mean = lambda total, count: jnp.where(count > 0, total / jnp.maximum(count, 1.0), jnp.nan)
+        stats = ChunkStats(traj.ret, mean(m[0], m[1]), mean(m[2], m[5]), mean(m[3], m[5]), mean(m[4], m[5]),
+                           state.first_nonfinite, state.nonfinite_what)
+        return state._replace(key=key), stats
+
+    return Trainer(cfg, system, init, chunk, -(-cfg.total_steps // cfg.eval_every))

@@ -1,0 +1,124 @@
+"""`train(config)`: drive the compiled BPO chunks, write the run store, stop loudly on NaN, resume after a kill.
+
+The Python loop only dispatches one jitted, seed-vmapped chunk per evaluation period, turns its stats into metrics
+rows, and checkpoints. Seeds `seed, seed + 1, …` use keys PRNGKey(seed + i), so a seed trained in a batch follows the
+same random stream as the same seed trained alone.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from gradlens import runs
+from gradlens.training.loop import NONFINITE, TrainConfig, make_trainer
+
+
+class TrainingDiverged(ValueError):
+    """A loss or gradient became NaN/Inf; the message names the env step, seed and quantity."""
+
+
+def run_name(config: TrainConfig) -> str:
+    """Deterministic folder name of a run, so `--resume` finds it again."""
+    seeds = f"seed{config.seed}" if config.seeds == 1 else f"seeds{config.seed}-{config.seed + config.seeds - 1}"
+    return f"{config.system}-{config.method}-H{config.horizon}-{seeds}"
+
+
+def _rows(config: TrainConfig, stats, env_steps: int, wall: float) -> list[dict]:
+    return [{
+        "env_steps": env_steps, "seed": config.seed + s, "return": float(stats.eval_return[s]),
+        "model_loss": float(stats.model_loss[s]), "policy_grad_norm": float(stats.policy_grad_norm[s]),
+        "cosine_to_simulator": float(stats.cosine_to_simulator[s]),
+        "relative_error_to_simulator": float(stats.relative_error_to_simulator[s]), "wall_time": wall,
+    } for s in range(config.seeds)]
+
+
+def _mean(values) -> float:
+    """Mean over the finite values; NaN (no update happened) when there are none."""
+    values = np.asarray(values, dtype=float)
+    return float(np.mean(values[np.isfinite(values)])) if np.isfinite(values).any() else float("nan")
+
+
+def _divergence(config: TrainConfig, stats) -> str | None:
+    bad = np.asarray(stats.first_nonfinite)
+    if np.all(bad < 0):
+        return None
+    s = int(np.argmin(np.where(bad >= 0, bad, np.iinfo(np.int32).max)))
+    what = NONFINITE[int(np.asarray(stats.nonfinite_what)[s])]
+    return f"non-finite {what} at env step {int(bad[s])} (seed {config.seed + s})"
+
+
+def train(config: TrainConfig, out: str | Path | None = None, *, resume: bool = False, progress: bool = True,
+          checkpoint_every: int = 10, log=None) -> pd.DataFrame:
+    """Run BPO for `config`; return the metrics (one row per seed and evaluation).
+
+    Args:
+      out: run-store root; the run folder is `out/<run_name(config)>`. None keeps everything in memory.
+      resume: continue the run folder's last checkpoint (same config required); without it an existing folder is
+        an error, so nothing is overwritten by accident.
+      checkpoint_every: evaluations between checkpoints (the last one is always saved).
+      log: callable taking one summary line per evaluation (e.g. `print`); None prints nothing.
+    Raises TrainingDiverged (the run marked failed, the last good checkpoint kept) on NaN/Inf.
+    """
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
+    trainer = make_trainer(config)
+    keys = jnp.stack([jax.random.PRNGKey(config.seed + i) for i in range(config.seeds)])
+    state = jax.vmap(trainer.init)(keys)
+    chunk = jax.jit(jax.vmap(trainer.chunk, in_axes=(0, None)))
+    rows: list[dict] = []
+    first, wall_offset, run = 0, 0.0, None
+    if out is not None:
+        run = Path(out) / run_name(config)
+        exists = (run / "config.json").exists()
+        if exists and not resume:
+            raise ValueError(f"run folder {run} already exists: pass resume=True (--resume) to continue it, "
+                             f"or choose another output folder")
+        runs.create(out, config.to_dict(), name=run_name(config), kind="train")
+        loaded = runs.load_checkpoint(run, like=state) if resume else None
+        if loaded is not None:
+            numpy_state, step, metrics = loaded
+            state = jax.tree.map(jnp.asarray, numpy_state)
+            rows = metrics.to_dict("records")
+            first = -(-step // config.eval_every)
+            wall_offset = float(metrics["wall_time"].max()) if len(metrics) else 0.0
+    start = time.perf_counter()
+    bar = tqdm(range(first, trainer.n_chunks), desc=run_name(config), unit="eval", disable=not progress,
+               initial=first, total=trainer.n_chunks)
+    env_steps = 0
+    try:
+        for c in bar:
+            new_state, stats = chunk(state, jnp.asarray(c * config.eval_every, jnp.int32))
+            stats = jax.device_get(stats)
+            problem = _divergence(config, stats)
+            if problem is not None:
+                if run is not None:
+                    runs.set_status(run, "failed", reason=problem)
+                raise TrainingDiverged(f"{run_name(config)}: {problem}; training stopped"
+                                       + (f", last good checkpoint kept in {run}" if run else ""))
+            state = new_state
+            env_steps = min((c + 1) * config.eval_every, config.total_steps)
+            new_rows = _rows(config, stats, env_steps, wall_offset + time.perf_counter() - start)
+            rows.extend(new_rows)
+            mean_return = float(np.mean([r["return"] for r in new_rows]))
+            bar.set_postfix(ret=f"{mean_return:.4g}")
+            if log is not None:
+                loss, cos = (_mean([r[k] for r in new_rows]) for k in ("model_loss", "cosine_to_simulator"))
+                log(f"step {env_steps:>6}  return {mean_return:>11.5g}  model loss {loss:>9.3g}  cos(sim) {cos:>6.3f}")
+            last = c == trainer.n_chunks - 1
+            if run is not None and ((c + 1 - first) % checkpoint_every == 0 or last):
+                runs.save_checkpoint(run, jax.device_get(state), env_steps, rows)
+    except KeyboardInterrupt:
+        if run is not None:
+            runs.set_status(run, "failed", reason=f"interrupted after env step {env_steps}; resume with --resume")
+        raise
+    finally:
+        bar.close()
+    if run is not None:
+        runs.set_status(run, "done")
+    return pd.DataFrame(rows)

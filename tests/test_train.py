@@ -1,0 +1,175 @@
+"""BPO trainer: improvement, gradient agreement, determinism across vmap, NaN handling, kill-and-resume, CLI errors."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+from gradlens import cli, runs
+from gradlens.training import loop, train as train_module
+from gradlens.training.loop import TrainConfig
+from gradlens.training.train import TrainingDiverged, run_name, train
+
+SMALL = dict(system="cancer", horizon=20, total_steps=320, warmup_steps=40, eval_every=32, policy_every=8,
+             model_batch=16, policy_batch=8, policy_lr=1e-2)
+
+
+def _final(metrics: pd.DataFrame) -> pd.DataFrame:
+    return metrics[metrics["env_steps"] == metrics["env_steps"].max()]
+
+
+@pytest.mark.parametrize("system, overrides, margin", [
+    ("cancer", {}, 5.0),
+    ("double_pendulum", {"horizon": 10}, 0.05),
+])
+def test_simulator_bpo_open_loop_improves_return(system, overrides, margin):
+    cfg = TrainConfig(**{**SMALL, "system": system, "method": "simulator", "policy": "open_loop",
+                         "policy_lr": 5e-2, "total_steps": 640, **overrides})
+    metrics = train(cfg, progress=False)
+    before, after = metrics["return"].iloc[0], metrics["return"].iloc[-1]
+    assert after > before + margin, (before, after)
+
+
+@pytest.mark.slow
+def test_bpo_through_fitted_awm_transformer_improves_true_return_on_cancer():
+    cfg = TrainConfig(**{**SMALL, "method": "awm-transformer", "total_steps": 960, "warmup_steps": 100})
+    metrics = train(cfg, progress=False)
+    before, after = metrics["return"].iloc[0], metrics["return"].iloc[-1]
+    assert after > before + 15.0, (before, after)  # measured: -78.4 -> about -40
+    learning = metrics[metrics["env_steps"] > 320]
+    assert np.all(np.isfinite(learning["model_loss"])) and learning["model_loss"].iloc[-1] < 0.01
+    assert learning["cosine_to_simulator"].mean() > 0.2  # the model's gradient points the simulator's way
+
+
+def test_vmapped_seeds_equal_seeds_run_one_by_one(x64):
+    """In float64, so batched and unbatched reductions agree to rounding through the whole run."""
+    cfg = TrainConfig(**{**SMALL, "method": "awm-rnn", "total_steps": 128, "seeds": 2, "seed": 3})
+    together = train(cfg, progress=False)
+    for seed in (3, 4):
+        alone = train(TrainConfig(**{**SMALL, "method": "awm-rnn", "total_steps": 128, "seed": seed}),
+                      progress=False)
+        mine = together[together["seed"] == seed].reset_index(drop=True)
+        for column in ("return", "model_loss", "policy_grad_norm", "cosine_to_simulator"):
+            np.testing.assert_allclose(mine[column], alone[column], rtol=1e-9, atol=1e-12, err_msg=column)
+    assert not np.allclose(together[together["seed"] == 3]["return"], together[together["seed"] == 4]["return"])
+
+
+def test_same_seed_gives_identical_metrics():
+    cfg = TrainConfig(**{**SMALL, "method": "markov", "total_steps": 128})
+    a, b = train(cfg, progress=False), train(cfg, progress=False)
+    cols = ["return", "model_loss", "policy_grad_norm", "cosine_to_simulator"]
+    pd.testing.assert_frame_equal(a[cols], b[cols])
+
+
+def test_nan_in_model_params_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    poison_at = 192
+    real = loop.make_trainer
+
+    def poisoned(config):
+        trainer = real(config)
+
+        def chunk(state, start):
+            bad = jax.tree.map(lambda p: jnp.where(start >= poison_at, p * jnp.nan, p), state.model_params)
+            return trainer.chunk(state._replace(model_params=bad), start)
+
+        return trainer._replace(chunk=chunk)
+
+    monkeypatch.setattr(train_module, "make_trainer", poisoned)
+    cfg = TrainConfig(**{**SMALL, "method": "awm-rnn"})
+    with pytest.raises(TrainingDiverged, match=r"non-finite world-model loss at env step 19[2-9] \(seed 0\)"):
+        train(cfg, tmp_path, progress=False, checkpoint_every=1)
+    run = tmp_path / run_name(cfg)
+    assert runs.status(run)["state"] == "failed"
+    assert "non-finite world-model loss" in runs.status(run)["reason"]
+    like = jax.vmap(real(cfg).init)(jnp.stack([jax.random.PRNGKey(0)]))
+    state, step, metrics = runs.load_checkpoint(run, like=like)
+    assert step == poison_at and metrics["env_steps"].max() == poison_at
+    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(state.model_params))
+
+
+def _train_cmd(out, extra=()):
+    config = {k: v for k, v in SMALL.items() if k not in ("system",)}
+    config.update(method="awm-rnn", total_steps=1600)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "config.json"
+    path.write_text(json.dumps(config))
+    return [sys.executable, "-m", "gradlens.cli", "train", "--system", "cancer", "--config", str(path),
+            "--out", str(out / "store"), "--quiet", *extra]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_final_metrics(tmp_path):
+    reference = subprocess.run(_train_cmd(tmp_path / "ref"), capture_output=True, text=True, timeout=600)
+    assert reference.returncode == 0, reference.stderr
+    (tmp_path / "kill").mkdir()
+    proc = subprocess.Popen(_train_cmd(tmp_path / "kill"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    run = tmp_path / "kill" / "store" / "cancer-awm-rnn-H20-seed0"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (run / "checkpoint.json").exists():
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    partial = runs.load(run)
+    assert partial["env_steps"].max() < 1600  # killed mid-run
+    resumed = subprocess.run(_train_cmd(tmp_path / "kill", ["--resume"]), capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    a = runs.load(tmp_path / "ref" / "store" / "cancer-awm-rnn-H20-seed0")
+    b = runs.load(run)
+    assert list(b["env_steps"]) == list(a["env_steps"])  # nothing lost, no duplicated row
+    cols = ["return", "model_loss", "policy_grad_norm", "cosine_to_simulator"]
+    np.testing.assert_array_equal(a[cols].to_numpy(), b[cols].to_numpy())
+    assert runs.status(run)["state"] == "done"
+
+
+def test_existing_run_needs_resume(tmp_path):
+    cfg = TrainConfig(**{**SMALL, "method": "simulator", "total_steps": 64})
+    train(cfg, tmp_path, progress=False)
+    with pytest.raises(ValueError, match="already exists: pass resume=True"):
+        train(cfg, tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--system", "pendulum"], "unknown system 'pendulum'; valid systems: bacteria"),
+    (["--method", "ppo"], "unknown method 'ppo'; valid methods: simulator, "),
+    (["--steps", "-5"], "total_steps must be a positive integer, got -5"),
+])
+def test_cli_bad_input_is_one_line(args, message, capsys):
+    assert cli.main(["train", *args, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+
+
+def test_cli_unwritable_output_and_unknown_config_key(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert cli.main(["train", "--out", str(blocker / "sub"), "--quiet"]) == 2
+    assert "cannot create output folder" in capsys.readouterr().err
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"horizon": 10, "learning_rate": 1.0}))
+    assert cli.main(["train", "--config", str(config), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key(s) 'learning_rate'; valid keys:" in err and "policy_lr" in err
+
+
+def test_cli_errors_have_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "gradlens.cli", "train", "--method", "nope"],
+                          capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_plot_curves_writes_html(tmp_path):
+    cfg = TrainConfig(**{**SMALL, "method": "simulator", "total_steps": 96, "seeds": 2})
+    train(cfg, tmp_path / "store", progress=False)
+    out = tmp_path / "fig" / "curves.html"
+    assert cli.main(["plot", "curves", str(tmp_path / "store"), "--out", str(out)]) == 0
+    html = out.read_text()
+    assert "simulator (2 seeds)" in html and "environment steps" in html
