@@ -140,6 +140,8 @@ class Trainer(NamedTuple):
     init: Callable[[Array], TrainState]
     chunk: Callable[[TrainState, Array], tuple[TrainState, ChunkStats]]
     n_chunks: int
+    model_step: Callable[..., TrainState] | None  # (state, i, key, n_episodes) -> state; None for the simulator
+    policy_step: Callable[..., TrainState]  # (state, i, key, n_episodes) -> state
 
 
 def make_trainer(config: TrainConfig) -> Trainer:
@@ -236,4 +238,5 @@ def make_trainer(config: TrainConfig) -> Trainer:
                            state.first_nonfinite, state.nonfinite_what)
         return state._replace(key=key), stats
 
-    return Trainer(cfg, system, init, chunk, -(-cfg.total_steps // cfg.eval_every))
+    return Trainer(cfg, system, init, chunk, -(-cfg.total_steps // cfg.eval_every),
+                   model_step if use_model else None, policy_step)
