@@ -185,4 +185,15 @@ def rollout(
 
     init = (dyn.reset(s1, horizon), s1)
     _, (next_states, acts, rewards) = jax.lax.scan(body, init, (jnp.arange(horizon), step_keys))
-    return Trajectory(jnp.concatenate([s1[None], next_states]), acts, rewards)
+    states = jnp.concatenate([s1[None], next_states])
+    if policy_input_grad == "stop" and hasattr(dyn, "open_loop"):
+        # An action-conditioned model never reads its predictions and the policy's input is detached, so every
+        # gradient path runs action -> later state inside one causal pass: replay the actions chosen along the
+        # (gradient-free) stepped rollout through `open_loop`. Same values up to rounding, same gradient, and the
+        # backward pass is one parallel pass instead of a scan that stores every step's memory.
+        states = jax.lax.stop_gradient(states)
+        policy_keys = jax.vmap(lambda k: jax.random.split(k)[0])(step_keys)
+        acts = jax.vmap(policy)(states[:-1], policy_keys)
+        states = dyn.open_loop(s1, acts, key)
+        rewards = jax.vmap(dyn.reward)(states[:-1], acts)
+    return Trajectory(states, acts, rewards)

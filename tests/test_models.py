@@ -388,3 +388,21 @@ def test_policy_input_grad_modes_through_a_model():
     jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6), stop, expected)
     assert not np.allclose(full["W"], stop["W"], rtol=1e-3)
     assert not np.allclose(half["W"], stop["W"], rtol=1e-3) and not np.allclose(half["W"], full["W"], rtol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["awm-transformer", "awm-ssm"])
+def test_stop_gradient_awm_rollout_replays_actions_in_one_pass(name, x64):
+    """policy_input_grad="stop" through an AWM takes the one-pass replay; λ = 0 (the same gradient) takes the scan."""
+    system = gl.envs.make("cancer", horizon=8)
+    model = gl.models.make(name, system)
+    params = model.init(jax.random.PRNGKey(0))
+    s1 = system.initial_state()
+
+    def ret(w, mode):
+        policy = lambda obs, key: jnp.tanh(w[0] * obs[:1] + w[1] + 0.3 * jax.random.normal(key, (1,)))
+        return gl.rollout((model, params), policy, s1, key=jax.random.PRNGKey(3), policy_input_grad=mode).ret
+
+    w = jnp.array([0.7, -0.2])
+    np.testing.assert_allclose(ret(w, "stop"), ret(w, 0.0), rtol=1e-10)
+    np.testing.assert_allclose(jax.grad(ret)(w, "stop"), jax.grad(ret)(w, 0.0), rtol=1e-8)
+    assert not np.allclose(jax.grad(ret)(w, "stop"), jax.grad(ret)(w, "full"))

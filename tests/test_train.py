@@ -1,6 +1,7 @@
 """BPO trainer: improvement, gradient agreement, determinism across vmap, NaN handling, kill-and-resume, CLI errors."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -173,3 +174,5 @@ def test_plot_curves_writes_html(tmp_path):
     assert cli.main(["plot", "curves", str(tmp_path / "store"), "--out", str(out)]) == 0
     html = out.read_text()
     assert "simulator (2 seeds)" in html and "environment steps" in html
+    if shutil.which("chromium"):  # .ci/run installs it; kaleido renders the PNG through it
+        assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

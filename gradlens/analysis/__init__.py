@@ -1,4 +1,5 @@
-"""Analysis layer: gradient-path graphs and counts (`paths`)."""
-from gradlens.analysis import paths
+"""Analysis layer: gradient-path graphs and counts (`paths`), gradient statistics (`gradients`), loss landscapes
+(`landscape`)."""
+from gradlens.analysis import gradients, landscape, paths
 
-__all__ = ["paths"]
+__all__ = ["gradients", "landscape", "paths"]
