@@ -195,9 +195,13 @@ def test_frozen_memory_gives_exact_first_derivatives_without_per_step_caches(nam
         return out.getvalue()
 
     cache_per_step = f"[{H},3,{H + 1},16]"  # [H, heads, T, head width]: one KV cache stored per step
-    plain = lambda th: gl.rollout((model, params), linear_policy(th), s1, H).ret
+    plain = lambda th: gl.rollout((model, params), linear_policy(th), s1, H, policy_input_grad="full").ret
     assert cache_per_step in residual_shapes(plain).replace(" ", "")
-    assert cache_per_step not in residual_shapes(lambda th: ret(th, "stop", True)).replace(" ", "")
+    for mode in ("full", "stop"):
+        assert cache_per_step not in residual_shapes(lambda th: ret(th, mode, True)).replace(" ", "")
+    default = lambda th: gl.rollout((model, params), linear_policy(th), s1, H).ret  # "stop"
+    stores_caches = cache_per_step in residual_shapes(default).replace(" ", "")
+    assert stores_caches == model.reads_states  # an AWM under "stop" replays its actions in one causal pass
 
 
 def test_freeze_without_growing_memory_changes_nothing():
