@@ -4,6 +4,7 @@ A reimplementation and extension of Ma, Ni, Gehring, D'Oro & Bacon, "Do Transfor
 Gradients?" (ICML 2024), in JAX and Haiku.
 """
 from gradlens import analysis, envs, models, policies, runs
+from gradlens.analysis.audit import AuditConfig, AuditReport, audit
 from gradlens.rollout import Trajectory, rollout
 from gradlens.training.data import Trajectories, collect, trajectories
 from gradlens.training.fit import FitConfig, FitHistory, fit
@@ -11,5 +12,6 @@ from gradlens.training.loop import TrainConfig
 from gradlens.training.train import train
 
 __version__ = "0.1.0"
-__all__ = ["FitConfig", "FitHistory", "TrainConfig", "Trajectories", "Trajectory", "analysis", "collect", "envs",
-           "fit", "models", "policies", "rollout", "runs", "train", "trajectories"]
+__all__ = ["AuditConfig", "AuditReport", "FitConfig", "FitHistory", "TrainConfig", "Trajectories", "Trajectory",
+           "analysis", "audit", "collect", "envs", "fit", "models", "policies", "rollout", "runs", "train",
+           "trajectories"]

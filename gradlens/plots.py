@@ -105,18 +105,134 @@ def learning_curves_figure(metrics, title="Return in the true system during trai
     return _paper_layout(fig, title, width, height)
 
 
-def write_figure(fig, path) -> list[str]:
-    """Write `fig` to `path` (.html, self-contained) and beside it a .png when a Chromium for kaleido is available.
+def _color(method):
+    return CLASS_COLORS.get(method, "#9467bd")
 
-    Returns the paths written; the PNG is skipped with a one-line note on stderr when it cannot be rendered.
+
+def _methods(rows):
+    """Methods in first-seen order, the simulator first."""
+    seen = list(dict.fromkeys(r["method"] for r in rows))
+    return sorted(seen, key=lambda m: m != "simulator")
+
+
+def gradient_stats_figure(report, title="Policy-gradient statistics versus horizon", width=1100, height=420):
+    """Three panels against the horizon H (log axes): norm of the mean gradient ‖ḡ‖, variance tr Σ̂ of one sample,
+    and the cosine of ḡ to the simulator's mean gradient; one line per method, dotted for the zeroth-order
+    (Gaussian-smoothing) estimator. `report`: an `AuditReport` (its `gradients` rows)."""
+    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.08,
+                        subplot_titles=("gradient norm ‖ḡ‖", "variance tr Σ (one sample)", "cosine to simulator"))
+    rows = report.gradients
+    for method in _methods(rows):
+        for estimator, dash in (("first-order", "solid"), ("zeroth-order", "dot")):
+            part = sorted((r for r in rows if r["method"] == method and r["estimator"] == estimator),
+                          key=lambda r: r["horizon"])
+            if not part:
+                continue
+            name = method if estimator == "first-order" else f"{method} (zeroth-order)"
+            x = [r["horizon"] for r in part]
+            for col, key in ((1, "mean_norm"), (2, "variance"), (3, "cosine")):
+                fig.add_trace(go.Scatter(x=x, y=[r[key] for r in part], mode="lines+markers", name=name,
+                                         legendgroup=name, showlegend=col == 1, marker={"size": 6},
+                                         line={"color": _color(method), "dash": dash}), row=1, col=col)
+    fig.update_xaxes(type="log", title_text="horizon H")
+    fig.update_yaxes(type="log", row=1, col=1)
+    fig.update_yaxes(type="log", row=1, col=2)
+    fig.update_yaxes(range=[-1.05, 1.05], row=1, col=3)
+    return _paper_layout(fig, title, width, height)
+
+
+def jacobian_heatmaps_figure(report, horizon=None, title=None, width=None, height=360):
+    """log10 ‖d ŝ_t / d a_k‖_F as a (t × k) heatmap, one panel per method, at `horizon` (default the largest).
+    Entries with k >= t are exactly zero (causality) and left blank."""
+    import numpy as np
+
+    horizon = max(report.horizons) if horizon is None else horizon
+    rows = [r for r in report.jacobians if r["horizon"] == horizon]
+    if not rows:
+        raise ValueError(f"no Jacobians at horizon {horizon}; the report has horizons {report.horizons}")
+    fig = make_subplots(rows=1, cols=len(rows), horizontal_spacing=0.04,
+                        subplot_titles=[f"{r['method']} (growth {r['growth_rate']:.3g}/step)" for r in rows])
+    logs = []
+    for r in rows:
+        n = np.asarray(r["norms"], dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logs.append(np.where(n > 0, np.log10(n), np.nan))
+    finite = np.concatenate([x[np.isfinite(x)] for x in logs]) if logs else np.array([])
+    zmin, zmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    for i, (r, z) in enumerate(zip(rows, logs)):
+        fig.add_trace(go.Heatmap(z=z.tolist(), x=list(range(1, z.shape[1] + 1)), y=list(range(1, z.shape[0] + 1)),
+                                 zmin=zmin, zmax=zmax, colorscale="Viridis", showscale=i == len(rows) - 1,
+                                 colorbar={"title": "log10 ‖·‖"},
+                                 hovertemplate="t=%{y}, k=%{x}<br>log10 norm=%{z:.2f}<extra>" + r["method"]
+                                 + "</extra>"), row=1, col=i + 1)
+    fig.update_xaxes(title_text="action a_k")
+    fig.update_yaxes(title_text="state ŝ_t", autorange="reversed", col=1)
+    fig.update_yaxes(autorange="reversed")
+    title = title or f"Jacobian norms ‖d ŝ_t / d a_k‖ at H = {horizon}"
+    return _paper_layout(fig, title, width or 300 * len(rows) + 120, height)
+
+
+def landscapes_figure(report, kind="action", title=None, width=None, height=340):
+    """1-D slices J along `kind` ("action": J(a_1); "direction": J(θ + α d)), one panel per horizon, one line per
+    method; panel titles carry the normalised total variation of each slice (1 = monotone)."""
+    rows = [r for r in report.landscapes if r["kind"] == kind]
+    if not rows:
+        raise ValueError(f"no {kind!r} landscapes in this report (kinds: "
+                         f"{sorted({r['kind'] for r in report.landscapes})})")
+    horizons = sorted({r["horizon"] for r in rows})
+    fig = make_subplots(rows=1, cols=len(horizons), horizontal_spacing=0.05,
+                        subplot_titles=[f"H = {h}" for h in horizons])
+    for col, h in enumerate(horizons, start=1):
+        for r in sorted((r for r in rows if r["horizon"] == h), key=lambda r: r["method"] != "simulator"):
+            rough = r["roughness"].get("normalized_tv")
+            fig.add_trace(go.Scatter(x=r["grid"], y=r["values"], mode="lines", name=r["method"],
+                                     legendgroup=r["method"], showlegend=col == 1,
+                                     line={"color": _color(r["method"]), "width": 1.5},
+                                     hovertemplate=f"{r['method']}, H={h}<br>x=%{{x:.3f}}<br>J=%{{y:.4g}}<br>"
+                                     f"normalised TV={rough:.3g}<extra></extra>"), row=1, col=col)
+    fig.update_xaxes(title_text="first action a_1" if kind == "action" else "step α along d")
+    fig.update_yaxes(title_text="return J", col=1)
+    title = title or ("Return landscape J(a_1)" if kind == "action" else "Return along a random direction in θ")
+    return _paper_layout(fig, title, width or max(420, 300 * len(horizons)), height)
+
+
+def plane_figure(report, horizon=None, title=None, height=340):
+    """2-D slices J(θ + α d1 + β d2) at `horizon` (default the largest), one contour panel per method."""
+    horizon = max(report.horizons) if horizon is None else horizon
+    rows = [r for r in report.landscapes if r["kind"] == "plane" and r["horizon"] == horizon]
+    if not rows:
+        raise ValueError(f"no 2-D slices at horizon {horizon} in this report")
+    rows.sort(key=lambda r: r["method"] != "simulator")
+    fig = make_subplots(rows=1, cols=len(rows), horizontal_spacing=0.04,
+                        subplot_titles=[f"{r['method']} (TV {r['roughness']['normalized_tv']:.3g})" for r in rows])
+    for i, r in enumerate(rows):
+        alphas, betas = r["grid"]
+        fig.add_trace(go.Contour(z=r["values"], x=betas, y=alphas, colorscale="RdBu", showscale=False,
+                                 contours={"coloring": "heatmap"}, ncontours=20,
+                                 hovertemplate="α=%{y:.2f}, β=%{x:.2f}<br>J=%{z:.4g}<extra>" + r["method"]
+                                 + "</extra>"), row=1, col=i + 1)
+    fig.update_xaxes(title_text="β (direction 2)")
+    fig.update_yaxes(title_text="α (direction 1)", col=1)
+    return _paper_layout(fig, title or f"Return on a random plane in θ at H = {horizon}", 280 * len(rows) + 100,
+                         height)
+
+
+def write_figure(fig, path, plotlyjs="embed") -> list[str]:
+    """Write `fig` to `path` (.html) and beside it a .png when a Chromium for kaleido is available.
+
+    plotlyjs: "embed" (a self-contained page, about 4.7 MB) or "directory" (pages in one folder share a
+    plotly.min.js written beside them: small, still offline). Returns the paths written; the PNG is skipped with a
+    one-line note on stderr when it cannot be rendered.
     """
+    if plotlyjs not in ("embed", "directory"):
+        raise ValueError(f"plotlyjs must be 'embed' or 'directory', got {plotlyjs!r}")
     import sys
     from pathlib import Path
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     html = path.with_suffix(".html")
-    fig.write_html(html, include_plotlyjs=True, full_html=True)
+    fig.write_html(html, include_plotlyjs=True if plotlyjs == "embed" else "directory", full_html=True)
     written = [str(html)]
     png = path.with_suffix(".png")
     try:

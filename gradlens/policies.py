@@ -77,15 +77,18 @@ class GaussianMLPPolicy:
 
 @dataclasses.dataclass(frozen=True)
 class OpenLoopPolicy:
-    """a_t = tanh(θ_t): one free action per step, indexed by the observation's time channel; θ: [H, A].
+    """a_t = tanh(θ_t + σ ε_t), ε_t ~ N(0, I): one free action per step, indexed by the observation's time channel.
 
-    `init_scale` = 0 starts from zero actions; the time index selects the row, so the same policy drives a true system
-    and a world model (whose time channel is exact).
+    θ: [H, A]. `noise_std` σ = 0 (default) is the deterministic a_t = tanh(θ_t); σ > 0 makes it a tanh-Gaussian
+    open-loop policy (the samples whose spread gradient statistics measure). `init_scale` = 0 starts from zero
+    actions; the time index selects the row, so the same policy drives a true system and a world model (whose time
+    channel is exact).
     """
 
     horizon: int
     action_dim: int
     init_scale: float = 0.0
+    noise_std: float = 0.0
 
     def init(self, key: Array) -> Array:
         return self.init_scale * jax.random.normal(key, (self.horizon, self.action_dim))
@@ -95,24 +98,35 @@ class OpenLoopPolicy:
         return params[t]
 
     def sample(self, params, obs: Array, key: Array) -> Array:
-        return self.mode(params, obs)
+        loc = self._row(params, obs)
+        if self.noise_std == 0:
+            return jnp.tanh(loc)
+        return jnp.tanh(loc + self.noise_std * jax.random.normal(key, loc.shape, loc.dtype))
 
     def mode(self, params, obs: Array) -> Array:
         return jnp.tanh(self._row(params, obs))
 
     def entropy(self, params, obs: Array, action: Array) -> Array:
-        """Deterministic: zero entropy (so an entropy bonus leaves it unchanged)."""
-        return jnp.zeros((), action.dtype)
+        """Zero when deterministic (an entropy bonus leaves it unchanged); else the tanh-Gaussian estimate
+        H[u] + Σ log(1 - tanh(u)²) at the sampled action, as `GaussianMLPPolicy.entropy`."""
+        if self.noise_std == 0:
+            return jnp.zeros((), action.dtype)
+        gaussian = self.action_dim * (math.log(self.noise_std) + 0.5 * math.log(2 * math.pi * math.e))
+        return gaussian + jnp.sum(jnp.log(1.0 - action**2 + 1e-6))
 
     def bind(self, params, deterministic: bool = False):
-        return lambda obs, key: self.mode(params, obs)
+        if deterministic:
+            return lambda obs, key: self.mode(params, obs)
+        return lambda obs, key: self.sample(params, obs, key)
 
 
 POLICIES = ("mlp", "open_loop")
 
 
-def make_policy(kind: str, system: System, hidden: tuple[int, ...] = (64, 64), horizon: int | None = None):
-    """`"mlp"`: tanh-Gaussian state-feedback MLP; `"open_loop"`: a free action per step of `horizon` (default H)."""
+def make_policy(kind: str, system: System, hidden: tuple[int, ...] = (64, 64), horizon: int | None = None,
+                noise_std: float = 0.0):
+    """`"mlp"`: tanh-Gaussian state-feedback MLP; `"open_loop"`: a free action per step of `horizon` (default H),
+    deterministic unless `noise_std` > 0 (then tanh-Gaussian with that std before the tanh)."""
     if kind == "mlp":
         if not hidden or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden):
             raise ValueError(f"policy hidden sizes must be positive integers, got {hidden!r}")
@@ -120,5 +134,7 @@ def make_policy(kind: str, system: System, hidden: tuple[int, ...] = (64, 64), h
     if kind == "open_loop":
         horizon = system.horizon if horizon is None else horizon
         check_positive(horizon, "open-loop policy horizon", integer=True)
-        return OpenLoopPolicy(horizon, system.action_dim)
+        if isinstance(noise_std, bool) or not isinstance(noise_std, (int, float)) or not 0 <= noise_std < math.inf:
+            raise ValueError(f"open-loop policy noise_std must be a finite number >= 0, got {noise_std!r}")
+        return OpenLoopPolicy(horizon, system.action_dim, noise_std=float(noise_std))
     raise ValueError(f"unknown policy {kind!r}; valid policies: {', '.join(POLICIES)}")

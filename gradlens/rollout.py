@@ -112,7 +112,7 @@ def policy_input(obs: Array, policy_input_grad: PolicyInputGrad) -> Array:
     return frozen + lam * (obs - frozen)
 
 
-def _check_policy_input_grad(value) -> None:
+def check_policy_input_grad(value) -> None:
     if value in ("stop", "full"):
         return
     if isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0:
@@ -155,7 +155,7 @@ def rollout(
         )
     check_shape(s1, (dyn.obs_dim,), "s1 (obs_dim = state_dim + 1 time index)")
     check_finite(s1, "s1")
-    _check_policy_input_grad(policy_input_grad)
+    check_policy_input_grad(policy_input_grad)
     if open_loop:
         actions = jnp.asarray(policy)
         check_shape(actions, (horizon, dyn.action_dim), "open-loop actions [horizon, action_dim]")

@@ -1,0 +1,498 @@
+"""`audit(system, models, horizons)`: every gradient diagnostic of gradlens in one call, as a JSON-ready report.
+
+For a system and a set of world models (fitted here on data collected in the true system, or given fitted), and for
+every horizon H of a grid, beside the true simulator:
+
+    fits        validation MSE of each model against the "predict s_1 for ever" baseline
+    gradients   per-sample policy gradients: norm, variance, SNR, cosine and relative error to the simulator's
+                (`gradients.horizon_sweep`), plus a zeroth-order reference at the same budget
+    jacobians   ‖d ŝ_t / d a_k‖ for all (t, k), the growth rate of the norm with t - k, step Jacobian norms
+    landscapes  J(a_1) (the toys' action landscape) and J along one and two filter-normalised directions in
+                policy-parameter space, each with its roughness numbers
+    paths       exact gradient-path counts a_k -> J of each model class (`paths.horizon_table`)
+    problems    every NaN/Inf met, with the diagnostic, method, horizon and where it appeared (never dropped)
+
+Horizon H means the task of H steps. A system given by name is rebuilt at each H when that leaves its step dt
+unchanged (the toys, `linear`, `lorenz96`: only the episode length and the terminal reward move, so one model fitted
+on H_max-step episodes serves every H); when dt = T / H depends on H (the Myriad tasks), or for a `System` object,
+H means the first H steps of the H_max-step episode. A callable `horizon -> System` is rebuilt at each H.
+
+All randomness comes from `AuditConfig.seed`; the same config gives the same report (timings aside).
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import functools
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradlens import envs, models as model_registry
+from gradlens.analysis import gradients, jacobians, landscape, paths
+from gradlens.envs.base import System, check_positive
+from gradlens.models.base import WorldModel
+from gradlens.policies import POLICIES, make_policy
+from gradlens.rollout import check_policy_input_grad
+from gradlens.training.data import collect
+from gradlens.training.fit import FitConfig, FitDiverged, baseline_mse, fit, mse
+
+SIMULATOR = "simulator"
+REPORT = "report.json"
+SCHEMA_VERSION = 1
+SECTIONS = ("fits", "gradients", "jacobians", "landscapes", "paths")
+_TOYS = ("double_pendulum", "one_bounce")  # terminal-reward tasks: the paper's toy data scheme
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditConfig:
+    """What an audit computes and at what size; defaults run in about a minute per model on a laptop CPU.
+
+    Fields:
+      n_episodes, data: episodes collected in the true system to fit the models, and the exploration scheme
+        ("auto": the paper's toy scheme on the toy tasks, a random walk elsewhere; or any `collect` scheme name).
+      fit_epochs, fit_patience, fit_batch: `FitConfig` of the fits (Adam lr 1e-3, 10 % validation split).
+      policy: "mlp" (the paper's tanh-Gaussian state-feedback policy, at its random initialisation), "open_loop"
+        (a_t = tanh(θ_t + σ ε_t) from θ = 0, σ = `policy_noise`) or "auto": open loop on the toy tasks, whose first
+        action is all that matters and whose raw observations (angles of ±90 rad) saturate an MLP at initialisation,
+        the MLP elsewhere.
+      policy_input_grad: "stop" (the paper's), "full" or a float λ, for gradients, Jacobians and path counts.
+      n_samples: per-sample gradients per method and horizon (the zeroth-order reference uses the same budget).
+      s1_noise: std of the initial-state perturbation of each gradient sample (0: policy noise only).
+      landscape_points: grid size of the 1-D slices (J(a_1) over [-1, 1], J along a direction over α ∈ [-1, 1]).
+      landscape_2d_points: grid size per axis of the 2-D slice (0 = none).
+      seed: every key of the audit derives from it.
+    """
+
+    n_episodes: int = 256
+    data: str = "auto"
+    fit_epochs: int = 60
+    fit_patience: int = 10
+    fit_batch: int = 64
+    policy: str = "auto"
+    policy_noise: float = 0.3
+    policy_input_grad: str | float = "stop"
+    n_samples: int = 32
+    s1_noise: float = 0.0
+    landscape_points: int = 101
+    landscape_2d_points: int = 15
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("n_episodes", "fit_epochs", "fit_patience", "fit_batch", "landscape_points"):
+            check_positive(getattr(self, name), f"AuditConfig.{name}", integer=True)
+        if self.n_samples is None or isinstance(self.n_samples, bool) or not isinstance(self.n_samples, int) \
+                or self.n_samples < 2:
+            raise ValueError(f"AuditConfig.n_samples must be an integer >= 2 (a variance needs two samples), "
+                             f"got {self.n_samples!r}")
+        if self.landscape_points < 2:
+            raise ValueError(f"AuditConfig.landscape_points must be >= 2, got {self.landscape_points}")
+        p2 = self.landscape_2d_points
+        if isinstance(p2, bool) or not isinstance(p2, int) or p2 < 0 or p2 == 1:
+            raise ValueError(f"AuditConfig.landscape_2d_points must be 0 (no 2-D slice) or an integer >= 2, got {p2!r}")
+        if self.policy not in ("auto", *POLICIES):
+            raise ValueError(f"AuditConfig.policy must be one of auto, {', '.join(POLICIES)}, got {self.policy!r}")
+        check_positive(self.policy_noise, "AuditConfig.policy_noise")
+        check_policy_input_grad(self.policy_input_grad)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"AuditConfig.seed must be an integer, got {self.seed!r}")
+        if isinstance(self.s1_noise, bool) or not isinstance(self.s1_noise, (int, float)) \
+                or not 0 <= self.s1_noise < math.inf:
+            raise ValueError(f"AuditConfig.s1_noise must be a finite number >= 0, got {self.s1_noise!r}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "AuditConfig":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - fields)
+        if unknown:
+            raise ValueError(f"unknown audit setting(s) {', '.join(map(repr, unknown))}; valid: "
+                             f"{', '.join(sorted(fields))}")
+        return cls(**data)
+
+
+@dataclasses.dataclass
+class AuditReport:
+    """The result of `audit`, as plain JSON types (so `from_json(to_json())` gives the same report back).
+
+    Fields (the README's "report.json" section documents every key):
+      system: {name, obs_dim, action_dim, dt, horizon_mode ("rebuilt" | "prefix"), max_horizon}
+      models: the audited model names, simulator excluded; horizons: the grid; config: `AuditConfig` as a dict.
+      fits: {model: {source ("fitted" | "given"), val_mse, baseline_mse, epochs, best_epoch, train_loss [E],
+        val_loss [E], seconds}}
+      gradients: rows {method, estimator, horizon, n, n_nonfinite, mean_norm, sample_norm, variance, snr, cosine,
+        relative_error, ...} (`gradients.GradientStats`); the reference is the simulator's mean gradient.
+      jacobians: rows {method, horizon, norms [H+1][H] (‖d ŝ_t / d a_k‖_F, t = 0..H, k = 0..H-1), growth_rate,
+        lags [L], mean_log_norm [L], step_norms [H] or null (no state edge: AWMs)}
+      landscapes: rows {method, horizon, kind ("action" | "direction" | "plane"), grid [G] or [[G1], [G2]],
+        values [G] or [G1][G2], roughness {...} (`landscape.roughness`)}
+      paths: rows of `paths.horizon_table` (time-step level) per model class; exact counts as integers
+      problems: [{diagnostic, method, horizon, message}] for every NaN/Inf or failed diagnostic
+      timings: seconds per section; meta: gradlens version, JAX version, created (UTC), schema version.
+    Non-finite floats are written as the JSON extensions NaN / Infinity (Python's json and pandas read them).
+    """
+
+    system: dict
+    models: list
+    horizons: list
+    config: dict
+    fits: dict = dataclasses.field(default_factory=dict)
+    gradients: list = dataclasses.field(default_factory=list)
+    jacobians: list = dataclasses.field(default_factory=list)
+    landscapes: list = dataclasses.field(default_factory=list)
+    paths: list = dataclasses.field(default_factory=list)
+    problems: list = dataclasses.field(default_factory=list)
+    timings: dict = dataclasses.field(default_factory=dict)
+    meta: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def methods(self) -> list[str]:
+        """The simulator, then the audited models."""
+        return [SIMULATOR, *self.models]
+
+    def to_json(self) -> str:
+        return json.dumps(_plain(dataclasses.asdict(self)), sort_keys=True, indent=1) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> "AuditReport":
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"an audit report must be a JSON object, got {type(data).__name__}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        missing = sorted(f.name for f in dataclasses.fields(cls)
+                         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+                         and f.name not in data)
+        unknown = sorted(set(data) - fields)
+        if missing or unknown:
+            raise ValueError(f"not an audit report: missing keys {missing}, unknown keys {unknown}")
+        return cls(**data)
+
+    def save(self, folder) -> Path:
+        """Write `folder/report.json` atomically; returns its path."""
+        from gradlens.runs import write_bytes_atomic
+
+        path = Path(folder) / REPORT
+        write_bytes_atomic(path, self.to_json().encode())
+        return path
+
+    @classmethod
+    def load(cls, path) -> "AuditReport":
+        """Read a report from `report.json` or from the run folder holding it (ValueError if missing or corrupt)."""
+        path = Path(path)
+        path = path / REPORT if path.is_dir() else path
+        try:
+            return cls.from_json(path.read_text())
+        except FileNotFoundError:
+            raise ValueError(f"{path} is missing: not an audit run folder") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path} is corrupt: {err}") from None
+
+
+def _plain(value):
+    """NumPy / JAX scalars and arrays, tuples -> plain JSON types (recursively)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (np.ndarray, np.generic, jax.Array)):
+        return _plain(np.asarray(value).tolist())
+    return value
+
+
+# --------------------------------------------------------------------------------------------------- set-up
+def _horizons(horizons) -> list[int]:
+    horizons = list(horizons) if isinstance(horizons, (list, tuple, range, np.ndarray)) else None
+    if not horizons:
+        raise ValueError("horizons must be a non-empty list of positive integers, e.g. [5, 10, 20]")
+    for h in horizons:
+        check_positive(h, "each horizon", integer=True)
+    if len(set(horizons)) != len(horizons):
+        raise ValueError(f"horizons must be distinct, got {horizons}")
+    return sorted(int(h) for h in horizons)
+
+
+def _system_factory(system, grid: list[int]) -> tuple[Callable[[int], System], str]:
+    """(horizon -> System, "rebuilt" | "prefix") as the module docstring describes."""
+    h_max = grid[-1]
+    if isinstance(system, System):
+        if h_max > system.horizon:
+            raise ValueError(f"horizon {h_max} exceeds system {system.name!r}'s horizon {system.horizon}; "
+                             f"make the system with horizon >= {h_max}")
+        return (lambda h: system), "prefix"
+    if isinstance(system, str):
+        big = envs.make(system, horizon=h_max)
+        if envs.make(system, horizon=grid[0]).dt != big.dt:
+            return (lambda h: big), "prefix"
+        return functools.lru_cache(maxsize=None)(lambda h: envs.make(system, horizon=h)), "rebuilt"
+    if callable(system):
+        built = functools.lru_cache(maxsize=None)(system)
+        if not isinstance(built(h_max), System):
+            raise ValueError(f"a system factory must return a gradlens System, got {type(built(h_max)).__name__}")
+        return built, "rebuilt"
+    raise ValueError(f"system must be a system name (one of {', '.join(envs.names())}), a System or a callable "
+                     f"horizon -> System; got {type(system).__name__}")
+
+
+def _resolve_models(models, params, system: System) -> dict[str, tuple[WorldModel, Any]]:
+    """name -> (model made for `system`, given params or None)."""
+    if isinstance(models, (str, WorldModel)):
+        models = [models]
+    params = dict(params or {})
+    out = {}
+    for m in models:
+        model = model_registry.make(m, system) if isinstance(m, str) else m
+        if not isinstance(model, WorldModel):
+            raise ValueError(f"models must be model names (one of {', '.join(model_registry.names())}) or "
+                             f"WorldModels, got {type(m).__name__}")
+        if model.name == SIMULATOR:
+            raise ValueError("the name 'simulator' is reserved for the true system")
+        if (model.system.obs_dim, model.system.action_dim) != (system.obs_dim, system.action_dim):
+            raise ValueError(f"model {model.name!r} is for obs_dim {model.system.obs_dim}, action_dim "
+                             f"{model.system.action_dim}; system {system.name!r} has obs_dim {system.obs_dim}, "
+                             f"action_dim {system.action_dim}")
+        if model.name in out:
+            raise ValueError(f"model {model.name!r} is listed twice")
+        out[model.name] = (model, params.pop(model.name, None))
+    if params:
+        raise ValueError(f"params given for {', '.join(sorted(params))}, which are not among the audited models "
+                         f"({', '.join(out)})")
+    return out
+
+
+def policy_kind(config: AuditConfig, system: System) -> str:
+    """The policy class an audit of `system` uses ("mlp" or "open_loop")."""
+    if config.policy != "auto":
+        return config.policy
+    return "open_loop" if system.name in _TOYS else "mlp"
+
+
+def _scheme(config: AuditConfig, system: System) -> str:
+    if config.data != "auto":
+        return config.data
+    return "toy" if system.name in _TOYS else "random_walk"
+
+
+# --------------------------------------------------------------------------------------------------- the audit
+def prepare(system, models, horizons, params=None, config: AuditConfig = AuditConfig()):
+    """Validate `audit`'s arguments without computing anything: (horizon grid, horizon -> System, horizon mode,
+    {name: (model, given params or None)}). ValueError naming the bad value and what is allowed."""
+    if not isinstance(config, AuditConfig):
+        raise ValueError(f"config must be an AuditConfig, got {type(config).__name__}")
+    grid = _horizons(horizons)
+    h_max = grid[-1]
+    system_at, mode = _system_factory(system, grid)
+    chosen = _resolve_models(models, params, system_at(h_max))
+    for name, (model, _) in chosen.items():
+        if h_max > model.max_horizon:
+            raise ValueError(f"horizon {h_max} is beyond model {name!r}'s context (max_horizon "
+                             f"{model.max_horizon}); audit horizons <= {model.max_horizon} or build the model "
+                             f"with max_horizon >= {h_max}")
+    return grid, system_at, mode, chosen
+
+
+def audit(system, models: Sequence = ("markov", "hwm-transformer", "awm-transformer"), horizons=(5, 10, 20), *,
+          params: Mapping[str, Any] | None = None, config: AuditConfig = AuditConfig(), progress: bool = True,
+          log: Callable[[str], None] | None = None) -> AuditReport:
+    """Fit (or take) world models of `system` and run every diagnostic at every horizon; returns an `AuditReport`.
+
+    Args:
+      system: a system name, a `System` (H = its first H steps) or a callable horizon -> System.
+      models: model names (`gradlens.models.names()`, user-registered ones included) and/or `WorldModel`s.
+      horizons: the horizon grid; every H must fit the system and each model's `max_horizon`.
+      params: {model name: fitted params}; those models are not fitted again (and a NaN in them is reported).
+      config: `AuditConfig` (sizes, seed); progress: tqdm bars; log: called with one line per finished stage.
+    Raises ValueError on bad input (unknown names, an empty grid, a horizon beyond a model's context, models whose
+    dimensions do not match the system) before any computation.
+    """
+    grid, system_at, mode, chosen = prepare(system, models, horizons, params, config)
+    h_max = grid[-1]
+    base = system_at(h_max)
+    say = log or (lambda line: None)
+    report = AuditReport(
+        system={"name": base.name, "obs_dim": base.obs_dim, "action_dim": base.action_dim, "dt": base.dt,
+                "horizon_mode": mode, "max_horizon": h_max},
+        models=list(chosen), horizons=grid, config=dataclasses.asdict(config),
+        meta={"gradlens": _version(), "jax": jax.__version__, "schema": SCHEMA_VERSION,
+              "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
+    k_data, k_fit, k_policy, k_grad, k_dir = jax.random.split(jax.random.PRNGKey(config.seed), 5)
+
+    start = time.perf_counter()
+    fitted = _fit_all(report, chosen, base, config, k_data, k_fit, progress)
+    report.timings["fits"] = time.perf_counter() - start
+    say(_fit_line(report))
+
+    def dynamics_at(name, h):
+        if name == SIMULATOR:
+            return system_at(h)
+        model, p = fitted[name]
+        return (model if mode == "prefix" else dataclasses.replace(model, system=system_at(h)), p)
+
+    kind = policy_kind(config, base)
+    report.system["policy"] = kind
+    policy = make_policy(kind, base, horizon=h_max, noise_std=config.policy_noise)
+    policy_params = policy.init(k_policy)
+    methods = [SIMULATOR, *chosen]
+    stages = [("gradients", lambda: _gradients(report, dynamics_at, methods, policy, policy_params, k_grad, config)),
+              ("jacobians", lambda: _jacobians(report, dynamics_at, methods, policy, policy_params, config)),
+              ("landscapes", lambda: _landscapes(report, dynamics_at, methods, policy, policy_params, k_dir, config)),
+              ("paths", lambda: _paths(report, methods, kind, config))]
+    from tqdm.auto import tqdm
+
+    for section, run in tqdm(stages, desc="audit", disable=not progress, leave=False):
+        start = time.perf_counter()
+        run()
+        report.timings[section] = time.perf_counter() - start
+        say(f"{section}: done in {report.timings[section]:.1f} s")
+    return report
+
+
+def _version() -> str:
+    from gradlens import __version__
+
+    return __version__
+
+
+def _fit_line(report: AuditReport) -> str:
+    parts = [f"{name} val MSE {f['val_mse']:.3g} (baseline {f['baseline_mse']:.3g})" for name, f in report.fits.items()]
+    return "fits: " + ("; ".join(parts) if parts else "none")
+
+
+def _problem(report: AuditReport, diagnostic: str, method: str | None, horizon: int | None, message: str) -> None:
+    report.problems.append({"diagnostic": diagnostic, "method": method, "horizon": horizon, "message": message})
+
+
+def _fit_all(report, chosen, base: System, config: AuditConfig, k_data, k_fit, progress) -> dict:
+    """Fit every model without given params on one shared data set; fill report.fits; return name -> (model, params)."""
+    data = None
+    out = {}
+    fit_config = FitConfig(epochs=config.fit_epochs, patience=config.fit_patience, batch_size=config.fit_batch)
+    for i, (name, (model, given)) in enumerate(chosen.items()):
+        start = time.perf_counter()
+        if data is None:
+            data = collect(base, _scheme(config, base), config.n_episodes, k_data)
+        entry = {"source": "given" if given is not None else "fitted", "train_loss": [], "val_loss": [],
+                 "epochs": 0, "best_epoch": None}
+        if given is None:
+            try:
+                given, history = fit(model, data, jax.random.fold_in(k_fit, i), fit_config, progress=progress)
+            except FitDiverged as err:
+                given, history = err.params, err.history
+                _problem(report, "fits", name, None, str(err))
+            entry.update(train_loss=list(history.train_loss), val_loss=list(history.val_loss),
+                         epochs=len(history.train_loss), best_epoch=history.best_epoch)
+        entry.update(val_mse=float(mse(model, given, data)), baseline_mse=float(baseline_mse(data)),
+                     seconds=time.perf_counter() - start)
+        if not math.isfinite(entry["val_mse"]):
+            _problem(report, "fits", name, None, f"open-loop MSE on the collected data is {entry['val_mse']}")
+        report.fits[name] = entry
+        out[name] = (model, given)
+    return out
+
+
+def _gradients(report, dynamics_at, methods, policy, policy_params, key, config: AuditConfig) -> None:
+    rows = gradients.horizon_sweep(
+        lambda h: dynamics_at(SIMULATOR, h), {m: (lambda h, m=m: dynamics_at(m, h)) for m in methods[1:]},
+        policy, policy_params, report.horizons, key, config.n_samples, zeroth_order="simulator",
+        policy_input_grad=config.policy_input_grad, s1_noise=config.s1_noise)
+    for row in rows:
+        if row["n_nonfinite"]:
+            _problem(report, "gradients", row["method"], row["horizon"],
+                     f"{row['n_nonfinite']} of {row['n'] + row['n_nonfinite']} {row['estimator']} gradient samples "
+                     f"non-finite (samples {row['nonfinite_samples'][:8]}, parameter leaves "
+                     f"{row['nonfinite_leaves'][:4]})")
+    report.gradients.extend(rows)
+
+
+def _nonfinite_where(values: np.ndarray, names: str) -> str:
+    bad = np.argwhere(~np.isfinite(values))
+    shown = ", ".join(str(tuple(int(i) for i in idx)) for idx in bad[:6])
+    return f"{len(bad)} non-finite value(s) at {names} = {shown}{' …' if len(bad) > 6 else ''}"
+
+
+def _jacobians(report, dynamics_at, methods, policy, policy_params, config: AuditConfig) -> None:
+    act = policy.bind(policy_params, deterministic=True)
+    for h in report.horizons:
+        for method in methods:
+            dyn = dynamics_at(method, h)
+            s1 = dynamics_at(SIMULATOR, h).initial_state()
+            chain = jacobians.jacobian_chain(dyn, act, s1, h, policy_input_grad=config.policy_input_grad)
+            norms = np.asarray(jacobians.norms(chain), np.float64)  # [H+1, H]
+            row = {"method": method, "horizon": h, "norms": norms, "growth_rate": float("nan"), "lags": [],
+                   "mean_log_norm": [], "step_norms": None}
+            if not np.all(np.isfinite(norms)):
+                _problem(report, "jacobians", method, h, _nonfinite_where(norms, "(t, k)"))
+            try:
+                row["growth_rate"] = jacobians.growth_rate(chain)
+                profile = jacobians.lag_profile(chain)
+                row.update(lags=profile.lags, mean_log_norm=profile.mean_log_norm)
+            except ValueError as err:
+                _problem(report, "jacobians", method, h, f"no growth rate: {err}")
+            steps = jacobians.step_jacobian_norms(dyn, act, s1, h)
+            if steps is not None:
+                steps = np.asarray(steps, np.float64)
+                row["step_norms"] = steps
+                if not np.all(np.isfinite(steps)):
+                    _problem(report, "jacobians", method, h, "step Jacobian norms: " + _nonfinite_where(steps, "(t,)"))
+            report.jacobians.append(_plain(row))
+
+
+def _landscapes(report, dynamics_at, methods, policy, policy_params, key, config: AuditConfig) -> None:
+    normalize = not isinstance(policy_params, jax.Array)  # an open-loop θ = 0 would give zero filter-normalised ones
+    d1, d2 = (landscape.random_direction(policy_params, k, filter_normalize=normalize) for k in jax.random.split(key))
+    line = np.linspace(-1.0, 1.0, config.landscape_points)
+    plane = np.linspace(-1.0, 1.0, config.landscape_2d_points) if config.landscape_2d_points else None
+    for h in report.horizons:
+        s1 = dynamics_at(SIMULATOR, h).initial_state()
+        for method in methods:
+            dyn = dynamics_at(method, h)
+            objective = landscape.policy_return_fn(dyn, policy, s1, h)
+            slices = [("action", line, landscape.action_slice(dyn, s1, h, line)),
+                      ("direction", line, landscape.slice_1d(objective, policy_params, d1, line))]
+            if plane is not None:
+                slices.append(("plane", (plane, plane), landscape.slice_2d(objective, policy_params, d1, d2, plane,
+                                                                             plane)))
+            for kind, grid, values in slices:
+                values = np.asarray(values, np.float64)
+                rough = landscape.roughness(values, grid)
+                if rough["n_nonfinite"]:
+                    _problem(report, "landscapes", method, h,
+                             f"{kind} slice: {rough['n_nonfinite']} non-finite value(s) at grid positions "
+                             f"{rough['nonfinite_at'][:6]}")
+                report.landscapes.append(_plain({"method": method, "horizon": h, "kind": kind,
+                                                 "grid": grid, "values": values, "roughness": rough}))
+
+
+def _paths(report, methods, kind: str, config: AuditConfig) -> None:
+    policy = "open" if kind == "open_loop" else "closed"
+    stop = config.policy_input_grad == "stop"
+    for method in methods:
+        if method not in paths.MODEL_CLASSES:
+            _problem(report, "paths", method, None, f"no gradient-path graph for {method!r} (user model): gradlens "
+                     f"counts paths for {', '.join(paths.MODEL_CLASSES)}")
+            continue
+        for row in paths.horizon_table(method, report.horizons, level="time", policy=policy, stop_gradient=stop):
+            report.paths.append(_plain({k: v for k, v in row.items() if k != "mean_length_per_action"}))
+
+
+def summary_rows(report: AuditReport) -> list[dict]:
+    """One row per (method, horizon): the figures the CLI prints and report.html tabulates."""
+    grads = {(r["method"], r["horizon"]): r for r in report.gradients if r["estimator"] == "first-order"}
+    jac = {(r["method"], r["horizon"]): r for r in report.jacobians}
+    rough = {(r["method"], r["horizon"]): r["roughness"] for r in report.landscapes if r["kind"] == "direction"}
+    counts = {(r["model_class"], r["horizon"]): r for r in report.paths}
+    rows = []
+    for h in report.horizons:
+        for method in report.methods:
+            g, j = grads.get((method, h), {}), jac.get((method, h), {})
+            p = counts.get((method, h))
+            rows.append({"method": method, "horizon": h, "grad_norm": g.get("mean_norm"),
+                         "variance": g.get("variance"), "snr": g.get("snr"), "cosine": g.get("cosine"),
+                         "rel_error": g.get("relative_error"), "growth_rate": j.get("growth_rate"),
+                         "roughness": rough.get((method, h), {}).get("normalized_tv"),
+                         "log10_paths": p["log10_paths"] if p else None})
+    return rows

@@ -1,0 +1,142 @@
+"""An audit as files: the run folder (`report.json`, one HTML/PNG per figure) and one self-contained `report.html`.
+
+    run = run_audit("double_pendulum", ["markov", "awm-transformer"], [5, 10, 20], root="gradlens-runs")
+    # gradlens-runs/<system>-audit-<UTC time>/{config.json, status.json, report.json, report.html, figures/...}
+
+`report.html` embeds plotly.js once and every figure after it, so it opens offline in any browser.
+"""
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+
+from gradlens import plots, runs
+from gradlens.analysis.audit import AuditConfig, AuditReport, audit, prepare, summary_rows
+
+SUMMARY_COLUMNS = (("method", "method"), ("horizon", "H"), ("grad_norm", "‖ḡ‖"), ("variance", "tr Σ"),
+                   ("snr", "SNR"), ("cosine", "cos(sim)"), ("rel_error", "rel. err"),
+                   ("growth_rate", "Jac. growth/step"), ("roughness", "landscape TV"), ("log10_paths", "log10 paths"))
+
+
+def audit_figures(report: AuditReport) -> dict:
+    """name -> plotly Figure for every section the report holds data for."""
+    figs = {"gradients": plots.gradient_stats_figure(report), "jacobians": plots.jacobian_heatmaps_figure(report)}
+    kinds = {r["kind"] for r in report.landscapes}
+    for kind in ("action", "direction"):
+        if kind in kinds:
+            figs[f"landscape_{kind}"] = plots.landscapes_figure(report, kind)
+    if "plane" in kinds:
+        figs["landscape_plane"] = plots.plane_figure(report)
+    if report.paths:
+        figs["paths"] = plots.path_counts_figure(report.paths)
+    return figs
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return "NaN" if math.isnan(value) else f"{value:.4g}"
+    return str(value)
+
+
+def summary_table(report: AuditReport) -> list[list[str]]:
+    """The summary as text cells: a header row, then one row per (method, horizon)."""
+    rows = summary_rows(report)
+    return [[label for _, label in SUMMARY_COLUMNS]] + [[_cell(r[key]) for key, _ in SUMMARY_COLUMNS] for r in rows]
+
+
+def format_summary(report: AuditReport) -> str:
+    """The summary table as aligned plain text (what `gradlens audit` prints)."""
+    table = summary_table(report)
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in table]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+SECTION_TEXT = {
+    "gradients": ("Policy-gradient statistics", "Norm of the mean gradient, variance of one sample and cosine to the "
+                  "true simulator's mean gradient, per method and horizon. A model whose cosine stays near 1 as H "
+                  "grows gives the simulator's descent direction; exploding variance is chaos or a bad model."),
+    "jacobians": ("Jacobian chains", "log10 ‖d ŝ_t / d a_k‖ for every state t and action k at the largest "
+                  "horizon; a positive growth rate means gradients explode with the lag t − k."),
+    "landscape_action": ("Return landscape J(a_1)", "The return as the first action varies, other actions zero: the "
+                         "toy tasks' landscape. The normalised total variation is 1 for a monotone slice."),
+    "landscape_direction": ("Return along a random policy direction", "J(θ + α d) for one filter-normalised "
+                            "direction d in policy-parameter space."),
+    "landscape_plane": ("Return on a random plane", "J(θ + α d1 + β d2) at the largest horizon."),
+    "paths": ("Gradient paths", "Exact number of paths a_k → J on the unrolled time-step graph, and their longest "
+              "and mean length: exponential in H for history models, polynomial for action models."),
+}
+
+
+def report_html(report: AuditReport, figures: dict | None = None) -> str:
+    """One self-contained HTML page: header, problems, summary table, then every figure with a short reading."""
+    figures = audit_figures(report) if figures is None else figures
+    esc = html.escape
+    table = summary_table(report)
+    head = "".join(f"<th>{esc(c)}</th>" for c in table[0])
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in table[1:])
+    problems = "".join(f"<li><b>{esc(str(p['diagnostic']))}</b> · {esc(str(p['method']))} · H={esc(str(p['horizon']))}:"
+                       f" {esc(p['message'])}</li>" for p in report.problems)
+    fits = "".join(f"<li>{esc(name)} ({esc(f['source'])}): open-loop MSE {_cell(f['val_mse'])} vs {_cell(f['baseline_mse'])}"
+                   f" for predicting s_1 throughout</li>" for name, f in report.fits.items())
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>gradlens audit: "
+        f"{esc(report.system['name'])}</title><style>body{{font-family:Arial,sans-serif;margin:24px;max-width:1200px}}"
+        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+        "td:first-child,th:first-child{text-align:left}.problems{color:#b00}</style></head><body>",
+        f"<h1>gradlens audit: {esc(report.system['name'])}</h1>",
+        f"<p>Models: {esc(', '.join(report.models))}; horizons {esc(str(report.horizons))}; policy "
+        f"{esc(str(report.system.get('policy')))}; horizon mode {esc(report.system['horizon_mode'])}; created "
+        f"{esc(str(report.meta.get('created')))}.</p>",
+        "<h2 id='problems'>Problems</h2>",
+        f"<ul class='problems'>{problems}</ul>" if problems else "<p>No NaN, Inf or failed diagnostic.</p>",
+        f"<h2 id='fits'>World-model fits</h2><ul>{fits or '<li>none</li>'}</ul>",
+        f"<h2 id='summary'>Summary</h2><table><tr>{head}</tr>{body}</table>",
+    ]
+    first = True
+    for name, fig in figures.items():
+        heading, text = SECTION_TEXT.get(name, (name, ""))
+        parts.append(f"<h2 id='{esc(name)}'>{esc(heading)}</h2><p>{esc(text)}</p>")
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=first))
+        first = False
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(report: AuditReport, folder) -> list[str]:
+    """report.json, figures/<name>.html (sharing figures/plotly.min.js; + .png where Chromium is available) and the
+    self-contained report.html into `folder`."""
+    folder = Path(folder)
+    written = [str(report.save(folder))]
+    figures = audit_figures(report)
+    for name, fig in figures.items():
+        written += plots.write_figure(fig, folder / "figures" / f"{name}.html", plotlyjs="directory")
+    runs.write_bytes_atomic(folder / "report.html", report_html(report, figures).encode())
+    written.append(str(folder / "report.html"))
+    return written
+
+
+def run_audit(system, models, horizons, root, *, config: AuditConfig = AuditConfig(), name: str | None = None,
+              progress: bool = True, log=None) -> Path:
+    """`audit(...)` recorded as a run (kind "audit") under `root`; returns the run folder.
+
+    The folder is created first (status "running"); an exception or interrupt marks it failed with the reason.
+    """
+    models = [models] if isinstance(models, str) else list(models)
+    horizons = prepare(system, models, horizons, None, config)[0]  # bad input fails before a folder is made
+    system_name = system if isinstance(system, str) else getattr(system, "name", "custom")
+    model_names = [m if isinstance(m, str) else m.name for m in models]
+    run = runs.create(root, {"system": system_name, "method": "audit", "models": model_names, "horizons": horizons,
+                             **config.__dict__}, name=name, kind="audit")
+    try:
+        report = audit(system, models, horizons, config=config, progress=progress, log=log)
+        write_report(report, run)
+    except BaseException as err:
+        runs.set_status(run, "failed", reason=f"{type(err).__name__}: {err}" if str(err) else type(err).__name__)
+        raise
+    runs.set_status(run, "done", problems=len(report.problems))
+    return run

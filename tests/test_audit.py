@@ -1,0 +1,149 @@
+"""`gradlens.audit`: what it reports on systems with known answers, its JSON round trip, NaN reporting, bad input,
+and `gradlens audit` / `gradlens demo` end to end."""
+import dataclasses
+import json
+import math
+import re
+
+import jax
+import numpy as np
+import pytest
+
+import gradlens as gl
+from gradlens import cli
+from gradlens.analysis.audit import AuditConfig, AuditReport, audit, summary_rows
+from gradlens.report import SECTION_TEXT, format_summary, report_html
+
+SMALL = AuditConfig(n_episodes=16, fit_epochs=2, n_samples=8, landscape_points=11, landscape_2d_points=0)
+
+
+def _same(a, b):
+    """Structural equality with NaN == NaN (what a JSON round trip must preserve)."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a):
+        return math.isnan(b)
+    return a == b and type(a) is type(b)
+
+
+@pytest.fixture(scope="module")
+def pendulum_report():
+    """Simulator only: the chaotic pendulum's own gradient behaviour, no model fitted."""
+    return audit("double_pendulum", [], [5, 10, 25], config=dataclasses.replace(SMALL, n_samples=16),
+                 progress=False)
+
+
+def test_pendulum_simulator_gradients_explode_with_horizon(pendulum_report):
+    r = pendulum_report
+    assert r.system["horizon_mode"] == "rebuilt" and r.system["policy"] == "open_loop"
+    jac = {row["horizon"]: row for row in r.jacobians}
+    assert all(jac[h]["growth_rate"] > 0 for h in r.horizons)  # chaos: positive growth of ‖d s_t / d a_1‖
+    # d s_t / d a_1 is the only non-zero column (later actions are ignored) and grows with t
+    norms = np.asarray(jac[25]["norms"])
+    assert np.all(norms[:, 1:] == 0) and norms[25, 0] > 3 * norms[1, 0]
+    grads = {row["horizon"]: row for row in r.gradients if row["estimator"] == "first-order"}
+    sample_norms = [grads[h]["sample_norm"] for h in r.horizons]
+    assert sample_norms[-1] > 2 * sample_norms[0]  # per-sample gradient norm grows with H
+    assert grads[25]["snr"] < grads[5]["snr"]  # and its signal drowns in the chaos
+    assert all(grads[h]["cosine"] == pytest.approx(1.0) for h in r.horizons)  # the reference is the simulator's own
+    assert {row["estimator"] for row in r.gradients} == {"first-order", "zeroth-order"}
+    assert r.problems == []
+
+
+def test_contracting_linear_system_reports_negative_growth():
+    A = 0.5 * np.array([[math.cos(0.7), -math.sin(0.7)], [math.sin(0.7), math.cos(0.7)]])
+    system = lambda h: gl.envs.make("linear", A=A, B=[[1.0], [0.5]], horizon=h)  # noqa: E731
+    r = audit(system, [], [6, 12], config=dataclasses.replace(SMALL, policy="open_loop"), progress=False)
+    for row in r.jacobians:  # ‖A^{d-1} B‖ = 0.5^{d-1} ‖B‖: slope log 0.5 exactly
+        assert row["growth_rate"] == pytest.approx(math.log(0.5), abs=1e-4)
+        assert row["step_norms"] == pytest.approx([0.5] * row["horizon"], rel=1e-5)
+
+
+def test_report_round_trips_through_json_and_holds_every_section(tmp_path):
+    r = audit("linear", ["awm-rnn"], [3, 6], config=SMALL, progress=False)
+    assert r.models == ["awm-rnn"] and r.methods == ["simulator", "awm-rnn"]
+    for section in ("gradients", "jacobians", "landscapes", "paths"):
+        methods = {row.get("method", row.get("model_class")) for row in getattr(r, section)}
+        assert methods == {"simulator", "awm-rnn"}, section
+    assert set(r.fits) == {"awm-rnn"} and r.fits["awm-rnn"]["source"] == "fitted"
+    assert r.fits["awm-rnn"]["epochs"] == SMALL.fit_epochs and math.isfinite(r.fits["awm-rnn"]["val_mse"])
+    kinds = {(row["method"], row["horizon"], row["kind"]) for row in r.landscapes}
+    assert kinds == {(m, h, k) for m in r.methods for h in (3, 6) for k in ("action", "direction")}
+    back = AuditReport.from_json(r.to_json())
+    assert _same(dataclasses.asdict(back), json.loads(r.to_json()))
+    assert back.to_json() == r.to_json()
+    saved = AuditReport.load(r.save(tmp_path))
+    assert saved.to_json() == r.to_json()
+    assert len(summary_rows(r)) == 2 * 2 and "awm-rnn" in format_summary(r)
+
+
+def test_nan_in_model_params_is_reported_with_where_it_appeared():
+    system = gl.envs.make("linear", horizon=6)
+    model = gl.models.make("awm-rnn", system)
+    params = model.init(jax.random.PRNGKey(0))
+    poisoned = jax.tree_util.tree_map(lambda x: x.at[(0,) * x.ndim].set(np.nan) if x.ndim else x, params)
+    r = audit("linear", [model], [3, 6], params={"awm-rnn": poisoned}, config=SMALL, progress=False)
+    assert r.fits["awm-rnn"]["source"] == "given"
+    where = {(p["diagnostic"], p["method"], p["horizon"]) for p in r.problems}
+    for h in (3, 6):
+        for diagnostic in ("gradients", "jacobians", "landscapes"):
+            assert (diagnostic, "awm-rnn", h) in where
+        assert not any(p[1] == "simulator" for p in where)
+    assert ("fits", "awm-rnn", None) in where
+    grads = [row for row in r.gradients if row["method"] == "awm-rnn"]
+    assert all(row["n_nonfinite"] == SMALL.n_samples and math.isnan(row["mean_norm"]) for row in grads)
+    assert "non-finite" in report_html(r, {})  # shown, not dropped
+
+
+def test_bad_input_raises_clear_errors():
+    with pytest.raises(ValueError, match="non-empty list"):
+        audit("linear", ["markov"], [], config=SMALL)
+    with pytest.raises(ValueError, match="unknown model 'nope'.*awm-transformer"):
+        audit("linear", ["nope"], [3], config=SMALL)
+    with pytest.raises(ValueError, match="unknown system"):
+        audit("nope", ["markov"], [3], config=SMALL)
+    short = gl.models.make("awm-transformer", gl.envs.make("linear", horizon=20), max_horizon=8)
+    with pytest.raises(ValueError, match="beyond model 'awm-transformer'.s context \\(max_horizon 8\\)"):
+        audit("linear", [short], [4, 12], config=SMALL)
+    wrong = gl.models.make("markov", gl.envs.make("cancer"))
+    with pytest.raises(ValueError, match="model 'markov' is for obs_dim 2.*has obs_dim 4"):
+        audit("linear", [wrong], [3], config=SMALL)
+    with pytest.raises(ValueError, match="params given for awm-rnn"):
+        audit("linear", ["markov"], [3], params={"awm-rnn": {}}, config=SMALL)
+    with pytest.raises(ValueError, match="n_samples must be an integer >= 2"):
+        AuditConfig(n_samples=1)
+    with pytest.raises(ValueError, match="exceeds system 'cancer'.s horizon 100"):
+        audit(gl.envs.make("cancer"), [], [200], config=SMALL)
+
+
+def test_cli_audit_bad_input_is_one_line_without_traceback(tmp_path, capsys):
+    for argv, message in ((["--models", "markov,nope", "--horizons", "3"], "unknown model 'nope'"),
+                          (["--models", "markov", "--horizons", "3,x"], "comma-separated list of integers"),
+                          (["--models", "markov", "--horizons", ","], "comma-separated list"),
+                          (["--models", "markov", "--horizons", "0"], "each horizon must be a positive integer")):
+        code = cli.main(["audit", "--system", "linear", *argv, "--out", str(tmp_path / "runs")])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and "Traceback" not in err and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # nothing half-made
+
+
+@pytest.mark.slow
+def test_demo_quick_writes_a_complete_run(tmp_path, capsys):
+    assert cli.main(["demo", "--quick", "--out", str(tmp_path), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert str(run) in out and "gradlens app --runs" in out and "awm-transformer" in out
+    assert gl.runs.status(run)["state"] == "done"
+    report = AuditReport.load(run)
+    assert report.models == ["markov", "hwm-transformer", "awm-transformer"]
+    page = (run / "report.html").read_text()
+    for name, (heading, _) in SECTION_TEXT.items():
+        assert f"id='{name}'" in page and heading in page
+    for section in ("problems", "fits", "summary"):
+        assert f"id='{section}'" in page
+    assert page.count("<script") >= len(SECTION_TEXT)
+    assert re.search(r"<script[^>]*\bsrc=", page) is None  # offline: plotly.js embedded, nothing fetched
+    assert (run / "figures" / "gradients.html").exists() and (run / "figures" / "plotly.min.js").exists()
+    assert gl.runs.scan(tmp_path).loc[0, "kind"] == "audit"
