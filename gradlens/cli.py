@@ -175,6 +175,33 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_app(args) -> int:
+    from gradlens.app.server import serve
+
+    serve(args.runs, args.port, args.address)
+    return 0
+
+
+def _cmd_sweep(args) -> int:
+    from gradlens.sweep import SweepSpec, run_sweep
+
+    overrides = {key: getattr(args, flag) for flag, key in (("steps", "total_steps"), ("warmup", "warmup_steps"))
+                 if getattr(args, flag) is not None}
+    spec = SweepSpec(systems=tuple(_csv(args.systems, "systems")), methods=tuple(_csv(args.methods, "methods")),
+                     horizons=tuple(_csv(args.horizons, "horizons", int)), seeds=args.seeds, overrides=overrides)
+    out = _writable_dir(args.out)
+    n = len(spec.configs())
+    print(f"sweep: {n} run(s) of {spec.seeds} seed(s) -> {out} ({args.backend} backend)")
+    table = run_sweep(spec, out, backend=args.backend, jobs=args.jobs, ray_address=args.ray_address,
+                      progress=not args.quiet, log=None if args.quiet else print)
+    failed = table[table["state"] == "failed"]
+    print(table.drop(columns=["error"]).to_string(index=False))
+    for _, row in failed.iterrows():
+        print(f"failed: {row['name']}: {row['error']}", file=sys.stderr)
+    print(f"{len(table) - len(failed)} of {len(table)} run(s) done; run store {out}")
+    return 1 if len(failed) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gradlens", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -184,12 +211,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="BPO (the paper's Algorithm 1) through a world model or the true simulator")
     p.add_argument("--system", help="system name (see `gradlens systems`); default cancer")
-    p.add_argument("--method", help="simulator or a world-model class; default awm-transformer")
+    p.add_argument("--method", help="simulator, a world-model class, sac or odt; default awm-transformer")
     p.add_argument("--horizon", type=int, help="episode length H; default 100")
     p.add_argument("--seeds", type=int, help="number of seeds trained together (vmapped); default 1")
     p.add_argument("--seed", type=int, help="first seed; default 0")
     p.add_argument("--steps", type=int, help="total environment steps; default 5000")
-    p.add_argument("--warmup", type=int, help="environment steps before any update; default 1500")
+    p.add_argument("--warmup", type=int, help="environment steps before any update; default 1500 (BPO), 1000 (sac, "
+                                              "odt)")
     p.add_argument("--config", help="JSON file of TrainConfig fields (flags override it)")
     p.add_argument("--out", default="gradlens-runs", help="run-store folder (default ./gradlens-runs)")
     p.add_argument("--resume", action="store_true", help="continue the run's last checkpoint")
@@ -217,12 +245,33 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", default="gradlens-runs", help="run-store folder (default ./gradlens-runs)")
         p.add_argument("--quiet", action="store_true", help="no progress bars or stage lines")
 
+    p = sub.add_parser("sweep", help="a grid of training runs (systems x methods x horizons), resumable")
+    p.add_argument("--systems", required=True, help="comma-separated system names")
+    p.add_argument("--methods", required=True, help="comma-separated methods (simulator, model classes, sac, odt)")
+    p.add_argument("--horizons", required=True, help="comma-separated horizons, e.g. 25,50,100")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per run, vmapped in one process (default 1)")
+    p.add_argument("--steps", type=int, help="total environment steps per run (default 5000, the paper's)")
+    p.add_argument("--warmup", type=int, help="environment steps before any update (default: the method's)")
+    p.add_argument("--out", default="gradlens-runs", help="run-store folder (default ./gradlens-runs)")
+    p.add_argument("--backend", choices=("local", "ray"), default="local", help="local processes or Ray tasks")
+    p.add_argument("--jobs", type=int, help="local processes (default: one per core)")
+    p.add_argument("--ray-address", help="address of an existing Ray cluster (default: start a local one)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-run lines")
+    p.set_defaults(func=_cmd_sweep)
+
     p = sub.add_parser("plot", help="figures from the run store")
     plot_sub = p.add_subparsers(dest="figure", required=True)
     q = plot_sub.add_parser("curves", help="learning curves: return vs env steps, mean ± std over seeds")
     q.add_argument("runs", nargs="+", help="run folders or run-store folders")
     q.add_argument("--out", required=True, help="output FILE.html (a .png is written beside it when possible)")
     q.set_defaults(func=_cmd_plot)
+
+    p = sub.add_parser("app", help="the Streamlit app: HWM vs AWM gradients beside learning curves, live audits")
+    p.add_argument("--runs", default="gradlens-runs", help="run-store folder (default ./gradlens-runs)")
+    p.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
+    p.add_argument("--address", default="127.0.0.1",
+                   help="address to serve on (default 127.0.0.1, this machine only; 0.0.0.0 for every interface)")
+    p.set_defaults(func=_cmd_app)
     return parser
 
 

@@ -114,6 +114,8 @@ def test_bad_input_raises_clear_errors():
         audit("linear", ["markov"], [3], params={"awm-rnn": {}}, config=SMALL)
     with pytest.raises(ValueError, match="n_samples must be an integer >= 2"):
         AuditConfig(n_samples=1)
+    with pytest.raises(ValueError, match="pays its reward at its last step only.*lambda h"):
+        audit(gl.envs.make("double_pendulum", horizon=20), [], [5, 20], config=SMALL)
     with pytest.raises(ValueError, match="exceeds system 'cancer'.s horizon 100"):
         audit(gl.envs.make("cancer"), [], [200], config=SMALL)
 

@@ -106,14 +106,6 @@ class AuditConfig:
                 or not 0 <= self.s1_noise < math.inf:
             raise ValueError(f"AuditConfig.s1_noise must be a finite number >= 0, got {self.s1_noise!r}")
 
-    @classmethod
-    def from_dict(cls, data: Mapping) -> "AuditConfig":
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - fields)
-        if unknown:
-            raise ValueError(f"unknown audit setting(s) {', '.join(map(repr, unknown))}; valid: "
-                             f"{', '.join(sorted(fields))}")
-        return cls(**data)
 
 
 @dataclasses.dataclass
@@ -223,6 +215,11 @@ def _system_factory(system, grid: list[int]) -> tuple[Callable[[int], System], s
         if h_max > system.horizon:
             raise ValueError(f"horizon {h_max} exceeds system {system.name!r}'s horizon {system.horizon}; "
                              f"make the system with horizon >= {h_max}")
+        if system.name in _TOYS and grid[0] < system.horizon:
+            raise ValueError(f"{system.name!r} pays its reward at its last step only, so its first {grid[0]} of "
+                             f"{system.horizon} steps have zero return; pass the name {system.name!r} or a factory "
+                             f"such as `lambda h: gradlens.envs.make({system.name!r}, horizon=h, ...)` so that each "
+                             f"horizon is a task of its own")
         return (lambda h: system), "prefix"
     if isinstance(system, str):
         big = envs.make(system, horizon=h_max)

@@ -30,17 +30,22 @@ from gradlens.training.fit import model_loss
 
 Array = jax.Array
 SIMULATOR = "simulator"
+BPO_WARMUP_STEPS = 1500
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """BPO run configuration; defaults are the paper's (PAPER.md §6). Steps count real-environment steps."""
+    """Run configuration; defaults are the paper's (PAPER.md §6). Steps count real-environment steps.
+
+    The model-free baselines ("sac", "odt") read only some of these fields and take their own hyperparameters from
+    `baseline` (see `gradlens.training.baselines`).
+    """
 
     system: str = "cancer"
-    method: str = "awm-transformer"  # "simulator" or a gradlens.models name
+    method: str = "awm-transformer"  # "simulator", a gradlens.models name, or a baseline ("sac", "odt")
     horizon: int = 100
     total_steps: int = 5000
-    warmup_steps: int = 1500
+    warmup_steps: int | None = None  # None: the method's default (BPO_WARMUP_STEPS; a baseline's default_warmup)
     model_every: int = 2
     policy_every: int = 16
     eval_every: int = 32
@@ -57,8 +62,14 @@ class TrainConfig:
     compare_to_simulator: bool = True  # log cosine / relative error of each model gradient to the simulator's
     seed: int = 0
     seeds: int = 1  # seeds seed, seed+1, ... trained together under vmap
+    baseline: Any = None  # "sac" / "odt" only: a SACConfig / ODTConfig, or a dict of its fields; None = defaults
 
     def __post_init__(self):
+        from gradlens.training import baselines  # lazy: the baselines import this module
+
+        if self.warmup_steps is None:
+            default = baselines.default_warmup(self.method)
+            object.__setattr__(self, "warmup_steps", BPO_WARMUP_STEPS if default is None else default)
         for name in ("horizon", "total_steps", "model_every", "policy_every", "eval_every", "model_batch",
                      "policy_batch", "seeds"):
             value = getattr(self, name)
@@ -76,9 +87,14 @@ class TrainConfig:
             raise ValueError(f"unknown method {self.method!r}; valid methods: {', '.join(methods())}")
         if self.system not in envs.names():
             raise ValueError(f"unknown system {self.system!r}; valid systems: {', '.join(envs.names())}")
+        object.__setattr__(self, "baseline", baselines.resolve(self))
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """JSON-ready fields; `baseline` is left out for BPO methods (their config.json files stay as they were)."""
+        data = dataclasses.asdict(self)
+        if data["baseline"] is None:
+            del data["baseline"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
@@ -95,10 +111,11 @@ class TrainConfig:
 
 
 def methods() -> list[str]:
-    """Training methods: the true differentiable simulator and every world-model class."""
+    """Training methods: the true differentiable simulator, every world-model class, the model-free baselines."""
     from gradlens import models
+    from gradlens.training import baselines
 
-    return [SIMULATOR, *models.names()]
+    return [SIMULATOR, *models.names(), *baselines.names()]
 
 
 class TrainState(NamedTuple):
@@ -117,7 +134,7 @@ class TrainState(NamedTuple):
     nonfinite_what: Array  # int32 index into NONFINITE
 
 
-NONFINITE = ("world-model loss", "policy gradient")
+NONFINITE = ("world-model loss", "policy gradient", "SAC critic loss", "SAC actor loss", "ODT loss")
 
 
 class ChunkStats(NamedTuple):
@@ -147,7 +164,10 @@ class Trainer(NamedTuple):
 def make_trainer(config: TrainConfig) -> Trainer:
     """Build the system, model, policy and optimisers of `config`, and the pure `init` / `chunk` functions."""
     from gradlens import models
+    from gradlens.training import baselines
 
+    if config.method in baselines.names():
+        return baselines.make_trainer(config)
     cfg = config
     system = envs.make(cfg.system, horizon=cfg.horizon, noise_std=cfg.noise_std)
     H = cfg.horizon

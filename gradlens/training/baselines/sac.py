@@ -1,0 +1,227 @@
+"""Soft actor-critic (Haarnoja et al. 2018), the paper's model-free baseline (PAPER.md §6), compiled like the BPO loop.
+
+Glossary of shapes: N replay capacity (= total_steps: nothing is ever evicted), B batch, Q critics, O observation dim
+(state + time index), A action dim.
+
+One loop iteration i = one real-environment step, with a uniform random action while i < warmup and the actor's
+sample after, stored in the replay; then, from i = warmup on,
+    if i % critic_every == 0:  one Adam step on every critic's soft Bellman error, then Polyak targets (τ)
+    if i % actor_every == 0:   one Adam step on E_s[α log π(a|s) - min_q Q_q(s, a)], a ~ π(·|s) reparameterised
+with the soft target y = r + γ (1 - done) (min_q Q̄_q(s', a') - α log π(a'|s')), a' ~ π(·|s'), and done = 1 at
+t = H - 1 (the time index in the observation makes the finite-horizon task Markov). α = `TrainConfig.entropy_coef`.
+A chunk of `eval_every` iterations is one `lax.scan` ending with the deterministic policy tanh(μ(s)) evaluated for
+one episode in the true system, exactly like the BPO loop.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, NamedTuple
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import optax
+
+from gradlens import envs
+from gradlens.models.layers import mlp
+from gradlens.rollout import rollout
+from gradlens.training.baselines.common import (
+    chunk_stats, check_settings, flag, nonfinite_code, tanh_gaussian_sample,
+)
+from gradlens.training.loop import Trainer
+
+Array = jax.Array
+CRITIC_LOSS, ACTOR_LOSS = nonfinite_code("SAC critic loss"), nonfinite_code("SAC actor loss")
+
+
+@dataclasses.dataclass(frozen=True)
+class SACConfig:
+    """SAC hyperparameters; defaults are the paper's (PAPER.md §6) except where noted."""
+
+    hidden: tuple[int, ...] = (256, 256)  # actor and critic MLPs, relu
+    lr: float = 3e-4  # Adam, actor and critics
+    discount: float = 0.99
+    batch_size: int = 128  # transitions per update
+    tau: float = 0.005  # Polyak rate of the target critics
+    n_critics: int = 2  # twin critics (PAPER.md's code has one Q network: n_critics=1)
+    critic_every: int = 1  # env steps between critic updates (PAPER.md's code: 2)
+    actor_every: int = 1  # env steps between actor updates (PAPER.md's code: 4)
+    min_scale: float = 1e-3  # σ = softplus(·) + min_scale
+    default_warmup: ClassVar[int] = 1000  # TrainConfig.warmup_steps when left unset: uniform random actions
+
+    def __post_init__(self):
+        check_settings(self, "sac", ("batch_size", "n_critics", "critic_every", "actor_every"),
+                       ("lr", "tau", "min_scale"))
+        if not self.hidden or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.hidden):
+            raise ValueError(f"sac hidden must be a non-empty tuple of positive integers, got {self.hidden!r}")
+        if not 0.0 <= self.discount <= 1.0:
+            raise ValueError(f"sac discount must be in [0, 1], got {self.discount!r}")
+        if self.tau > 1.0:
+            raise ValueError(f"sac tau must be in (0, 1], got {self.tau!r}")
+
+    def check(self, config) -> None:
+        """Constraints involving the TrainConfig: α = entropy_coef must be >= 0."""
+        if config.entropy_coef < 0:
+            raise ValueError(f"sac uses entropy_coef as its fixed entropy coefficient α >= 0, "
+                             f"got {config.entropy_coef!r}")
+
+
+class Transitions(NamedTuple):
+    """(s, a, r, s', done): obs [..., O], action [..., A], reward [...], next_obs [..., O], done [...] in {0, 1}."""
+
+    obs: Array
+    action: Array
+    reward: Array
+    next_obs: Array
+    done: Array
+
+
+class Networks(NamedTuple):
+    """actor: obs [O] -> (loc [A], scale [A]) of the pre-tanh Gaussian; critic: (obs [O], action [A]) -> Q scalar."""
+
+    actor: hk.Transformed
+    critic: hk.Transformed
+
+
+def make_networks(action_dim: int, hidden: tuple[int, ...], min_scale: float = 1e-3) -> Networks:
+    def actor(obs):
+        loc, raw = jnp.split(mlp(hidden, 2 * action_dim, "relu", name="actor")(obs), 2, axis=-1)
+        return loc, jax.nn.softplus(raw) + min_scale
+
+    def critic(obs, action):
+        return mlp(hidden, 1, "relu", name="critic")(jnp.concatenate([obs, action], axis=-1))[..., 0]
+
+    return Networks(hk.without_apply_rng(hk.transform(actor)), hk.without_apply_rng(hk.transform(critic)))
+
+
+def q_values(nets: Networks, critic_params, obs: Array, action: Array) -> Array:
+    """Every critic's Q(s, a): obs [B, O], action [B, A] -> [Q, B] (critic params stacked along a leading Q axis)."""
+    return jax.vmap(nets.critic.apply, in_axes=(0, None, None))(critic_params, obs, action)
+
+
+def sample_actions(nets: Networks, actor_params, obs: Array, key: Array) -> tuple[Array, Array]:
+    """a ~ π(·|s) reparameterised and log π(a|s): obs [B, O] -> ([B, A], [B])."""
+    loc, scale = nets.actor.apply(actor_params, obs)  # [B, A]
+    return jax.vmap(tanh_gaussian_sample)(loc, scale, jax.random.split(key, obs.shape[0]))
+
+
+def critic_loss(critic_params, target_params, actor_params, nets: Networks, batch: Transitions, key: Array,
+                alpha: float, discount: float) -> Array:
+    """Mean over critics and batch of (Q_q(s, a) - y)², y the soft target (no gradient)."""
+    next_action, next_log_prob = sample_actions(nets, actor_params, batch.next_obs, key)
+    next_q = jnp.min(q_values(nets, target_params, batch.next_obs, next_action), axis=0)  # [B]
+    y = batch.reward + discount * (1.0 - batch.done) * (next_q - alpha * next_log_prob)
+    return jnp.mean((q_values(nets, critic_params, batch.obs, batch.action) - jax.lax.stop_gradient(y)) ** 2)
+
+
+def actor_loss(actor_params, critic_params, nets: Networks, obs: Array, key: Array, alpha: float) -> Array:
+    """E_s[α log π(a|s) - min_q Q_q(s, a)] over obs [B, O]; the critics are not differentiated."""
+    action, log_prob = sample_actions(nets, actor_params, obs, key)
+    q = jnp.min(q_values(nets, jax.lax.stop_gradient(critic_params), obs, action), axis=0)
+    return jnp.mean(alpha * log_prob - q)
+
+
+def soft_update(target, online, tau: float):
+    """Polyak averaging: target ← (1 - τ) target + τ online."""
+    return jax.tree.map(lambda t, o: (1.0 - tau) * t + tau * o, target, online)
+
+
+class SACState(NamedTuple):
+    """Everything a seed's SAC run carries between iterations (a checkpoint is exactly this pytree)."""
+
+    key: Array
+    actor_params: Any
+    actor_opt: Any
+    critic_params: Any  # every leaf [Q, ...]
+    critic_opt: Any
+    target_params: Any  # every leaf [Q, ...]
+    replay: Transitions  # leading axis N; row i holds env step i
+    obs: Array  # [O] current real-environment state
+    sums: Array  # [4] per chunk: critic loss, #critic updates, actor grad norm, #actor updates
+    first_nonfinite: Array  # int32: first iteration with a non-finite loss, or -1
+    nonfinite_what: Array  # int32 index into loop.NONFINITE
+
+
+def make_sac_trainer(config) -> Trainer:
+    """SAC for `config` (a TrainConfig with method "sac"): pure `init(key)` and `chunk(state, start)`.
+
+    The Trainer's `model_step` is the critic update and its `policy_step` the actor update, both
+    `(state, i, key, n_transitions) -> state`.
+    """
+    cfg, sac = config, config.baseline
+    system = envs.make(cfg.system, horizon=cfg.horizon, noise_std=cfg.noise_std)
+    nets = make_networks(system.action_dim, sac.hidden, sac.min_scale)
+    optimizer = optax.adam(sac.lr)
+    s1 = system.initial_state()
+    alpha, n = cfg.entropy_coef, cfg.total_steps
+
+    def init(key: Array) -> SACState:
+        k_run, k_actor, k_critic = jax.random.split(key, 3)
+        a0 = jnp.zeros(system.action_dim, s1.dtype)
+        actor_params = nets.actor.init(k_actor, s1)
+        critic_params = jax.vmap(nets.critic.init, in_axes=(0, None, None))(
+            jax.random.split(k_critic, sac.n_critics), s1, a0)
+        empty = Transitions(jnp.zeros((n, system.obs_dim), s1.dtype), jnp.zeros((n, system.action_dim), s1.dtype),
+                            jnp.zeros(n, s1.dtype), jnp.zeros((n, system.obs_dim), s1.dtype), jnp.zeros(n, s1.dtype))
+        return SACState(k_run, actor_params, optimizer.init(actor_params), critic_params,
+                        optimizer.init(critic_params), critic_params, empty, s1, jnp.zeros(4, s1.dtype),
+                        jnp.array(-1, jnp.int32), jnp.array(-1, jnp.int32))
+
+    def env_step(state: SACState, i, key) -> SACState:
+        k_act, k_random, k_env = jax.random.split(key, 3)
+        loc, scale = nets.actor.apply(state.actor_params, state.obs)
+        uniform = jax.random.uniform(k_random, loc.shape, loc.dtype, -1.0, 1.0)
+        action = jnp.where(i < cfg.warmup_steps, uniform, tanh_gaussian_sample(loc, scale, k_act)[0])
+        nxt = system.step(state.obs, action, k_env if cfg.noise_std > 0 else None)
+        done = system.is_terminal(state.obs[-1])
+        row = Transitions(state.obs, action, system.reward(state.obs, action), nxt, done.astype(s1.dtype))
+        replay = jax.tree.map(lambda buffer, x: buffer.at[i].set(x), state.replay, row)
+        return state._replace(replay=replay, obs=jnp.where(done, s1, nxt))
+
+    def batch(state: SACState, key, n_transitions) -> Transitions:
+        idx = jax.random.randint(key, (sac.batch_size,), 0, n_transitions)
+        return jax.tree.map(lambda x: x[idx], state.replay)
+
+    def critic_step(state: SACState, i, key, n_transitions) -> SACState:
+        k_batch, k_loss = jax.random.split(key)
+        loss, grad = jax.value_and_grad(critic_loss)(
+            state.critic_params, state.target_params, state.actor_params, nets, batch(state, k_batch, n_transitions),
+            k_loss, alpha, sac.discount)
+        updates, opt = optimizer.update(grad, state.critic_opt, state.critic_params)
+        params = optax.apply_updates(state.critic_params, updates)
+        state = flag(state, i, jnp.isfinite(loss), CRITIC_LOSS)
+        return state._replace(critic_params=params, critic_opt=opt,
+                              target_params=soft_update(state.target_params, params, sac.tau),
+                              sums=state.sums.at[0].add(loss).at[1].add(1.0))
+
+    def actor_step(state: SACState, i, key, n_transitions) -> SACState:
+        k_batch, k_loss = jax.random.split(key)
+        obs = batch(state, k_batch, n_transitions).obs
+        loss, grad = jax.value_and_grad(actor_loss)(state.actor_params, state.critic_params, nets, obs, k_loss, alpha)
+        grad_norm = optax.tree.norm(grad)
+        updates, opt = optimizer.update(grad, state.actor_opt, state.actor_params)
+        state = flag(state, i, jnp.isfinite(loss) & jnp.isfinite(grad_norm), ACTOR_LOSS)
+        return state._replace(actor_params=optax.apply_updates(state.actor_params, updates), actor_opt=opt,
+                              sums=state.sums.at[2].add(grad_norm).at[3].add(1.0))
+
+    def iteration(state: SACState, i):
+        key, k_env, k_critic, k_actor = jax.random.split(state.key, 4)
+        state = state._replace(key=key)
+        live = i < cfg.total_steps
+        state = jax.lax.cond(live, lambda s: env_step(s, i, k_env), lambda s: s, state)
+        learn = live & (i >= cfg.warmup_steps)
+        state = jax.lax.cond(learn & (i % sac.critic_every == 0),
+                             lambda s: critic_step(s, i, k_critic, i + 1), lambda s: s, state)
+        state = jax.lax.cond(learn & (i % sac.actor_every == 0),
+                             lambda s: actor_step(s, i, k_actor, i + 1), lambda s: s, state)
+        return state, None
+
+    def chunk(state: SACState, start: Array):
+        state = state._replace(sums=jnp.zeros_like(state.sums))
+        state, _ = jax.lax.scan(iteration, state, start + jnp.arange(cfg.eval_every))
+        key, k_eval = jax.random.split(state.key)
+        mode = lambda obs, k: jnp.tanh(nets.actor.apply(state.actor_params, obs)[0])
+        ret = rollout(system, mode, s1, cfg.horizon, k_eval).ret
+        return state._replace(key=key), chunk_stats(ret, state.sums, state)
+
+    return Trainer(cfg, system, init, chunk, -(-cfg.total_steps // cfg.eval_every), critic_step, actor_step)
