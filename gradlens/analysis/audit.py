@@ -107,7 +107,6 @@ class AuditConfig:
             raise ValueError(f"AuditConfig.s1_noise must be a finite number >= 0, got {self.s1_noise!r}")
 
 
-
 @dataclasses.dataclass
 class AuditReport:
     """The result of `audit`, as plain JSON types (so `from_json(to_json())` gives the same report back).
