@@ -109,12 +109,6 @@ def _cmd_plot(args) -> int:
     return 0
 
 
-DEMO = {"system": "double_pendulum", "models": ("markov", "hwm-transformer", "awm-transformer"),
-        "horizons": (5, 10, 20)}
-QUICK = {"horizons": (4, 8), "n_episodes": 32, "fit_epochs": 3, "n_samples": 4, "landscape_points": 21,
-         "landscape_2d_points": 5}
-
-
 def _csv(text: str, what: str, cast=str) -> list:
     items = [t.strip() for t in str(text).split(",") if t.strip()]
     if not items:
@@ -126,15 +120,15 @@ def _csv(text: str, what: str, cast=str) -> list:
 
 
 def _audit_config(args, quick: bool):
-    from gradlens.analysis.audit import AuditConfig
+    import dataclasses
 
-    values = dict(QUICK) if quick else {}
-    values.pop("horizons", None)
-    for flag, key in (("seed", "seed"), ("samples", "n_samples"), ("episodes", "n_episodes"), ("epochs", "fit_epochs"),
-                      ("policy", "policy")):
-        if getattr(args, flag, None) is not None:
-            values[key] = getattr(args, flag)
-    return AuditConfig(**values)
+    from gradlens.analysis.audit import AuditConfig
+    from gradlens.report import QUICK_CONFIG
+
+    values = {key: getattr(args, flag) for flag, key in (("seed", "seed"), ("samples", "n_samples"),
+                                                          ("episodes", "n_episodes"), ("epochs", "fit_epochs"),
+                                                          ("policy", "policy")) if getattr(args, flag, None) is not None}
+    return dataclasses.replace(QUICK_CONFIG if quick else AuditConfig(), **values)
 
 
 def _run_and_print(system, models, horizons, args, quick: bool):
@@ -167,7 +161,9 @@ def _cmd_audit(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    horizons = QUICK["horizons"] if args.quick else DEMO["horizons"]
+    from gradlens.report import DEMO, QUICK_HORIZONS
+
+    horizons = QUICK_HORIZONS if args.quick else DEMO["horizons"]
     print(f"gradlens demo: {DEMO['system']}, models {', '.join(DEMO['models'])} beside the simulator, horizons "
           f"{', '.join(map(str, horizons))}" + (" (quick mode)" if args.quick else ""))
     _run_and_print(DEMO["system"], DEMO["models"], horizons, args, quick=args.quick)

@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import html
 import math
 from pathlib import Path
@@ -14,6 +15,10 @@ from pathlib import Path
 from gradlens import plots, runs
 from gradlens.analysis.audit import AuditConfig, AuditReport, audit, prepare, summary_rows
 
+DEMO = {"system": "double_pendulum", "models": ("markov", "hwm-transformer", "awm-transformer"),
+        "horizons": (5, 10, 20)}  # `gradlens demo`: the main job
+QUICK_HORIZONS = (4, 8)  # `gradlens demo --quick`: toy sizes, about a minute
+QUICK_CONFIG = AuditConfig(n_episodes=32, fit_epochs=3, n_samples=4, landscape_points=21, landscape_2d_points=5)
 SUMMARY_COLUMNS = (("method", "method"), ("horizon", "H"), ("grad_norm", "‖ḡ‖"), ("variance", "tr Σ"),
                    ("snr", "SNR"), ("cosine", "cos(sim)"), ("rel_error", "rel. err"),
                    ("growth_rate", "Jac. growth/step"), ("roughness", "landscape TV"), ("log10_paths", "log10 paths"))
@@ -131,7 +136,7 @@ def run_audit(system, models, horizons, root, *, config: AuditConfig = AuditConf
     system_name = system if isinstance(system, str) else getattr(system, "name", "custom")
     model_names = [m if isinstance(m, str) else m.name for m in models]
     run = runs.create(root, {"system": system_name, "method": "audit", "models": model_names, "horizons": horizons,
-                             **config.__dict__}, name=name, kind="audit")
+                             **dataclasses.asdict(config)}, name=name, kind="audit")
     try:
         report = audit(system, models, horizons, config=config, progress=progress, log=log)
         write_report(report, run)

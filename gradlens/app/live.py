@@ -10,9 +10,8 @@ import streamlit as st
 from gradlens import envs, models as model_registry
 from gradlens.analysis.audit import SECTIONS, AuditConfig
 from gradlens.app import selection, store
-from gradlens.cli import DEMO, QUICK
 from gradlens.policies import POLICIES
-from gradlens.report import run_audit
+from gradlens.report import DEMO, QUICK_CONFIG, QUICK_HORIZONS, run_audit
 
 MAX_MODELS, MAX_HORIZON, MAX_HORIZONS = 3, 50, 4
 # AuditConfig field -> (label, smallest, largest): the form's bounds, at most the library's defaults
@@ -20,11 +19,6 @@ SIZES = {"n_episodes": ("Episodes to fit on", 8, 256), "fit_epochs": ("Fitting e
          "n_samples": ("Gradient samples per method and H", 2, 32),
          "landscape_points": ("Points per 1-D landscape", 3, 101),
          "landscape_2d_points": ("Points per axis of the 2-D landscape (0: none)", 0, 15)}
-
-
-def quick_config() -> AuditConfig:
-    """The sizes of `gradlens demo --quick`."""
-    return AuditConfig(**{k: v for k, v in QUICK.items() if k != "horizons"})
 
 
 def parse_horizons(text: str) -> list[int]:
@@ -97,15 +91,15 @@ def launch(root, system: str, models: list, horizons: list, config: AuditConfig)
 def demo_button(root) -> None:
     """The one-click demo: what `gradlens demo` runs (quick sizes on request)."""
     quick = st.checkbox("Quick mode (toy sizes, about a minute)", value=True, key="demo_quick")
-    horizons = list(QUICK["horizons"] if quick else DEMO["horizons"])
+    horizons = list(QUICK_HORIZONS if quick else DEMO["horizons"])
     if st.button(f"Run the demo: {DEMO['system']}, {', '.join(DEMO['models'])}, H = "
                  f"{', '.join(map(str, horizons))}", type="primary", key="demo_run"):
-        launch(root, DEMO["system"], list(DEMO["models"]), horizons, quick_config() if quick else AuditConfig())
+        launch(root, DEMO["system"], list(DEMO["models"]), horizons, QUICK_CONFIG if quick else AuditConfig())
 
 
 def audit_form(root) -> None:
     """The bounded form of a live audit; submitting it runs `launch`."""
-    quick = quick_config()
+    quick = QUICK_CONFIG
     with st.form("audit_form"):
         left, right = st.columns(2)
         systems = envs.names()
@@ -114,7 +108,7 @@ def audit_form(root) -> None:
                                   model_registry.names(), default=list(DEMO["models"]),
                                   max_selections=MAX_MODELS, key="form_models")
         text = left.text_input(f"Horizons (at most {MAX_HORIZONS}, each ≤ {MAX_HORIZON})",
-                               ", ".join(map(str, QUICK["horizons"])), key="form_horizons")
+                               ", ".join(map(str, QUICK_HORIZONS)), key="form_horizons")
         policy = left.selectbox("Policy", ["auto", *POLICIES], key="form_policy",
                                 help="auto: open loop on the toy tasks, the MLP elsewhere (as `gradlens audit`).")
         seed = left.number_input("Seed", 0, 2**31 - 1, quick.seed, key="form_seed")
