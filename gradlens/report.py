@@ -84,10 +84,10 @@ def report_html(report: AuditReport, figures: dict | None = None) -> str:
     table = summary_table(report)
     head = "".join(f"<th>{esc(c)}</th>" for c in table[0])
     body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in table[1:])
-    problems = "".join(f"<li><b>{esc(str(p['diagnostic']))}</b> · {esc(str(p['method']))} · H={esc(str(p['horizon']))}:"
-                       f" {esc(p['message'])}</li>" for p in report.problems)
-    fits = "".join(f"<li>{esc(name)} ({esc(f['source'])}): open-loop MSE {_cell(f['val_mse'])} vs {_cell(f['baseline_mse'])}"
-                   f" for predicting s_1 throughout</li>" for name, f in report.fits.items())
+    problems = "".join(f"<li><b>{esc(str(p['diagnostic']))}</b> · {esc(str(p['method']))} · "
+                       f"H={esc(str(p['horizon']))}: {esc(p['message'])}</li>" for p in report.problems)
+    fits = "".join(f"<li>{esc(name)} ({esc(f['source'])}): open-loop MSE {_cell(f['open_loop_mse'])} vs "
+                   f"{_cell(f['baseline_mse'])} for predicting s_1 throughout</li>" for name, f in report.fits.items())
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>gradlens audit: "
         f"{esc(report.system['name'])}</title><style>body{{font-family:Arial,sans-serif;margin:24px;max-width:1200px}}"

@@ -120,8 +120,8 @@ def test_reading_names_the_closest_model_and_the_growth_on_known_numbers():
                    _row("hwm-transformer", 5, 2.0, 1.0, 0.9), _row("hwm-transformer", 20, 2e5, 1e9, 0.1),
                    _row("awm-transformer", 5, 1.0, 1.0, 0.95), _row("awm-transformer", 20, 0.5, 0.5, 0.8),
                    _row("simulator", 20, 1.0, 1e6, 0.2, estimator="zeroth-order")],
-        fits={"hwm-transformer": {"val_mse": 3.0, "baseline_mse": 2.0},
-              "awm-transformer": {"val_mse": 0.1, "baseline_mse": 2.0}})
+        fits={"hwm-transformer": {"open_loop_mse": 3.0, "baseline_mse": 2.0},
+              "awm-transformer": {"open_loop_mse": 0.1, "baseline_mse": 2.0}})
     assert reading.overview(report) == [
         "At the largest horizon, H = 20, **awm-transformer**'s gradient points closest to the simulator's (cosine "
         "0.80); **hwm-transformer**'s is furthest (cosine 0.10). A cosine near 1 means the model gives the true "
@@ -137,7 +137,7 @@ def test_reading_names_the_closest_model_and_the_growth_on_known_numbers():
     assert text[0].startswith("At the largest horizon, H = 20, **awm-transformer**'s gradient points closest to the "
                               "simulator's (cosine 0.80). ")  # the NaN model is left out, not called "furthest"
     assert "**hwm-transformer**'s gradient is not finite at H = 20: see the problems above." in text
-    report.fits["awm-transformer"]["val_mse"] = 2.5
+    report.fits["awm-transformer"]["open_loop_mse"] = 2.5
     assert reading.fit_sentences(report) == [
         "**hwm-transformer** (open-loop MSE 3 against 2) and **awm-transformer** (open-loop MSE 2.5 against 2) "
         "predict no better than holding s₁ throughout: their gradients say little about the true system's."]

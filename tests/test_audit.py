@@ -68,7 +68,7 @@ def test_report_round_trips_through_json_and_holds_every_section(tmp_path):
         methods = {row.get("method", row.get("model_class")) for row in getattr(r, section)}
         assert methods == {"simulator", "awm-rnn"}, section
     assert set(r.fits) == {"awm-rnn"} and r.fits["awm-rnn"]["source"] == "fitted"
-    assert r.fits["awm-rnn"]["epochs"] == SMALL.fit_epochs and math.isfinite(r.fits["awm-rnn"]["val_mse"])
+    assert r.fits["awm-rnn"]["epochs"] == SMALL.fit_epochs and math.isfinite(r.fits["awm-rnn"]["open_loop_mse"])
     kinds = {(row["method"], row["horizon"], row["kind"]) for row in r.landscapes}
     assert kinds == {(m, h, k) for m in r.methods for h in (3, 6) for k in ("action", "direction")}
     back = AuditReport.from_json(r.to_json())

@@ -114,8 +114,8 @@ class AuditReport:
     Fields (the README's "report.json" section documents every key):
       system: {name, obs_dim, action_dim, dt, horizon_mode ("rebuilt" | "prefix"), max_horizon}
       models: the audited model names, simulator excluded; horizons: the grid; config: `AuditConfig` as a dict.
-      fits: {model: {source ("fitted" | "given"), val_mse, baseline_mse, epochs, best_epoch, train_loss [E],
-        val_loss [E], seconds}}
+      fits: {model: {source ("fitted" | "given"), open_loop_mse (over every collected episode), baseline_mse,
+        epochs, best_epoch, train_loss [E], val_loss [E], seconds}}
       gradients: rows {method, estimator, horizon, n, n_nonfinite, mean_norm, sample_norm, variance, snr, cosine,
         relative_error, ...} (`gradients.GradientStats`); the reference is the simulator's mean gradient.
       jacobians: rows {method, horizon, norms [H+1][H] (‖d ŝ_t / d a_k‖_F, t = 0..H, k = 0..H-1), growth_rate,
@@ -354,7 +354,8 @@ def _version() -> str:
 
 
 def _fit_line(report: AuditReport) -> str:
-    parts = [f"{name} val MSE {f['val_mse']:.3g} (baseline {f['baseline_mse']:.3g})" for name, f in report.fits.items()]
+    parts = [f"{name} open-loop MSE {f['open_loop_mse']:.3g} (baseline {f['baseline_mse']:.3g})"
+             for name, f in report.fits.items()]
     return "fits: " + ("; ".join(parts) if parts else "none")
 
 
@@ -364,13 +365,14 @@ def _problem(report: AuditReport, diagnostic: str, method: str | None, horizon: 
 
 def _fit_all(report, chosen, base: System, config: AuditConfig, k_data, k_fit, progress) -> dict:
     """Fit every model without given params on one shared data set; fill report.fits; return name -> (model, params)."""
-    data = None
+    if not chosen:
+        return {}
+    data = collect(base, _scheme(config, base), config.n_episodes, k_data)
+    baseline = float(baseline_mse(data))
     out = {}
     fit_config = FitConfig(epochs=config.fit_epochs, patience=config.fit_patience, batch_size=config.fit_batch)
     for i, (name, (model, given)) in enumerate(chosen.items()):
         start = time.perf_counter()
-        if data is None:
-            data = collect(base, _scheme(config, base), config.n_episodes, k_data)
         entry = {"source": "given" if given is not None else "fitted", "train_loss": [], "val_loss": [],
                  "epochs": 0, "best_epoch": None}
         if given is None:
@@ -381,10 +383,10 @@ def _fit_all(report, chosen, base: System, config: AuditConfig, k_data, k_fit, p
                 _problem(report, "fits", name, None, str(err))
             entry.update(train_loss=list(history.train_loss), val_loss=list(history.val_loss),
                          epochs=len(history.train_loss), best_epoch=history.best_epoch)
-        entry.update(val_mse=float(mse(model, given, data)), baseline_mse=float(baseline_mse(data)),
+        entry.update(open_loop_mse=float(mse(model, given, data)), baseline_mse=baseline,
                      seconds=time.perf_counter() - start)
-        if not math.isfinite(entry["val_mse"]):
-            _problem(report, "fits", name, None, f"open-loop MSE on the collected data is {entry['val_mse']}")
+        if not math.isfinite(entry["open_loop_mse"]):
+            _problem(report, "fits", name, None, f"open-loop MSE on the collected data is {entry['open_loop_mse']}")
         report.fits[name] = entry
         out[name] = (model, given)
     return out

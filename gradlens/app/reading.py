@@ -72,7 +72,7 @@ def fit_sentences(report) -> list[str]:
     """The models whose open-loop validation error is no better than predicting s_1 throughout, in one sentence."""
     parts = []
     for name, fit in report.fits.items():
-        mse, base = fit.get("val_mse"), fit.get("baseline_mse")
+        mse, base = fit.get("open_loop_mse"), fit.get("baseline_mse")
         if _finite(mse) and _finite(base) and mse >= base:
             parts.append(f"**{name}** (open-loop MSE {mse:.3g} against {base:.3g})")
     if not parts:

@@ -54,8 +54,9 @@ def overview(report, path: str) -> None:
     st.subheader("Summary")
     st.dataframe(pd.DataFrame(table[1:], columns=table[0]), hide_index=True)
     st.subheader("World-model fits")
-    fits = [{"model": name, "source": f["source"], "open-loop MSE": f["val_mse"], "hold-s₁ MSE": f["baseline_mse"],
-             "epochs": f["epochs"], "seconds": f["seconds"]} for name, f in report.fits.items()]
+    fits = [{"model": name, "source": f["source"], "open-loop MSE": f["open_loop_mse"],
+             "hold-s₁ MSE": f["baseline_mse"], "epochs": f["epochs"], "seconds": f["seconds"]}
+            for name, f in report.fits.items()]
     if fits:
         st.dataframe(pd.DataFrame(fits), hide_index=True)
     else:
