@@ -1,6 +1,7 @@
 """Wall time of the paper's 5000-step schedule for the model-free baselines (SAC, Online DT) on cancer, H = 100.
 
     python benchmarks/baselines_speed.py [--methods sac,odt] [--seeds 1,10] [--steps 5000]
+                                         [--quick]   (SAC, H = 10, 96 steps, warmup 32, 1 and 2 seeds: a smoke run)
 
 For each method and seed count: compile time of the seed-vmapped chunk (ahead of time, apart), wall time of the whole
 run after it (as `train` drives it: one jitted chunk per evaluation of 32 env steps, no checkpoints), that time per
@@ -41,8 +42,9 @@ def _updates(cfg: TrainConfig) -> int:
     return (b.pretrain_updates if pretrain_at < cfg.total_steps else 0) + online
 
 
-def measure(method: str, seeds: int, steps: int) -> dict:
-    cfg = TrainConfig(system="cancer", method=method, horizon=100, total_steps=steps, seeds=seeds)
+def measure(method: str, seeds: int, steps: int, horizon: int = 100, warmup: int | None = None) -> dict:
+    cfg = TrainConfig(system="cancer", method=method, horizon=horizon, total_steps=steps, seeds=seeds,
+                      warmup_steps=warmup)
     trainer = make_trainer(cfg)
     state = jax.vmap(trainer.init)(jnp.stack([jax.random.PRNGKey(i) for i in range(seeds)]))
     start = time.perf_counter()
@@ -56,7 +58,7 @@ def measure(method: str, seeds: int, steps: int) -> dict:
 
     # one update alone on the final state: the Trainer's policy_step (SAC's actor step, ODT's update) and SAC's
     # critic step (model_step)
-    i, key, n = jnp.int32(steps), jax.random.PRNGKey(1), jnp.int32(steps if method == "sac" else steps // 100)
+    i, key, n = jnp.int32(steps), jax.random.PRNGKey(1), jnp.int32(steps if method == "sac" else steps // horizon)
     update_ms = 1e3 * _timed(jax.jit(jax.vmap(lambda s: trainer.policy_step(s, i, key, n))), state)
     if trainer.model_step is not None:
         update_ms += 1e3 * _timed(jax.jit(jax.vmap(lambda s: trainer.model_step(s, i, key, n))), state)
@@ -69,14 +71,18 @@ def main():
     parser.add_argument("--methods", default="sac,odt")
     parser.add_argument("--seeds", default="1,10")
     parser.add_argument("--steps", type=int, default=5000)
+    parser.add_argument("--quick", action="store_true", help="a smoke run: H = 10, 96 steps (warmup 32), seeds 1,2")
     args = parser.parse_args()
+    horizon, warmup = (10, 32) if args.quick else (100, None)
+    if args.quick:
+        args.steps, args.seeds, args.methods = 96, "1,2", "sac"
     rows = []
     print("| method | seeds | compile s | run s (excl. compile) | ms / env step | updates | ms / update alone | "
           "final return |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for method in args.methods.split(","):
         for seeds in map(int, args.seeds.split(",")):
-            r = measure(method, seeds, args.steps)
+            r = measure(method, seeds, args.steps, horizon, warmup)
             rows.append(r)
             print(f"| {method} | {seeds} | {r['compile_s']:.1f} | {r['run_s']:.1f} | "
                   f"{1e3 * r['run_s'] / args.steps:.2f} | {r['updates']} | {r['update_ms']:.2f} | "

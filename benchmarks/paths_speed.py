@@ -1,6 +1,6 @@
 """Time counting gradient paths at time-step level (gradlens.analysis.paths), H up to 1000.
 
-    python benchmarks/paths_speed.py
+    python benchmarks/paths_speed.py [--quick]   (--quick: H in {10, 100} only)
 
 Columns (best of 3, seconds):
   count      horizon_table(class, [H]): build the graph's index lists and count, for every a_k, the paths a_k -> J
@@ -10,6 +10,7 @@ Columns (best of 3, seconds):
   nx count   path_stats(G, θ, J, histogram=False) on that DiGraph (topological sort + the same DP).
   hist       path_stats(G, a_1, ŝ_{H+1}) with the length histogram (O(E × longest path)); only up to H = 300.
 """
+import argparse
 import gc
 import time
 
@@ -31,25 +32,28 @@ def best_of(fn, repeats=3):
 
 
 def main():
-    print(f"{'class':<16}{'policy input':<14}{'H':>6}{'edges':>10}{'log10 paths':>13}{'longest':>9}"
-          f"{'count':>9}{'nx graph':>10}{'nx count':>10}{'hist':>9}")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="H in {10, 100} only")
+    horizons = [10, 100] if parser.parse_args().quick else HORIZONS
+    print("| class | policy input | H | edges | log10 paths | longest | count s | nx graph s | nx count s | hist s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     slowest = 0.0
     for model_class in CLASSES:
         for name, stop_gradient in SETTINGS:
-            for horizon in HORIZONS:
+            for horizon in horizons:
                 count_s, (row,) = best_of(lambda: horizon_table(model_class, [horizon], stop_gradient=stop_gradient))
                 graph_s, G = best_of(lambda: graph(model_class, horizon, stop_gradient=stop_gradient))
                 nx_s, stats = best_of(lambda: path_stats(G, ("theta",), ("J",), histogram=False))
                 assert stats.count == row["paths"]
-                hist = "-"
+                hist = "–"
                 if horizon <= 300:
                     hist_s, _ = best_of(lambda: action_to_state(G, 1, horizon + 1), repeats=1)
                     hist = f"{hist_s:.3f}"
-                if horizon == 1000:
+                if horizon == horizons[-1]:
                     slowest = max(slowest, count_s)
-                print(f"{model_class:<16}{name:<14}{horizon:>6}{row['edges']:>10}{row['log10_paths']:>13.1f}"
-                      f"{row['longest']:>9}{count_s:>9.3f}{graph_s:>10.3f}{nx_s:>10.3f}{hist:>9}")
-    print(f"\nslowest count at H = 1000: {slowest:.3f} s")
+                print(f"| {model_class} | {name} | {horizon} | {row['edges']} | {row['log10_paths']:.1f} | "
+                      f"{row['longest']} | {count_s:.3f} | {graph_s:.3f} | {nx_s:.3f} | {hist} |", flush=True)
+    print(f"\nslowest count at H = {horizons[-1]}: {slowest:.3f} s")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Wall time of the paper's full BPO schedule (PAPER.md §6, §10) on cancer, H = 100, and where it goes.
 
     python benchmarks/train_speed.py [--methods awm-transformer,awm-rnn,simulator] [--seeds 1,10] [--steps 5000]
+                                     [--quick]   (simulator and awm-rnn, H = 10, 96 steps, warmup 32, 1 and 2 seeds:
+                                                  a smoke run for tests)
 
 For each method and seed count: compile time (ahead of time, apart), wall time of the whole run after it,
 and where it goes. "rest" is measured directly: the same compiled schedule with warmup_steps = total_steps, so no
@@ -35,8 +37,9 @@ def _timed(fn, *args, repeats=5):
     return float(np.median(times))
 
 
-def measure(method: str, seeds: int, steps: int) -> dict:
-    cfg = TrainConfig(system="cancer", method=method, horizon=100, total_steps=steps, seeds=seeds)
+def measure(method: str, seeds: int, steps: int, horizon: int = 100, warmup: int | None = None) -> dict:
+    cfg = TrainConfig(system="cancer", method=method, horizon=horizon, total_steps=steps, seeds=seeds,
+                      warmup_steps=warmup)
     trainer = make_trainer(cfg)
     state = jax.vmap(trainer.init)(jnp.stack([jax.random.PRNGKey(i) for i in range(seeds)]))
     start = time.perf_counter()
@@ -82,18 +85,24 @@ def main():
     parser.add_argument("--methods", default="awm-transformer,awm-rnn,simulator")
     parser.add_argument("--seeds", default="1,10")
     parser.add_argument("--steps", type=int, default=5000)
+    parser.add_argument("--quick", action="store_true", help="a smoke run: H = 10, 96 steps (warmup 32), seeds 1,2")
     args = parser.parse_args()
+    horizon, warmup = (10, 32) if args.quick else (100, None)
+    if args.quick:
+        args.steps, args.seeds, args.methods = 96, "1,2", "simulator,awm-rnn"
     rows = []
     print("| method | seeds | compile s | run s (excl. compile) | authors' s (1 seed) | speed-up | WM updates × ms | "
           "policy updates × ms | WM share (est.) | policy share (est.) | rest share (measured) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for method in args.methods.split(","):
         for seeds in map(int, args.seeds.split(",")):
-            r = measure(method, seeds, args.steps)
+            r = measure(method, seeds, args.steps, horizon, warmup)
             rows.append(r)
-            authors = AUTHORS.get(method, float("nan")) * (args.steps / 5000)
-            print(f"| {method} | {seeds} | {r['compile_s']:.1f} | {r['run_s']:.1f} | {authors:.0f} | "
-                  f"{authors / r['run_s'] if seeds == 1 else float('nan'):.1f} | {r['model_updates']} × "
+            authors = AUTHORS.get(method) if horizon == 100 else None  # theirs: H = 100 only
+            theirs = "–" if authors is None else f"{authors * args.steps / 5000:.0f}"
+            speedup = "–" if authors is None or seeds > 1 else f"{authors * args.steps / 5000 / r['run_s']:.1f}"
+            print(f"| {method} | {seeds} | {r['compile_s']:.1f} | {r['run_s']:.1f} | {theirs} | "
+                  f"{speedup} | {r['model_updates']} × "
                   f"{r['model_ms']:.1f} | {r['policy_updates']} × {r['policy_ms']:.1f} | {r['model_share']:.0%} | "
                   f"{r['policy_share']:.0%} | {r['rest_share']:.1%} |", flush=True)
     for method in args.methods.split(","):

@@ -128,6 +128,7 @@ def rollout(
     key: Array | None = None,
     *,
     policy_input_grad: PolicyInputGrad = "stop",
+    remat: bool = False,
 ) -> Trajectory:
     """Unroll `dynamics` for `horizon` steps from `s1` [O] under `policy`.
 
@@ -140,6 +141,10 @@ def rollout(
         Without one, a fixed key is used: fine for deterministic policies, pass your own for stochastic ones.
       policy_input_grad: for callables, whether gradient flows through the policy's state input:
         "stop" (default, as the paper), "full", or a per-step factor λ in [0, 1].
+      remat: recompute each step's activations in reverse mode (`jax.checkpoint` on the step) instead of storing
+        them: residuals of O(H × carry) instead of O(H × activations), for one more forward step per step of the
+        backward pass. Same values and gradients; it pays when many rollouts are vmapped (seeds × batch) and the
+        stored activations outgrow the CPU caches.
 
     Returns a `Trajectory` (states [H+1, O], actions [H, A], rewards [H]); `traj.ret` is the return.
     Pure: jit-, grad- and vmap-compatible (vmap over s1, keys, or policy parameters closed over by `policy`).
@@ -156,6 +161,8 @@ def rollout(
     check_shape(s1, (dyn.obs_dim,), "s1 (obs_dim = state_dim + 1 time index)")
     check_finite(s1, "s1")
     check_policy_input_grad(policy_input_grad)
+    if not isinstance(remat, bool):
+        raise ValueError(f"remat must be True or False, got {remat!r}")
     if open_loop:
         actions = jnp.asarray(policy)
         check_shape(actions, (horizon, dyn.action_dim), "open-loop actions [horizon, action_dim]")
@@ -184,7 +191,8 @@ def rollout(
         return (model_carry, next_obs), (next_obs, action, reward)
 
     init = (dyn.reset(s1, horizon), s1)
-    _, (next_states, acts, rewards) = jax.lax.scan(body, init, (jnp.arange(horizon), step_keys))
+    _, (next_states, acts, rewards) = jax.lax.scan(jax.checkpoint(body) if remat else body, init,
+                                                   (jnp.arange(horizon), step_keys))
     states = jnp.concatenate([s1[None], next_states])
     if policy_input_grad == "stop" and hasattr(dyn, "open_loop"):
         # An action-conditioned model never reads its predictions and the policy's input is detached, so every

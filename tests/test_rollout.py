@@ -128,3 +128,29 @@ def test_bad_actions_and_states():
     noisy = gl.envs.make("cancer", horizon=10, noise_std=0.1)
     with pytest.raises(ValueError, match="process noise"):
         gl.rollout(noisy, jnp.zeros((10, 1)), s1)
+
+
+@pytest.mark.parametrize("dynamics", ["cancer", "markov", "hwm-rnn"])
+def test_remat_gives_the_same_values_and_gradients(dynamics):
+    system = gl.envs.make("cancer", horizon=12, noise_std=0.01)
+    if dynamics != "cancer":
+        model = gl.models.make(dynamics, system)
+        system_or_model = (model, model.init(jax.random.PRNGKey(3)))
+    else:
+        system_or_model = system
+    policy = gl.policies.make_policy("mlp", system, (16, 16))
+    theta = policy.init(jax.random.PRNGKey(0))
+    key = jax.random.PRNGKey(1)
+
+    def ret(th, remat):
+        return gl.rollout(system_or_model, policy.bind(th), system.initial_state(), key=key, remat=remat,
+                          policy_input_grad="full").ret
+
+    plain, stored = jax.value_and_grad(ret)(theta, False)
+    again, recomputed = jax.value_and_grad(ret)(theta, True)
+    np.testing.assert_allclose(again, plain, rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(recomputed), jax.tree.leaves(stored)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(stored))
+    with pytest.raises(ValueError, match="remat must be True or False, got 'yes'"):
+        gl.rollout(system, policy.bind(theta), system.initial_state(), key=key, remat="yes")

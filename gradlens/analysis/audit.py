@@ -315,7 +315,7 @@ def audit(system, models: Sequence = ("markov", "hwm-transformer", "awm-transfor
         models=list(chosen), horizons=grid, config=dataclasses.asdict(config),
         meta={"gradlens": _version(), "jax": jax.__version__, "schema": SCHEMA_VERSION,
               "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
-    k_data, k_fit, k_policy, k_grad, k_dir = jax.random.split(jax.random.PRNGKey(config.seed), 5)
+    k_data, k_fit, k_policy, k_grad, k_dir, k_noise = jax.random.split(jax.random.PRNGKey(config.seed), 6)
 
     start = time.perf_counter()
     fitted = _fit_all(report, chosen, base, config, k_data, k_fit, progress)
@@ -334,8 +334,9 @@ def audit(system, models: Sequence = ("markov", "hwm-transformer", "awm-transfor
     policy_params = policy.init(k_policy)
     methods = [SIMULATOR, *chosen]
     stages = [("gradients", lambda: _gradients(report, dynamics_at, methods, policy, policy_params, k_grad, config)),
-              ("jacobians", lambda: _jacobians(report, dynamics_at, methods, policy, policy_params, config)),
-              ("landscapes", lambda: _landscapes(report, dynamics_at, methods, policy, policy_params, k_dir, config)),
+              ("jacobians", lambda: _jacobians(report, dynamics_at, methods, policy, policy_params, k_noise, config)),
+              ("landscapes", lambda: _landscapes(report, dynamics_at, methods, policy, policy_params, k_dir, k_noise,
+                                                 config)),
               ("paths", lambda: _paths(report, methods, kind, config))]
     from tqdm.auto import tqdm
 
@@ -412,13 +413,15 @@ def _nonfinite_where(values: np.ndarray, names: str) -> str:
     return f"{len(bad)} non-finite value(s) at {names} = {shown}{' …' if len(bad) > 6 else ''}"
 
 
-def _jacobians(report, dynamics_at, methods, policy, policy_params, config: AuditConfig) -> None:
+def _jacobians(report, dynamics_at, methods, policy, policy_params, noise_key, config: AuditConfig) -> None:
+    """Jacobian chains of the deterministic policy's rollout; a system with process noise is differentiated along
+    one fixed draw of its noise (`noise_key`, the same at every H)."""
     act = policy.bind(policy_params, deterministic=True)
     for h in report.horizons:
         for method in methods:
             dyn = dynamics_at(method, h)
             s1 = dynamics_at(SIMULATOR, h).initial_state()
-            chain = jacobians.jacobian_chain(dyn, act, s1, h, policy_input_grad=config.policy_input_grad)
+            chain = jacobians.jacobian_chain(dyn, act, s1, h, noise_key, policy_input_grad=config.policy_input_grad)
             norms = np.asarray(jacobians.norms(chain), np.float64)  # [H+1, H]
             row = {"method": method, "horizon": h, "norms": norms, "growth_rate": float("nan"), "lags": [],
                    "mean_log_norm": [], "step_norms": None}
@@ -430,7 +433,7 @@ def _jacobians(report, dynamics_at, methods, policy, policy_params, config: Audi
                 row.update(lags=profile.lags, mean_log_norm=profile.mean_log_norm)
             except ValueError as err:
                 _problem(report, "jacobians", method, h, f"no growth rate: {err}")
-            steps = jacobians.step_jacobian_norms(dyn, act, s1, h)
+            steps = jacobians.step_jacobian_norms(dyn, act, s1, h, noise_key)
             if steps is not None:
                 steps = np.asarray(steps, np.float64)
                 row["step_norms"] = steps
@@ -439,7 +442,8 @@ def _jacobians(report, dynamics_at, methods, policy, policy_params, config: Audi
             report.jacobians.append(_plain(row))
 
 
-def _landscapes(report, dynamics_at, methods, policy, policy_params, key, config: AuditConfig) -> None:
+def _landscapes(report, dynamics_at, methods, policy, policy_params, key, noise_key, config: AuditConfig) -> None:
+    """1-D and 2-D slices of J; a system with process noise is sliced along one fixed draw (`noise_key`)."""
     normalize = not isinstance(policy_params, jax.Array)  # an open-loop θ = 0 would give zero filter-normalised ones
     d1, d2 = (landscape.random_direction(policy_params, k, filter_normalize=normalize) for k in jax.random.split(key))
     line = np.linspace(-1.0, 1.0, config.landscape_points)
@@ -448,8 +452,8 @@ def _landscapes(report, dynamics_at, methods, policy, policy_params, key, config
         s1 = dynamics_at(SIMULATOR, h).initial_state()
         for method in methods:
             dyn = dynamics_at(method, h)
-            objective = landscape.policy_return_fn(dyn, policy, s1, h)
-            slices = [("action", line, landscape.action_slice(dyn, s1, h, line)),
+            objective = landscape.policy_return_fn(dyn, policy, s1, h, noise_key)
+            slices = [("action", line, landscape.action_slice(dyn, s1, h, line, key=noise_key)),
                       ("direction", line, landscape.slice_1d(objective, policy_params, d1, line))]
             if plane is not None:
                 slices.append(("plane", (plane, plane), landscape.slice_2d(objective, policy_params, d1, d2, plane,

@@ -1,0 +1,98 @@
+"""Every script in benchmarks/ runs in --quick mode and prints well-formed Markdown tables of finite numbers."""
+from __future__ import annotations
+
+import importlib.util
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?|\bnan\b|\binf\b", re.IGNORECASE)
+
+
+def tables(text: str) -> list[list[list[str]]]:
+    """The Markdown tables in `text`: each a list of rows (header first, the |---| line dropped) of cells."""
+    found, current = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if not all(set(c) <= set("-:") and c for c in cells):
+                current.append(cells)
+        elif current:
+            found.append(current)
+            current = []
+    return found
+
+
+def check_tables(text: str, min_tables: int) -> list[list[list[str]]]:
+    """Every table rectangular with at least one row, every number in it finite, no 'failed' cell."""
+    found = tables(text)
+    assert len(found) >= min_tables, text
+    for table in found:
+        header, rows = table[0], table[1:]
+        assert rows, f"table without rows: {header}"
+        for row in rows:
+            assert len(row) == len(header), f"row {row} does not match header {header}"
+            for cell in row:
+                assert "failed" not in cell.lower(), row
+                for token in NUMBER.findall(cell):
+                    assert math.isfinite(float(token)), f"non-finite {token!r} in row {row}"
+    return found
+
+
+def run(script: str, *args: str, cwd: Path = ROOT) -> str:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.mark.parametrize("script, min_tables", [("models_speed.py", 2), ("jacobian_speed.py", 1),
+                                                ("paths_speed.py", 1), ("train_speed.py", 1),
+                                                ("baselines_speed.py", 1)])
+def test_speed_benchmark_quick(script, min_tables):
+    check_tables(run(script), min_tables)
+
+
+def _reproduce_module():
+    spec = importlib.util.spec_from_file_location("reproduce", ROOT / "benchmarks" / "reproduce.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["reproduce"] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_reproduce_quick(tmp_path):
+    quick = _reproduce_module().QUICK
+    out = tmp_path / "results"
+    log = run("reproduce.py", "--out", str(out))
+    readme = (out / "README.md").read_text()
+    for section in ("Double pendulum", "One-bounce", "Myriad", "Gradient statistics", "Open questions"):
+        assert f"## {section}" in readme, section
+    found = check_tables(readme, 10)
+    myriad = next(t for t in found if t[0][0] == "task")
+    assert myriad[0] == ["task", *quick.myriad_methods] and len(myriad) == 1 + len(quick.myriad_tasks)
+    for row in myriad[1:]:  # "mean ± std" over the seeds of each cell
+        assert all(" ± " in cell for cell in row[1:]), row
+    toy_methods = 1 + len(quick.toy_models)
+    roughness = [t for t in found if t[0][:3] == ["method", "H", "normalized TV"]]
+    assert [len(t) - 1 for t in roughness] == [toy_methods * len(quick.pendulum_horizons),
+                                               toy_methods * len(quick.bounce_horizons)]
+    assert list((out / "figures").glob("*.html")), "no figure written"
+    assert (out / "audits" / "pendulum.json").exists() and (out / "runs").is_dir()
+    # a rerun resumes: the audits are loaded and every training run is skipped, so nothing is trained again
+    again = run("reproduce.py", "--out", str(out), "--only", "myriad,gradients")
+    assert "audit gradients" in log and ": return " in log
+    assert "audit gradients" not in again and ": return " not in again
+    assert (out / "README.md").read_text().count("## Myriad") == 1
+
+
+def test_reproduce_bad_experiment(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "reproduce.py"), "--only", "pendulum,nope",
+                           "--out", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "unknown experiment(s) 'nope'" in proc.stderr
+    assert "Traceback" not in proc.stderr
