@@ -148,13 +148,15 @@ class Context:
         return gl.runs.scan_metrics(self.out / "runs", state="done")
 
 
-def final_returns(metrics, system: str, method: str, horizon: int) -> np.ndarray:
-    """Per-seed return at the last evaluation of run (system, method, H); empty when it is missing or failed."""
+def final_returns(metrics, system: str, method: str, horizon: int, *, change: bool = False) -> np.ndarray:
+    """Per-seed return at the last evaluation of run (system, method, H), or with change=True its gain over the
+    first evaluation (the initial policy); empty when the run is missing or failed."""
     run = metrics[(metrics["system"] == system) & (metrics["method"] == method) & (metrics["horizon"] == horizon)]
     if run.empty:
         return np.array([])
-    last = run[run["env_steps"] == run["env_steps"].max()]
-    return last["return"].to_numpy(float)
+    at = lambda steps: run[run["env_steps"] == steps].sort_values("seed")["return"].to_numpy(float)
+    last = at(run["env_steps"].max())
+    return last - at(run["env_steps"].min()) if change else last
 
 
 def problems_section(report: AuditReport) -> str:
@@ -291,10 +293,11 @@ def bounce(ctx: Context) -> str:
         for method, (values, grads) in curves.items():
             agree = float(np.mean(np.sign(grads[idx]) == trend))
             rows.append([method, h, agree, float(np.median(np.abs(grads))), float(np.max(np.abs(grads)))])
-            if h == hs[len(hs) // 2]:
-                fig.add_trace(go.Scatter(x=grid, y=grads, name=method, mode="lines"))
+            if h == hs[len(hs) // 2]:  # signed log scale: exploding model gradients would flatten the others
+                fig.add_trace(go.Scatter(x=grid, y=np.sign(grads) * np.log10(1.0 + np.abs(grads)), name=method,
+                                         mode="lines"))
     fig.update_layout(title=f"dJ/da_1 on the one-bounce task, H = {hs[len(hs) // 2]}", xaxis_title="a_1",
-                      yaxis_title="dJ/da_1", yaxis_type="linear", template="simple_white")
+                      yaxis_title="sign · log10(1 + |dJ/da_1|)", template="simple_white")
     grad_fig = ctx.figure(fig, "bounce_gradients")
     land_fig = ctx.figure(plots.landscapes_figure(report, "action"), "bounce_landscapes")
     bpo = []
@@ -321,10 +324,11 @@ def myriad(ctx: Context) -> str:
     h = scale.myriad_horizon
     ctx.sweep(scale.myriad_tasks, scale.myriad_methods, (h,))
     metrics = ctx.sweep((scale.vs_horizon_task,), scale.vs_horizon_methods, scale.vs_horizons)
-    rows = []
+    rows, gains = [], []
     for task in scale.myriad_tasks:
-        rows.append([task] + [mean_std(r) if (r := final_returns(metrics, task, m, h)).size else "failed"
-                              for m in scale.myriad_methods])
+        for table, change in ((rows, False), (gains, True)):
+            table.append([task] + [mean_std(r) if (r := final_returns(metrics, task, m, h, change=change)).size
+                                   else "failed" for m in scale.myriad_methods])
     fig = go.Figure()
     vs_rows = []
     for method in scale.vs_horizon_methods:
@@ -347,6 +351,9 @@ def myriad(ctx: Context) -> str:
         "numbers are not in PAPER.md (its result tables could not be read), so no column of theirs stands beside "
         f"ours. Learning curves on {scale.vs_horizon_task}: [{curves}]({curves}).",
         md_table(["task", *scale.myriad_methods], rows),
+        "### Gain over the initial policy\nFinal return minus the return of the same seed's policy at its first "
+        "evaluation (env step 0), mean ± std over seeds: how far training moved each method.",
+        md_table(["task", *scale.myriad_methods], gains),
         f"### Return versus horizon on {scale.vs_horizon_task}\n[{fig_path}]({fig_path})",
         md_table(["method", *[f"H = {hh}" for hh in scale.vs_horizons]], vs_rows)])
 
@@ -424,7 +431,9 @@ def main(argv=None) -> int:
                         help=f"comma-separated experiments (default all): {', '.join(EXPERIMENTS)}")
     parser.add_argument("--jobs", type=int, default=None, help="sweep processes (default one per core)")
     parser.add_argument("--redo", action="store_true",
-                        help="run experiments again even when their <name>.md exists (runs and audits stay cached)")
+                        help="run experiments again even when their <name>.md exists; finished runs and audits stay "
+                             "cached, and the wall time recorded is still that of the run that computed them "
+                             "(delete <out>/timings.json to record anew)")
     args = parser.parse_args(argv)
     chosen = [e.strip() for e in args.only.split(",") if e.strip()]
     unknown = [e for e in chosen if e not in EXPERIMENTS]
@@ -451,15 +460,19 @@ def main(argv=None) -> int:
             log(f"{name}: FAILED: {type(err).__name__}: {err}")
             failed.append(name)
             continue
-        timings[name] = {"seconds": time.perf_counter() - start, "command": command.strip(),
-                         "finished": datetime.datetime.now().isoformat(timespec="seconds")}
+        now = datetime.datetime.now().isoformat(timespec="seconds")
+        if name in timings:  # --redo rewrites the tables from the cached runs and audits: keep the computing run's time
+            timings[name]["rewritten"] = now
+        else:
+            timings[name] = {"seconds": time.perf_counter() - start, "command": command.strip(), "finished": now}
         (out / f"{name}.md").write_text(f"{text}\n\nWall time: {timings[name]['seconds']:.0f} s.\n")
         timings_file.write_text(json.dumps(timings, indent=1))
-        log(f"{name}: done in {timings[name]['seconds']:.0f} s")
+        log(f"{name}: done in {time.perf_counter() - start:.0f} s")
     device = jax.devices()[0]
     done = [name for name in EXPERIMENTS if (out / f"{name}.md").exists() and name in timings]
     head = [f"# gradlens reproduction of Ma et al. (2024), {datetime.date.today().isoformat()}",
-            f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, jax {jax.__version__} on {device.platform}.",
+            f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, jax {jax.__version__} on {device.platform}. "
+            "What the tables say against the paper's claims: `benchmarks/README.md`.",
             "", "| experiment | command | wall time | finished |", "|---|---|---:|---|"]
     head += [f"| {name} | `{timings[name]['command']}` | {timings[name]['seconds']:.0f} s | {timings[name]['finished']} |"
              for name in done]

@@ -69,6 +69,20 @@ def test_same_seed_gives_identical_metrics():
     pd.testing.assert_frame_equal(a[cols], b[cols])
 
 
+def test_remat_changes_speed_not_results(x64):
+    """Recomputing the imagined rollout steps in the backward pass gives the same run (float64: to rounding)."""
+    cfg = TrainConfig(**{**SMALL, "method": "hwm-rnn", "total_steps": 128})
+    stored, recomputed = (train(TrainConfig(**{**SMALL, "method": "hwm-rnn", "total_steps": 128, "remat": r}),
+                                progress=False) for r in (False, True))
+    assert cfg.remat is True and "remat" not in cfg.to_dict()  # the default stays out of config.json
+    assert TrainConfig.from_dict({**cfg.to_dict(), "remat": False}).to_dict()["remat"] is False
+    assert stored["policy_grad_norm"].notna().any()
+    for column in ("return", "model_loss", "policy_grad_norm", "cosine_to_simulator"):
+        np.testing.assert_allclose(recomputed[column], stored[column], rtol=1e-9, atol=1e-12, err_msg=column)
+    with pytest.raises(ValueError, match="remat must be true or false, got 'yes'"):
+        TrainConfig(remat="yes")
+
+
 def test_nan_in_model_params_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     poison_at = 192
     real = loop.make_trainer

@@ -32,11 +32,14 @@ class PolicyStats(NamedTuple):
 
 
 def imagined_objective(policy_params, policy, dynamics, s1: Array, key: Array, horizon: int,
-                       entropy_coef: float, policy_input_grad="stop") -> tuple[Array, tuple[Array, Array]]:
-    """J for B rollouts from s1 [B, O] with one key each; returns (J, (mean return, mean entropy))."""
+                       entropy_coef: float, policy_input_grad="stop",
+                       remat: bool = False) -> tuple[Array, tuple[Array, Array]]:
+    """J for B rollouts from s1 [B, O] with one key each; returns (J, (mean return, mean entropy)).
+    remat: recompute each rollout step in the backward pass (see `gradlens.rollout`)."""
 
     def one(s, k):
-        traj = rollout(dynamics, policy.bind(policy_params), s, horizon, k, policy_input_grad=policy_input_grad)
+        traj = rollout(dynamics, policy.bind(policy_params), s, horizon, k, policy_input_grad=policy_input_grad,
+                       remat=remat)
         obs = jax.vmap(lambda o: policy_input(o, policy_input_grad))(traj.states[:-1])
         entropy = jnp.mean(jax.vmap(lambda o, a: policy.entropy(policy_params, o, a))(obs, traj.actions))
         return traj.ret, entropy
@@ -46,10 +49,11 @@ def imagined_objective(policy_params, policy, dynamics, s1: Array, key: Array, h
     return ret + entropy_coef * entropy, (ret, entropy)
 
 
-def policy_gradient(policy_params, policy, dynamics, s1, key, horizon, entropy_coef, policy_input_grad="stop"):
+def policy_gradient(policy_params, policy, dynamics, s1, key, horizon, entropy_coef, policy_input_grad="stop",
+                    remat: bool = False):
     """(∇_θ J, PolicyStats) — the gradient of the imagined objective (ascent direction)."""
     (objective, (ret, entropy)), grad = jax.value_and_grad(imagined_objective, has_aux=True)(
-        policy_params, policy, dynamics, s1, key, horizon, entropy_coef, policy_input_grad)
+        policy_params, policy, dynamics, s1, key, horizon, entropy_coef, policy_input_grad, remat)
     return grad, PolicyStats(objective, ret, entropy, optax.tree.norm(grad))
 
 

@@ -60,6 +60,7 @@ class TrainConfig:
     policy_input_grad: str | float = "stop"
     noise_std: float = 0.0
     compare_to_simulator: bool = True  # log cosine / relative error of each model gradient to the simulator's
+    remat: bool = True  # recompute imagined rollout steps in the backward pass (gradlens.rollout): less memory traffic
     seed: int = 0
     seeds: int = 1  # seeds seed, seed+1, ... trained together under vmap
     baseline: Any = None  # "sac" / "odt" only: a SACConfig / ODTConfig, or a dict of its fields; None = defaults
@@ -83,6 +84,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive finite number, got {value!r}")
         if not (isinstance(self.entropy_coef, (int, float)) and math.isfinite(self.entropy_coef)):
             raise ValueError(f"entropy_coef must be a finite number, got {self.entropy_coef!r}")
+        for name in ("compare_to_simulator", "remat"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.method not in methods():
             raise ValueError(f"unknown method {self.method!r}; valid methods: {', '.join(methods())}")
         if self.system not in envs.names():
@@ -90,10 +94,13 @@ class TrainConfig:
         object.__setattr__(self, "baseline", baselines.resolve(self))
 
     def to_dict(self) -> dict:
-        """JSON-ready fields; `baseline` is left out for BPO methods (their config.json files stay as they were)."""
+        """JSON-ready fields; `baseline` is left out for BPO methods and `remat` at its default (True), so the
+        config.json files of runs from before those fields existed stay the same and their runs resume."""
         data = dataclasses.asdict(self)
         if data["baseline"] is None:
             del data["baseline"]
+        if data["remat"] is True:
+            del data["remat"]
         return data
 
     @classmethod
@@ -221,7 +228,7 @@ def make_trainer(config: TrainConfig) -> Trainer:
         k_idx, k_roll = jax.random.split(key)
         starts = state.buffer_states[jax.random.randint(k_idx, (cfg.policy_batch,), 0, n_episodes), 0]
         dynamics = (model, state.model_params) if use_model else system
-        args = (starts, k_roll, H, cfg.entropy_coef, cfg.policy_input_grad)
+        args = (starts, k_roll, H, cfg.entropy_coef, cfg.policy_input_grad, cfg.remat)
         grad, stats = policy_gradient(state.policy_params, policy, dynamics, *args)
         if use_model and cfg.compare_to_simulator:
             reference, _ = policy_gradient(state.policy_params, policy, system, *args)
