@@ -181,6 +181,15 @@ def fit_toy(ctx: Context, system_name: str, h_max: int) -> dict:
     return fitted
 
 
+def toy_audit(ctx: Context, system_name: str) -> tuple[dict, AuditReport]:
+    """The fitted toy models and their audit (cached as audits/<experiment>.json) at the experiment's horizons."""
+    hs = ctx.scale.pendulum_horizons if system_name == "double_pendulum" else ctx.scale.bounce_horizons
+    fitted = fit_toy(ctx, system_name, max(hs))
+    report = ctx.audit("pendulum" if system_name == "double_pendulum" else "bounce", system_name, list(fitted), hs,
+                       ctx.scale.toy_audit, params={k: p for k, (_, p) in fitted.items()})
+    return fitted, report
+
+
 def toy_dynamics(system_name: str, fitted: dict, horizon: int) -> dict:
     """method -> dynamics at `horizon` (the models fitted at H_max, rebuilt on the H-step system)."""
     system = envs.make(system_name, horizon=horizon)
@@ -215,17 +224,20 @@ def offline_bpo(dynamics, system, horizon: int, a1: np.ndarray, steps: int, lr: 
     return np.asarray(true_return, float)
 
 
-def toy_bpo_rows(ctx: Context, system_name: str, fitted: dict, horizon: int, best: float, spread: float):
-    """[method, H, final true return mean ± std, success rate] where success = within 5 % of the landscape's range
-    of its best grid value."""
+def toy_bpo_rows(ctx: Context, system_name: str, fitted: dict, report: AuditReport) -> list[list]:
+    """[method, H, final true return mean ± std, success rate] at every H of the audit, where success = within 5 %
+    of the simulator's J(a_1) range of its best grid value."""
     scale = ctx.scale
     a1 = np.asarray(jax.random.uniform(jax.random.PRNGKey(1), (scale.toy_seeds,), minval=-0.9, maxval=0.9))
-    system = envs.make(system_name, horizon=horizon)
     rows = []
-    for method, dyn in toy_dynamics(system_name, fitted, horizon).items():
-        returns = offline_bpo(dyn, system, horizon, a1, scale.toy_bpo_steps, scale.toy_bpo_lr)
-        success = float(np.mean(returns >= best - 0.05 * spread))
-        rows.append([method, horizon, mean_std(returns), f"{success:.0%}"])
+    for horizon in report.horizons:
+        values = simulator_landscape(report, horizon)
+        best, spread = float(np.max(values)), float(np.ptp(values))
+        system = envs.make(system_name, horizon=horizon)
+        for method, dyn in toy_dynamics(system_name, fitted, horizon).items():
+            returns = offline_bpo(dyn, system, horizon, a1, scale.toy_bpo_steps, scale.toy_bpo_lr)
+            success = float(np.mean(returns >= best - 0.05 * spread))
+            rows.append([method, horizon, mean_std(returns), f"{success:.0%}"])
     return rows
 
 
@@ -243,14 +255,9 @@ def simulator_landscape(report: AuditReport, horizon: int) -> np.ndarray:
 def pendulum(ctx: Context) -> str:
     scale = ctx.scale
     hs = scale.pendulum_horizons
-    fitted = fit_toy(ctx, "double_pendulum", max(hs))
-    report = ctx.audit("pendulum", "double_pendulum", list(fitted), hs, scale.toy_audit,
-                       params={k: p for k, (_, p) in fitted.items()})
+    fitted, report = toy_audit(ctx, "double_pendulum")
     fig = ctx.figure(plots.landscapes_figure(report, "action"), "pendulum_landscapes")
-    bpo = []
-    for h in hs:
-        values = simulator_landscape(report, h)
-        bpo += toy_bpo_rows(ctx, "double_pendulum", fitted, h, float(np.max(values)), float(np.ptp(values)))
+    bpo = toy_bpo_rows(ctx, "double_pendulum", fitted, report)
     return "\n\n".join([
         "## Double pendulum (PAPER.md §4 item 2)",
         f"Models fitted once on {scale.toy_audit.n_episodes} episodes of the paper's toy data at H = {max(hs)}, then "
@@ -279,9 +286,7 @@ def bounce_gradients(system_name: str, fitted: dict, horizon: int, grid: np.ndar
 def bounce(ctx: Context) -> str:
     scale = ctx.scale
     hs = scale.bounce_horizons
-    fitted = fit_toy(ctx, "one_bounce", max(hs))
-    report = ctx.audit("bounce", "one_bounce", list(fitted), hs, scale.toy_audit,
-                       params={k: p for k, (_, p) in fitted.items()})
+    fitted, report = toy_audit(ctx, "one_bounce")
     grid = np.linspace(-1.0, 1.0, scale.toy_audit.landscape_points)
     window = max(1, len(grid) // 20)  # the trend: secant of the true J over ±window grid points (≈ ±0.1)
     rows, fig = [], go.Figure()
@@ -300,10 +305,7 @@ def bounce(ctx: Context) -> str:
                       yaxis_title="sign · log10(1 + |dJ/da_1|)", template="simple_white")
     grad_fig = ctx.figure(fig, "bounce_gradients")
     land_fig = ctx.figure(plots.landscapes_figure(report, "action"), "bounce_landscapes")
-    bpo = []
-    for h in hs:
-        values = simulator_landscape(report, h)
-        bpo += toy_bpo_rows(ctx, "one_bounce", fitted, h, float(np.max(values)), float(np.ptp(values)))
+    bpo = toy_bpo_rows(ctx, "one_bounce", fitted, report)
     return "\n\n".join([
         "## One-bounce (PAPER.md §4 item 3)",
         f"Models fitted once at H = {max(hs)} on the toy data. Figures: [{grad_fig}]({grad_fig}), "
