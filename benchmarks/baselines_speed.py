@@ -12,24 +12,12 @@ Defaults throughout: SACConfig(), ODTConfig(), their default warmup of 1000 env 
 """
 from __future__ import annotations
 
-import argparse
-import time
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradlens.training.loop import TrainConfig, make_trainer
-
-
-def _timed(fn, *args, repeats=5):
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+from gradlens.training.loop import TrainConfig
+from schedule import parse_args, print_seed_ratios, run_schedule, timed
 
 
 def _updates(cfg: TrainConfig) -> int:
@@ -45,54 +33,32 @@ def _updates(cfg: TrainConfig) -> int:
 def measure(method: str, seeds: int, steps: int, horizon: int = 100, warmup: int | None = None) -> dict:
     cfg = TrainConfig(system="cancer", method=method, horizon=horizon, total_steps=steps, seeds=seeds,
                       warmup_steps=warmup)
-    trainer = make_trainer(cfg)
-    state = jax.vmap(trainer.init)(jnp.stack([jax.random.PRNGKey(i) for i in range(seeds)]))
-    start = time.perf_counter()
-    chunk = jax.jit(jax.vmap(trainer.chunk, in_axes=(0, None))).lower(state, jnp.int32(0)).compile()
-    compile_s = time.perf_counter() - start
-    start = time.perf_counter()
-    for c in range(trainer.n_chunks):
-        state, stats = chunk(state, jnp.int32(c * cfg.eval_every))
-    jax.block_until_ready(state)
-    run_s = time.perf_counter() - start
+    trainer, state, stats, compile_s, run_s = run_schedule(cfg)
 
     # one update alone on the final state: the Trainer's policy_step (SAC's actor step, ODT's update) and SAC's
     # critic step (model_step)
     i, key, n = jnp.int32(steps), jax.random.PRNGKey(1), jnp.int32(steps if method == "sac" else steps // horizon)
-    update_ms = 1e3 * _timed(jax.jit(jax.vmap(lambda s: trainer.policy_step(s, i, key, n))), state)
+    update_ms = 1e3 * timed(jax.jit(jax.vmap(lambda s: trainer.policy_step(s, i, key, n))), state)
     if trainer.model_step is not None:
-        update_ms += 1e3 * _timed(jax.jit(jax.vmap(lambda s: trainer.model_step(s, i, key, n))), state)
+        update_ms += 1e3 * timed(jax.jit(jax.vmap(lambda s: trainer.model_step(s, i, key, n))), state)
     return {"method": method, "seeds": seeds, "compile_s": compile_s, "run_s": run_s, "updates": _updates(cfg),
             "update_ms": update_ms, "final_return": float(np.mean(stats.eval_return))}
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--methods", default="sac,odt")
-    parser.add_argument("--seeds", default="1,10")
-    parser.add_argument("--steps", type=int, default=5000)
-    parser.add_argument("--quick", action="store_true", help="a smoke run: H = 10, 96 steps (warmup 32), seeds 1,2")
-    args = parser.parse_args()
-    horizon, warmup = (10, 32) if args.quick else (100, None)
-    if args.quick:
-        args.steps, args.seeds, args.methods = 96, "1,2", "sac"
+    args = parse_args(__doc__.split("\n")[0], "sac,odt", "sac")
     rows = []
     print("| method | seeds | compile s | run s (excl. compile) | ms / env step | updates | ms / update alone | "
           "final return |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for method in args.methods.split(","):
         for seeds in map(int, args.seeds.split(",")):
-            r = measure(method, seeds, args.steps, horizon, warmup)
+            r = measure(method, seeds, args.steps, args.horizon, args.warmup)
             rows.append(r)
             print(f"| {method} | {seeds} | {r['compile_s']:.1f} | {r['run_s']:.1f} | "
                   f"{1e3 * r['run_s'] / args.steps:.2f} | {r['updates']} | {r['update_ms']:.2f} | "
                   f"{r['final_return']:.4g} |", flush=True)
-    for method in args.methods.split(","):
-        one = [r for r in rows if r["method"] == method and r["seeds"] == 1]
-        many = [r for r in rows if r["method"] == method and r["seeds"] > 1]
-        if one and many:
-            print(f"{method}: {many[0]['seeds']} vmapped seeds take {many[0]['run_s'] / one[0]['run_s']:.2f}× "
-                  f"the time of one")
+    print_seed_ratios(rows, args.methods.split(","))
 
 
 if __name__ == "__main__":
