@@ -138,14 +138,13 @@ class Context:
         self.log(f"audit {name}: {sum(report.timings.values()):.0f} s, {len(report.problems)} problem(s)")
         return report
 
-    def sweep(self, systems, methods, horizons, overrides=None):
+    def sweep(self, systems, methods, horizons) -> None:
+        """Train the grid into `<out>/runs` (finished runs skipped); failed cells are logged, the others go on."""
         spec = SweepSpec(systems=tuple(systems), methods=tuple(methods), horizons=tuple(horizons),
-                         seeds=self.scale.seeds, overrides={**dict(self.scale.train), **(overrides or {})})
+                         seeds=self.scale.seeds, overrides=dict(self.scale.train))
         table = run_sweep(spec, self.out / "runs", jobs=self.jobs, progress=False, log=self.log)
-        failed = table[table["state"] == "failed"]
-        for _, row in failed.iterrows():
+        for _, row in table[table["state"] == "failed"].iterrows():
             self.log(f"FAILED {row['name']}: {row['error']}")
-        return gl.runs.scan_metrics(self.out / "runs", state="done")
 
 
 def final_returns(metrics, system: str, method: str, horizon: int, *, change: bool = False) -> np.ndarray:
@@ -275,8 +274,8 @@ def pendulum(ctx: Context) -> str:
 def bounce_gradients(system_name: str, fitted: dict, horizon: int, grid: np.ndarray) -> dict:
     """method -> (J [G], dJ/da_1 [G]) over the grid of a_1 (other actions 0)."""
     out = {}
+    s1 = envs.make(system_name, horizon=horizon).initial_state()
     for method, dyn in toy_dynamics(system_name, fitted, horizon).items():
-        s1 = envs.make(system_name, horizon=horizon).initial_state()
         j = lambda a: gl.rollout(dyn, jnp.zeros((horizon, 1)).at[0, 0].set(a), s1, horizon).ret
         values, grads = jax.jit(jax.vmap(jax.value_and_grad(j)))(jnp.asarray(grid))
         out[method] = (np.asarray(values, float), np.asarray(grads, float))
@@ -325,7 +324,8 @@ def myriad(ctx: Context) -> str:
     scale = ctx.scale
     h = scale.myriad_horizon
     ctx.sweep(scale.myriad_tasks, scale.myriad_methods, (h,))
-    metrics = ctx.sweep((scale.vs_horizon_task,), scale.vs_horizon_methods, scale.vs_horizons)
+    ctx.sweep((scale.vs_horizon_task,), scale.vs_horizon_methods, scale.vs_horizons)
+    metrics = gl.runs.scan_metrics(ctx.out / "runs", state="done")
     rows, gains = [], []
     for task in scale.myriad_tasks:
         for table, change in ((rows, False), (gains, True)):
@@ -384,15 +384,11 @@ def gradients(ctx: Context) -> str:
 
 # ---------------------------------------------------------------------------------------------- open questions
 def cosine_rows(reports: dict, models) -> list[list]:
-    """[model, cosine at each setting] from the audits {setting: report}."""
-    rows = []
-    for model in ("simulator", *models):
-        cells = []
-        for report in reports.values():
-            row = next((r for r in summary_rows(report) if r["method"] == model), {})
-            cells.append(f"{row.get('cosine', float('nan')):.3g} / {row.get('rel_error', float('nan')):.3g}")
-        rows.append([model] + cells)
-    return rows
+    """[model, "cosine / relative error" at each setting] from the audits {setting: report}."""
+    tables = [{r["method"]: r for r in summary_rows(report)} for report in reports.values()]
+    return [[model] + [f"{t.get(model, {}).get('cosine', float('nan')):.3g} / "
+                       f"{t.get(model, {}).get('rel_error', float('nan')):.3g}" for t in tables]
+            for model in ("simulator", *models)]
 
 
 def open_questions(ctx: Context) -> str:
