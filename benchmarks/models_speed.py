@@ -4,20 +4,22 @@
 
 For every model class and H in {16, 32, 64, 128, 256}: the time of one closed-loop forward rollout (or of the mean
 return of `--batch` vmapped rollouts) through `gradlens.rollout` (state-feedback MLP policy (64, 64) swish), of one
-policy gradient (jax.grad of that return w.r.t. the policy parameters, policy_input_grad="stop"), their ratio, and the
-exponent p of a least-squares fit time ∝ H^p. `awm-transformer (open loop)` optimises the action sequence directly:
-one causal pass; `(frozen 2-pass)` differentiates a second pass that reads the final KV cache of a first,
-gradient-free pass (`Dynamics.freeze`) instead of storing the cache at every step. Times are medians of `--repeats`
-runs of the compiled function (block_until_ready); compile time (lower + compile of forward and gradient) is
-reported apart. The last table compares the KV-cached transformer
-rollout with a full recompute of the causal pass at every step (`bind(params, recompute=True)`, batch 1).
+policy gradient (jax.grad of that return w.r.t. the policy parameters, policy_input_grad="stop") in both reverse
+modes `rollout` offers: activations stored (remat=False) and recomputed (remat=True, the trainer's default; for the
+HWM-transformer the blocked KV reverse pass of `gradlens.models.kv_reverse`), the ratio gradient / forward of each,
+and the exponent p of a least-squares fit time ∝ H^p. `awm-transformer (open loop)` optimises the action sequence
+directly: one causal pass. Forward and gradients are timed interleaved, medians of `--repeats` rounds of the
+compiled functions (block_until_ready), so that a busy spell of the machine hits all of them alike; compile time
+(lower + compile) is reported apart. The last table compares the KV-cached transformer rollout with a full recompute
+of the causal pass at every step (`bind(params, recompute=True)`, batch 1).
 
-Targets: gradient / forward <= 4 for every class; hwm-transformer rollout exponent <= 2; cached >= 10x faster than
-recompute at H = 256.
+Targets: gradient / forward <= 4 for every class (in its faster mode); hwm-transformer rollout exponent <= 2; cached
+>= 10x faster than recompute at H = 256.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import time
 
@@ -30,22 +32,7 @@ import gradlens as gl
 import gradlens.models as gm
 
 CLASSES = ["markov", "hwm-rnn", "hwm-transformer", "awm-rnn", "awm-transformer", "awm-ssm"]
-VARIANTS = {  # extra rows: name -> (model, variant)
-    "awm-transformer (open loop)": ("awm-transformer", "open"),
-    "hwm-transformer (frozen 2-pass)": ("hwm-transformer", "frozen"),
-    "awm-transformer (frozen 2-pass)": ("awm-transformer", "frozen"),
-}
-
-
-def two_pass_rollout(model, params, policy, s1, horizon):
-    """A first pass without gradient, then the differentiated pass reading its frozen final memory
-    (`Dynamics.freeze`): no KV cache stored per step. The replay that rebuilds the final carry from the first
-    pass's trajectory is one extra forward pass that a rollout keeping its final carry would not need."""
-    dyn = model.bind(params)
-    first = jax.lax.stop_gradient(gl.rollout(dyn, policy, s1, horizon))
-    final, _ = jax.lax.scan(lambda carry, inputs: (dyn.transition(carry, *inputs)[0], None),
-                            dyn.reset(s1, horizon), (first.states[:-1], first.actions))
-    return gl.rollout(dyn.freeze(final), policy, s1, horizon)
+VARIANTS = {"awm-transformer (open loop)": "awm-transformer"}  # extra row: the action sequence as the policy
 
 
 def make_policy(system, horizon):
@@ -60,41 +47,49 @@ def make_policy(system, horizon):
 def timed(fn, *args, repeats: int) -> tuple[float, float]:
     """(compile seconds, median run seconds) of jax.jit(fn)(*args): two warm-up calls, then at least `repeats` runs
     and at least 0.2 s of runs."""
-    start = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
-    compile_s = time.perf_counter() - start
-    for _ in range(2):
-        jax.block_until_ready(compiled(*args))
-    runs = []
-    while len(runs) < repeats or sum(runs) < 0.2:
+    return timed_together({"f": fn}, *args, repeats=repeats)["f"]
+
+
+def timed_together(fns: dict, *args, repeats: int) -> dict:
+    """{name: (compile s, median run s)} of jax.jit(fn)(*args) for each fn, run in interleaved rounds (two warm-up
+    rounds, then at least `repeats` rounds and at least 0.2 s of them)."""
+    compiled, compile_s = {}, {}
+    for name, fn in fns.items():
         start = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        runs.append(time.perf_counter() - start)
-    return compile_s, statistics.median(runs)
+        compiled[name] = jax.jit(fn).lower(*args).compile()
+        compile_s[name] = time.perf_counter() - start
+    runs = {name: [] for name in fns}
+    for round_ in itertools.count():
+        if round_ >= repeats + 2 and sum(map(sum, runs.values())) >= 0.2:
+            break
+        for name, f in compiled.items():
+            start = time.perf_counter()
+            jax.block_until_ready(f(*args))
+            if round_ >= 2:
+                runs[name].append(time.perf_counter() - start)
+    return {name: (compile_s[name], statistics.median(runs[name])) for name in fns}
 
 
 def measure(name, horizon, args):
-    model_name, variant = VARIANTS.get(name, (name, ""))
+    model_name = VARIANTS.get(name, name)
     system = gl.envs.make(args.system, horizon=horizon)
     model = gm.make(model_name, system)
     params = model.init(jax.random.PRNGKey(0))
     s1 = system.initial_state()  # [O], or [B, O] vmapped
     if args.batch > 1:
         s1 = jnp.broadcast_to(s1, (args.batch, system.obs_dim))
-    if variant == "open":
+    if name in VARIANTS:
         theta = jnp.zeros((horizon, system.action_dim))
-        ret = lambda th, s: gl.rollout((model, params), jnp.tanh(th), s).ret
-    elif variant == "frozen":
-        theta, policy = make_policy(system, horizon)
-        ret = lambda th, s: two_pass_rollout(model, params, policy(th), s, horizon).ret
+        ret = lambda th, s, remat: gl.rollout((model, params), jnp.tanh(th), s, remat=remat).ret
     else:
         theta, policy = make_policy(system, horizon)
-        ret = lambda th, s: gl.rollout((model, params), policy(th), s, horizon).ret
-    forward = ret if args.batch == 1 else (lambda th, s1: jnp.mean(jax.vmap(lambda s: ret(th, s))(s1)))
-    gradient = jax.grad(forward)  # w.r.t. the policy only; the model's params are fixed
-    c_fwd, t_fwd = timed(forward, theta, s1, repeats=args.repeats)
-    c_grad, t_grad = timed(gradient, theta, s1, repeats=args.repeats)
-    return {"fwd": t_fwd, "grad": t_grad, "compile": c_fwd + c_grad}
+        ret = lambda th, s, remat: gl.rollout((model, params), policy(th), s, horizon, remat=remat).ret
+    if args.batch > 1:
+        ret = lambda th, s1, remat, one=ret: jnp.mean(jax.vmap(lambda s: one(th, s, remat))(s1))
+    fns = {"fwd": lambda th, s: ret(th, s, False),  # w.r.t. the policy only; the model's params are fixed
+           "stored": jax.grad(lambda th, s: ret(th, s, False)), "remat": jax.grad(lambda th, s: ret(th, s, True))}
+    times = timed_together(fns, theta, s1, repeats=args.repeats)
+    return {key: t for key, (_, t) in times.items()} | {"compile": sum(c for c, _ in times.values())}
 
 
 def cache_versus_recompute(name, horizon, args):
@@ -132,20 +127,24 @@ def main():
         args.repeats = 1
     print(f"# world-model speed: system {args.system}, batch {args.batch}, median of {args.repeats}, "
           f"jax {jax.__version__} on {jax.devices()[0].platform} ({jax.devices()[0].device_kind})\n")
-    print("| model | H | forward ms | gradient ms | grad / fwd | compile s |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| model | H | forward ms | gradient ms, stored | gradient ms, remat | grad / fwd, stored | grad / fwd, remat "
+          "| compile s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     fits = {}
     for name in CLASSES + list(VARIANTS):
         rows = [measure(name, h, args) for h in horizons]
         for h, r in zip(horizons, rows):
-            print(f"| {name} | {h} | {1e3 * r['fwd']:.2f} | {1e3 * r['grad']:.2f} | {r['grad'] / r['fwd']:.2f} "
-                  f"| {r['compile']:.1f} |", flush=True)
-        fits[name] = (exponent(horizons, [r["fwd"] for r in rows]), exponent(horizons, [r["grad"] for r in rows]),
-                      max(r["grad"] / r["fwd"] for r in rows))
-    print("\n| model | forward exponent p (time ∝ H^p) | gradient exponent | max grad / fwd |")
-    print("|---|---:|---:|---:|")
-    for name, (p_fwd, p_grad, worst) in fits.items():
-        print(f"| {name} | {p_fwd:.2f} | {p_grad:.2f} | {worst:.2f} |")
+            print(f"| {name} | {h} | {1e3 * r['fwd']:.2f} | {1e3 * r['stored']:.2f} | {1e3 * r['remat']:.2f} "
+                  f"| {r['stored'] / r['fwd']:.2f} | {r['remat'] / r['fwd']:.2f} | {r['compile']:.1f} |", flush=True)
+        best = [min(r["stored"], r["remat"]) for r in rows]
+        fits[name] = (exponent(horizons, [r["fwd"] for r in rows]), exponent(horizons, best),
+                      max(r["stored"] / r["fwd"] for r in rows), max(r["remat"] / r["fwd"] for r in rows),
+                      max(b / r["fwd"] for b, r in zip(best, rows)))
+    print("\n| model | forward exponent p (time ∝ H^p) | gradient exponent (faster mode) | max grad / fwd, stored "
+          "| max grad / fwd, remat | max grad / fwd, faster mode |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, (p_fwd, p_grad, stored, remat, best) in fits.items():
+        print(f"| {name} | {p_fwd:.2f} | {p_grad:.2f} | {stored:.2f} | {remat:.2f} | {best:.2f} |")
     if args.quick:
         return
     h = horizons[-1]

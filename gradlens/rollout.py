@@ -120,6 +120,18 @@ def check_policy_input_grad(value) -> None:
     raise ValueError(f"policy_input_grad must be 'stop', 'full' or a float λ in [0, 1], got {value!r}")
 
 
+def rollout_step(dyn: Dynamics, step_policy: Callable, carry, inputs):
+    """One step of `rollout`'s scan: carry (dynamics carry, obs [O]), inputs (t, key), step_policy(obs, t, key) -> [A];
+    returns (carry, (next obs [O], action [A], reward))."""
+    model_carry, obs = carry
+    t, k = inputs
+    k_policy, k_dyn = jax.random.split(k)
+    action = step_policy(obs, t, k_policy)
+    reward = dyn.reward(obs, action)
+    model_carry, next_obs = dyn.transition(model_carry, obs, action, k_dyn)
+    return (model_carry, next_obs), (next_obs, action, reward)
+
+
 def rollout(
     dynamics,
     policy: Array | Policy,
@@ -144,7 +156,10 @@ def rollout(
       remat: recompute each step's activations in reverse mode (`jax.checkpoint` on the step) instead of storing
         them: residuals of O(H × carry) instead of O(H × activations), for one more forward step per step of the
         backward pass. Same values and gradients; it pays when many rollouts are vmapped (seeds × batch) and the
-        stored activations outgrow the CPU caches.
+        stored activations outgrow the CPU caches. A KV-cached transformer world model read in closed loop
+        (HWM, or an AWM with policy_input_grad != "stop") instead recomputes each step against the final cache in a
+        blocked reverse pass (`gradlens.models.kv_reverse`), which stores no cache per step; that path is reverse
+        mode only (jax.grad / vjp; forward-mode derivatives need remat=False).
 
     Returns a `Trajectory` (states [H+1, O], actions [H, A], rewards [H]); `traj.ret` is the return.
     Pure: jit-, grad- and vmap-compatible (vmap over s1, keys, or policy parameters closed over by `policy`).
@@ -178,23 +193,20 @@ def rollout(
         rewards = jax.vmap(dyn.reward)(states[:-1], actions)
         return Trajectory(states, actions, rewards)
 
-    def body(carry, inputs):
-        model_carry, obs = carry
-        t, k = inputs
-        k_policy, k_dyn = jax.random.split(k)
-        if open_loop:
-            action = actions[t]
-        else:
-            action = policy(policy_input(obs, policy_input_grad), k_policy)
-        reward = dyn.reward(obs, action)
-        model_carry, next_obs = dyn.transition(model_carry, obs, action, k_dyn)
-        return (model_carry, next_obs), (next_obs, action, reward)
+    if open_loop:
+        step_policy = lambda obs, t, k: actions[t]
+    else:
+        step_policy = lambda obs, t, k: policy(policy_input(obs, policy_input_grad), k)
+    replay = policy_input_grad == "stop" and hasattr(dyn, "open_loop")  # see below
+    if remat and not replay and getattr(dyn, "has_kv_reverse", False):
+        return dyn.kv_reverse(step_policy, s1, horizon, step_keys, not open_loop and policy_input_grad != "stop")
 
+    body = lambda carry, inputs: rollout_step(dyn, step_policy, carry, inputs)
     init = (dyn.reset(s1, horizon), s1)
     _, (next_states, acts, rewards) = jax.lax.scan(jax.checkpoint(body) if remat else body, init,
                                                    (jnp.arange(horizon), step_keys))
     states = jnp.concatenate([s1[None], next_states])
-    if policy_input_grad == "stop" and hasattr(dyn, "open_loop"):
+    if replay:
         # An action-conditioned model never reads its predictions and the policy's input is detached, so every
         # gradient path runs action -> later state inside one causal pass: replay the actions chosen along the
         # (gradient-free) stepped rollout through `open_loop`. Same values up to rounding, same gradient, and the

@@ -11,6 +11,7 @@ from jax.test_util import check_grads
 
 import gradlens as gl
 import gradlens.models as gm
+from gradlens.models import kv_reverse
 from gradlens.models.base import RecomputeDynamics
 from gradlens.rollout import as_dynamics
 
@@ -159,61 +160,39 @@ def test_cached_rollout_equals_full_recompute(name, x64):
     assert np.all(np.abs(np.asarray(out["cached"][0][1]["W"])) > 0)  # every policy weight gets gradient
 
 
-def two_pass_rollout(model, params, policy, s1, horizon, mode):
-    """First pass without gradient; its final carry frozen into the differentiated second pass (Dynamics.freeze)."""
-    dyn = model.bind(params)
-    first = jax.lax.stop_gradient(gl.rollout(dyn, policy, s1, horizon, policy_input_grad=mode))
-    final, _ = jax.lax.scan(lambda carry, inputs: (dyn.transition(carry, *inputs)[0], None),
-                            dyn.reset(s1, horizon), (first.states[:-1], first.actions))
-    return gl.rollout(dyn.freeze(final), policy, s1, horizon, policy_input_grad=mode)
-
-
-@pytest.mark.parametrize("name", ["hwm-transformer", "awm-transformer"])
-def test_frozen_memory_gives_exact_first_derivatives_without_per_step_caches(name, x64):
+@pytest.mark.parametrize("name, block", [("hwm-transformer", 32), ("hwm-transformer", 2), ("awm-transformer", 1)])
+def test_kv_reverse_gives_exact_gradients_without_per_step_caches(name, block, x64, monkeypatch):
+    monkeypatch.setattr(kv_reverse, "BLOCK", block)  # H = 6: one block, three of 2 steps, a flush every step
     system, model, params = _setup(name)
-    s1, theta = system.initial_state(), _theta(system.obs_dim, system.action_dim)
+    s1, theta = system.initial_state() + 0.1, _theta(system.obs_dim, system.action_dim)
 
-    def ret(theta, mode, frozen):  # reference: plain autodiff through the cache-free full recompute
-        if frozen:
-            return two_pass_rollout(model, params, linear_policy(theta), s1, H, mode).ret
-        return gl.rollout(model.bind(params, recompute=True), linear_policy(theta), s1, H, policy_input_grad=mode).ret
+    def ret(theta, params, s1, mode, remat):  # remat=None: the reference, autodiff through the full recompute
+        dyn = model.bind(params, recompute=remat is None)
+        traj = gl.rollout(dyn, linear_policy(theta), s1, H, policy_input_grad=mode, remat=bool(remat))
+        return traj.ret + 0.1 * jnp.sum(traj.states ** 2) + 0.1 * jnp.sum(traj.actions)  # every output's cotangent
 
-    @jax.jit
-    def run(theta):
-        return [(jax.value_and_grad(ret)(theta, mode, frozen),
-                 jax.jacfwd(ret)(theta, mode, frozen) if mode == "full" else None)  # forward mode works too
-                for mode in ("full", "stop") for frozen in (0, 1)]
-
-    full, full_frozen, stop, stop_frozen = run(theta)
-    for plain, frozen in ((full, full_frozen), (stop, stop_frozen)):
-        jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13), plain, frozen)
+    for mode in ("full", "stop", 0.5):
+        grad = jax.jit(jax.value_and_grad(ret, argnums=(0, 1, 2)), static_argnums=(3, 4))
+        reference, kv = grad(theta, params, s1, mode, None), grad(theta, params, s1, mode, True)
+        jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13), reference, kv)
+        assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(kv[1][0]))  # the policy gets gradient
+    # the policy alone (model params not differentiated), vmapped over starts
+    starts = jnp.stack([s1, s1 * 1.5])
+    batch = lambda th, remat: jnp.mean(jax.vmap(lambda s: ret(th, params, s, "full", remat))(starts))
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13),
+                           jax.grad(batch)(theta, None), jax.grad(batch)(theta, True))
 
     def residual_shapes(f):
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
             ad_checkpoint.print_saved_residuals(f, theta)
-        return out.getvalue()
+        return out.getvalue().replace(" ", "")
 
     cache_per_step = f"[{H},3,{H + 1},16]"  # [H, heads, T, head width]: one KV cache stored per step
-    plain = lambda th: gl.rollout((model, params), linear_policy(th), s1, H, policy_input_grad="full").ret
-    assert cache_per_step in residual_shapes(plain).replace(" ", "")
-    for mode in ("full", "stop"):
-        assert cache_per_step not in residual_shapes(lambda th: ret(th, mode, True)).replace(" ", "")
-    default = lambda th: gl.rollout((model, params), linear_policy(th), s1, H).ret  # "stop"
-    stores_caches = cache_per_step in residual_shapes(default).replace(" ", "")
-    assert stores_caches == model.reads_states  # an AWM under "stop" replays its actions in one causal pass
-
-
-def test_freeze_without_growing_memory_changes_nothing():
-    system, model, params = _setup("markov")
-    dyn = model.bind(params)
-    assert dyn.freeze(dyn.reset(system.initial_state(), H)) is dyn
-    for name in ("hwm-rnn", "awm-ssm"):  # O(1) memory: the frozen copy is ignored
-        system, model, params = _setup(name)
-        dyn = model.bind(params)
-        s1, carry = system.initial_state(), dyn.reset(system.initial_state(), H)
-        np.testing.assert_array_equal(dyn.freeze(carry).transition(carry, s1, jnp.ones(2))[1],
-                                      dyn.transition(carry, s1, jnp.ones(2))[1])
+    plain = lambda th, remat: gl.rollout((model, params), linear_policy(th), s1, H, policy_input_grad="full",
+                                         remat=remat).ret
+    assert cache_per_step in residual_shapes(lambda th: plain(th, False))
+    assert cache_per_step not in residual_shapes(lambda th: plain(th, True))
 
 
 @pytest.mark.slow

@@ -132,6 +132,8 @@ class WorldModel:
             fns = {"prime": core.prime, "step": core.step}
             if hasattr(core, "sequence"):
                 fns["sequence"] = core.sequence
+            if hasattr(getattr(core, "backbone", None), "step_probed"):
+                fns["step_probed"] = core.step_probed
             return template, fns
 
         return hk.without_apply_rng(hk.multi_transform(f))
@@ -236,10 +238,11 @@ class WorldModel:
     def _prime(self, params, z1, horizon):
         return self._fns.apply["prime"](self._net(params), z1, horizon)
 
-    def _step(self, params, carry, z, action, t, frozen=None):
-        step = self._fns.apply["step"]
-        net = self._net(params)
-        return step(net, carry, z, action, t) if frozen is None else step(net, carry, z, action, t, frozen=frozen)
+    def _step(self, params, carry, z, action, t):
+        return self._fns.apply["step"](self._net(params), carry, z, action, t)
+
+    def _step_probed(self, params, frozen, z, action, t, probes):
+        return self._fns.apply["step_probed"](self._net(params), z, action, t, frozen, probes)
 
     def _sequence(self, params: Params, zs: Array, actions: Array) -> Array:
         """ys [H, D] (normalised) from zs [H, D] and actions [H, A]: the core's parallel pass or a scan over step."""
@@ -285,12 +288,11 @@ class ModelDynamics:
     """`Dynamics` of a world model with bound params: one step at a time, memory in the carry.
 
     carry = (core memory, step index t int32, time channel of the current state). Not a tuple, so that
-    `gradlens.rollout` takes it as a `Dynamics` rather than as a (model, params) pair. `frozen`: see `freeze`.
+    `gradlens.rollout` takes it as a `Dynamics` rather than as a (model, params) pair.
     """
 
     model: WorldModel
     params: Params
-    frozen: Any = None
 
     @property
     def obs_dim(self) -> int:
@@ -321,7 +323,7 @@ class ModelDynamics:
         m = self.model
         self._check_step(obs, action)
         memory, t, time = carry
-        memory, y = m._step(self.params, memory, m._encode(self.params, obs[:-1]), action, t, self.frozen)
+        memory, y = m._step(self.params, memory, m._encode(self.params, obs[:-1]), action, t)
         nxt = jnp.concatenate([m._decode(self.params, y), (time + 1)[None].astype(y.dtype)])
         return (memory, t + 1, time + 1), nxt
 
@@ -329,17 +331,18 @@ class ModelDynamics:
         """The system's true reward applied to a (predicted) state."""
         return self.model.system.reward(obs, action)
 
-    def freeze(self, carry):
-        """These dynamics, reading derivative coefficients from `carry`, the final carry of an identical rollout.
+    @property
+    def has_kv_reverse(self) -> bool:
+        """Whether `kv_reverse` applies: a KV-cached transformer core."""
+        return "step_probed" in self.model._fns.apply
 
-        For memory-light reverse mode: a first pass without gradient yields the final carry, the differentiated
-        second pass (same policy, same keys) then stores no KV cache per step (O(H·T) instead of O(H·T·E) residuals
-        for a transformer). Values are unchanged and first derivatives exact; second derivatives through the frozen
-        cache are not. Cores without `accepts_frozen_memory` return self (LSTM and LRU backbones ignore it).
-        """
-        if not getattr(self.model.core, "accepts_frozen_memory", False):
-            return self
-        return dataclasses.replace(self, frozen=jax.lax.stop_gradient(carry[0]))
+    def kv_reverse(self, step_policy, s1: Array, horizon: int, step_keys: Array, policy_reads_state: bool):
+        """The `Trajectory` of `rollout(..., remat=True)` with the blocked reverse pass of
+        `gradlens.models.kv_reverse` (no KV cache stored per step; reverse mode only)."""
+        from gradlens.models.kv_reverse import kv_reverse_rollout
+
+        self.model._check_horizon(horizon)
+        return kv_reverse_rollout(self, step_policy, s1, horizon, step_keys, policy_reads_state)
 
     def _check_step(self, obs, action) -> None:
         check_shape(obs, (self.obs_dim,), f"{self.model.name}: obs")
@@ -359,8 +362,7 @@ class RecomputeDynamics(ModelDynamics):
     """Reference `Dynamics` without memory: each step writes (state, action) into padded buffers [H, D], [H, A] and
     re-runs the whole-sequence pass. Causality makes the padding irrelevant; cost O(H) passes per rollout."""
 
-    def freeze(self, carry):
-        return self
+    has_kv_reverse = False
 
     def reset(self, s1: Array, horizon: int):
         m = self.model

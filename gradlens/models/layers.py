@@ -7,10 +7,7 @@ A *backbone* maps tokens to features causally and offers the same computation on
 
     __call__(tokens [T, E]) -> [T, E]                 whole sequence (output t depends on tokens[:t + 1] only)
     initial(length, dtype) -> carry                   empty memory for `length` positions
-    step(token [E], carry, pos, frozen=None) -> (out [E], carry)
-                                                      the token at position pos (int32) given positions < pos;
-                                                      frozen: the final carry of an identical rollout, read by
-                                                      derivatives only (see `attend_cached`)
+    step(token [E], carry, pos) -> (out [E], carry)   the token at position pos (int32) given positions < pos
 """
 from __future__ import annotations
 
@@ -118,51 +115,50 @@ class CausalTransformer(hk.Module):
         shape = (self.heads, length, self.width // self.heads)
         return tuple((jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in self.blocks)  # L × (k, v) [h, T, dh]
 
-    def step(self, token: Array, cache, pos: Array, frozen=None):
-        """token [E] at position pos, cache holding positions < pos -> (out [E], cache with pos written).
-
-        frozen: optional final cache of an identical rollout (same structure); derivatives then read their keys and
-        values from it instead of from this step's cache, so reverse mode stores no cache per step.
-        """
+    def step(self, token: Array, cache, pos: Array):
+        """token [E] at position pos, cache holding positions < pos -> (out [E], cache with pos written)."""
         pos, zero = jnp.asarray(pos, jnp.int32), jnp.zeros((), jnp.int32)
         mask = jnp.arange(cache[0][0].shape[1]) <= pos  # [T]: O(T·E) per step with static shapes
         x, new_cache = token, []
-        for i, (block, (keys, values)) in enumerate(zip(self.blocks, cache)):
+        for block, (keys, values) in zip(self.blocks, cache):
             q, k, v = block.qkv_heads(x)  # [h, dh]
             keys = jax.lax.dynamic_update_slice(keys, k[:, None].astype(keys.dtype), (zero, pos, zero))
             values = jax.lax.dynamic_update_slice(values, v[:, None].astype(values.dtype), (zero, pos, zero))
-            frozen_keys, frozen_values = (keys, values) if frozen is None else frozen[i]
-            x = block.finish(x, attend_cached(q, keys, values, mask, frozen_keys, frozen_values))
+            x = block.finish(x, attend_cached(q, keys, values, mask)[0])
             new_cache.append((keys, values))
         return self.ln_f(x), tuple(new_cache)
 
+    def step_probed(self, token: Array, frozen, pos: Array, probes):
+        """`step` at position pos recomputed against `frozen`, the final cache of the same rollout (reverse pass of
+        `gradlens.models.kv_reverse`): keys / values at positions < pos are constants, this token's own are live.
 
-def _cached_weights(q: Array, keys: Array, mask: Array) -> Array:
-    logits = jnp.einsum("hd,htd->ht", q, keys) / math.sqrt(q.shape[-1])  # [h, T]
-    return jax.nn.softmax(jnp.where(mask, logits, jnp.finfo(logits.dtype).min), axis=-1)
+        probes: per layer (z [h, T], u [h, dh]), zeros added to the attention logits and output, so that their
+        cotangents are the logits' (G) and output's (dO) cotangents, from which the caller accumulates the earlier
+        keys' and values' cotangents in blocks. Returns (out [E], per layer (k, v) [h, dh] written at pos, per layer
+        (q [h, dh], weights [h, T])).
+        """
+        pos, zero = jnp.asarray(pos, jnp.int32), jnp.zeros((), jnp.int32)
+        mask = jnp.arange(frozen[0][0].shape[1]) <= pos  # [T]
+        x, entries, aux = token, [], []
+        for block, (keys, values), (z, u) in zip(self.blocks, frozen, probes):
+            q, k, v = block.qkv_heads(x)  # [h, dh]
+            keys = jax.lax.dynamic_update_slice(jax.lax.stop_gradient(keys), k[:, None].astype(keys.dtype),
+                                                (zero, pos, zero))
+            values = jax.lax.dynamic_update_slice(jax.lax.stop_gradient(values), v[:, None].astype(values.dtype),
+                                                  (zero, pos, zero))
+            att, weights = attend_cached(q, keys, values, mask, z)
+            x = block.finish(x, att + u)
+            entries.append((k, v))
+            aux.append((q, weights))
+        return self.ln_f(x), tuple(entries), tuple(aux)
 
 
-@jax.custom_jvp
-def attend_cached(q: Array, keys: Array, values: Array, mask: Array, frozen_keys: Array, frozen_values: Array):
-    """One query q [h, dh] over a cache keys, values [h, T, dh] where mask [T] -> [h, dh].
-
-    frozen_keys / frozen_values must equal keys / values wherever mask is True (elsewhere they are ignored). The value
-    is computed from keys / values; the derivative's coefficients are read from the frozen arrays, so when those are
-    constants of a scan (the final cache of a first pass) reverse mode saves no cache per step. Exact first
-    derivatives in both modes; second derivatives through a constant frozen cache miss the key-query cross term.
-    """
-    return jnp.einsum("ht,htd->hd", _cached_weights(q, keys, mask), values)
-
-
-@attend_cached.defjvp
-def _attend_cached_jvp(primals, tangents):
-    q, keys, values, mask, frozen_keys, frozen_values = primals
-    dq, dkeys, dvalues = tangents[:3]  # the frozen arrays stand for keys / values: their tangents are not added
-    weights = _cached_weights(q, keys, mask)  # [h, T]
-    dlogits = (jnp.einsum("hd,htd->ht", dq, frozen_keys) + jnp.einsum("hd,htd->ht", q, dkeys)) / math.sqrt(q.shape[-1])
-    dweights = weights * (dlogits - jnp.sum(weights * dlogits, axis=-1, keepdims=True))
-    out = jnp.einsum("ht,htd->hd", weights, values)
-    return out, jnp.einsum("ht,htd->hd", dweights, frozen_values) + jnp.einsum("ht,htd->hd", weights, dvalues)
+def attend_cached(q: Array, keys: Array, values: Array, mask: Array, logit_offset=0.0) -> tuple[Array, Array]:
+    """One query q [h, dh] over a cache keys, values [h, T, dh] where mask [T] (+ logit_offset [h, T]) ->
+    (output [h, dh], weights [h, T])."""
+    logits = jnp.einsum("hd,htd->ht", q, keys) / math.sqrt(q.shape[-1]) + logit_offset  # [h, T]
+    weights = jax.nn.softmax(jnp.where(mask, logits, jnp.finfo(logits.dtype).min), axis=-1)
+    return jnp.einsum("ht,htd->hd", weights, values), weights
 
 
 class LSTMBackbone(hk.Module):
@@ -180,5 +176,5 @@ class LSTMBackbone(hk.Module):
     def initial(self, length: int, dtype) -> hk.LSTMState:
         return hk.LSTMState(hidden=jnp.zeros(self.width, dtype), cell=jnp.zeros(self.width, dtype))
 
-    def step(self, token: Array, carry: hk.LSTMState, pos: Array, frozen=None) -> tuple[Array, hk.LSTMState]:
-        return self.lstm(token, carry)  # O(1) memory: nothing to freeze
+    def step(self, token: Array, carry: hk.LSTMState, pos: Array) -> tuple[Array, hk.LSTMState]:
+        return self.lstm(token, carry)

@@ -91,7 +91,6 @@ class TokenCore(hk.Module):
     """Embed tokens, run `config.backbone()`, decode: the core of every HWM / AWM (subclasses set reads_states)."""
 
     reads_states: bool
-    accepts_frozen_memory = True  # step(..., frozen=final memory), see `ModelDynamics.freeze`
 
     def __init__(self, config, system: System, name: str | None = None):
         super().__init__(name=name)
@@ -119,12 +118,19 @@ class TokenCore(hk.Module):
         memory = self.backbone.initial(horizon + 1, token.dtype)
         return self.backbone.step(token, memory, jnp.zeros((), jnp.int32))[1]
 
-    def step(self, memory, x: Array, action: Array, t: Array, frozen=None):
+    def step(self, memory, x: Array, action: Array, t: Array):
         """Token at position t + 1 from x = states[t] [D] and action = actions[t] [A] -> (memory, y [D]);
-        y predicts states[t + 1]. frozen: the final memory of an identical rollout, see `Dynamics.freeze`."""
+        y predicts states[t + 1]."""
         token = self._token(x, action.astype(x.dtype))
-        out, memory = self.backbone.step(token + self.position(t + 1, token.dtype), memory, t + 1, frozen)
+        out, memory = self.backbone.step(token + self.position(t + 1, token.dtype), memory, t + 1)
         return memory, self.decoder(out)
+
+    def step_probed(self, x: Array, action: Array, t: Array, frozen, probes):
+        """`step` recomputed in a reverse pass against `frozen`, the final memory of the same rollout (transformer
+        backbones only, see `CausalTransformer.step_probed`) -> (y [D], new cache entries, per-layer (q, weights))."""
+        token = self._token(x, action.astype(x.dtype))
+        out, entries, aux = self.backbone.step_probed(token + self.position(t + 1, token.dtype), frozen, t + 1, probes)
+        return self.decoder(out), entries, aux
 
 
 def sequence_model(name: str, system: System, config_cls: type, core: type, overrides: dict) -> WorldModel:

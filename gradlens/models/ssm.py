@@ -105,8 +105,8 @@ class SSMBackbone(hk.Module):
     def initial(self, length: int, dtype) -> tuple[Array, ...]:
         return tuple(lru.initial(dtype) for lru in self.lrus)
 
-    def step(self, token: Array, carry: tuple[Array, ...], pos: Array, frozen=None) -> tuple[Array, tuple[Array, ...]]:
-        x, states = token, []  # O(1) memory per layer: nothing to freeze
+    def step(self, token: Array, carry: tuple[Array, ...], pos: Array) -> tuple[Array, tuple[Array, ...]]:
+        x, states = token, []
         for i, lru in enumerate(self.lrus):
             y, h = lru.step(self.lns[i](x), carry[i])
             x = x + self._glu(i, y)

@@ -224,6 +224,12 @@ def make_trainer(config: TrainConfig) -> Trainer:
         return state._replace(model_params=optax.apply_updates(state.model_params, updates), model_opt=opt,
                               sums=state.sums.at[0].add(loss).at[1].add(1.0))
 
+    if jax.default_backend() == "cpu":
+        # On the CPU the seeds take the world-model update one after another: XLA's CPU backend ran ten seeds'
+        # vmapped (batched) matmuls slower than ten single-seed updates in a row (awm-rnn: 12.4x one seed vmapped,
+        # 8.1x in a loop; benchmarks/README.md). Everything else stays vmapped, as is everything on accelerators.
+        model_step = jax.custom_batching.sequential_vmap(model_step)
+
     def policy_step(state: TrainState, i, key, n_episodes) -> TrainState:
         k_idx, k_roll = jax.random.split(key)
         starts = state.buffer_states[jax.random.randint(k_idx, (cfg.policy_batch,), 0, n_episodes), 0]
