@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from gradlens import envs
+from gradlens.policies import TIME_INPUTS
 from gradlens.rollout import rollout
 
 
@@ -71,7 +72,8 @@ def _cmd_train(args) -> int:
         if not isinstance(values, dict):
             raise ValueError(f"config file {args.config} must hold a JSON object")
     for flag, key in (("system", "system"), ("method", "method"), ("horizon", "horizon"), ("seeds", "seeds"),
-                      ("steps", "total_steps"), ("warmup", "warmup_steps"), ("seed", "seed")):
+                      ("steps", "total_steps"), ("warmup", "warmup_steps"), ("seed", "seed"),
+                      ("policy_time", "policy_time_input")):
         if getattr(args, flag) is not None:
             values[key] = getattr(args, flag)
     config = TrainConfig.from_dict(values)
@@ -181,7 +183,8 @@ def _cmd_app(args) -> int:
 def _cmd_sweep(args) -> int:
     from gradlens.sweep import SweepSpec, run_sweep
 
-    overrides = {key: getattr(args, flag) for flag, key in (("steps", "total_steps"), ("warmup", "warmup_steps"))
+    overrides = {key: getattr(args, flag) for flag, key in (("steps", "total_steps"), ("warmup", "warmup_steps"),
+                                                            ("policy_time", "policy_time_input"))
                  if getattr(args, flag) is not None}
     spec = SweepSpec(systems=tuple(_csv(args.systems, "systems")), methods=tuple(_csv(args.methods, "methods")),
                      horizons=tuple(_csv(args.horizons, "horizons", int)), seeds=args.seeds, overrides=overrides)
@@ -214,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="total environment steps; default 5000")
     p.add_argument("--warmup", type=int, help="environment steps before any update; default 1500 (BPO), 1000 (sac, "
                                               "odt)")
+    p.add_argument("--policy-time", choices=TIME_INPUTS, help="the policy's time input: raw step index (default, the "
+                                                               "paper's) or unit (t / H; docs/fidelity.md)")
     p.add_argument("--config", help="JSON file of TrainConfig fields (flags override it)")
     p.add_argument("--out", default="gradlens-runs", help="run-store folder (default ./gradlens-runs)")
     p.add_argument("--resume", action="store_true", help="continue the run's last checkpoint")
@@ -248,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=1, help="seeds per run, vmapped in one process (default 1)")
     p.add_argument("--steps", type=int, help="total environment steps per run (default 5000, the paper's)")
     p.add_argument("--warmup", type=int, help="environment steps before any update (default: the method's)")
+    p.add_argument("--policy-time", choices=TIME_INPUTS, help="the policy's time input: raw step index (default, the "
+                                                               "paper's) or unit (t / H; docs/fidelity.md)")
     p.add_argument("--out", default="gradlens-runs", help="run-store folder (default ./gradlens-runs)")
     p.add_argument("--backend", choices=("local", "ray"), default="local", help="local processes or Ray tasks")
     p.add_argument("--jobs", type=int, help="local processes (default: one per core)")

@@ -28,13 +28,17 @@ Array = jax.Array
 class GaussianMLPPolicy:
     """a = tanh(μ(s) + σ(s) ⊙ ε), ε ~ N(0, I); MLP `hidden` with swish, σ = softplus(·) + min_scale (PAPER.md §2.3).
 
-    The input is the whole observation, raw time index included, as in the paper.
+    The input is the whole observation with its time channel (the last component) multiplied by `time_scale`:
+    1 feeds the raw step index 0 … H-1, as the paper does; 1/H feeds t/H ∈ [0, 1). At the paper's initialisation the
+    raw index drives μ at the last steps to |μ| of 5–100 on most seeds, so tanh saturates there and passes almost
+    no gradient: the BPO plateau that `docs/fidelity.md` measures.
     """
 
     obs_dim: int
     action_dim: int
     hidden: tuple[int, ...] = (64, 64)
     min_scale: float = 1e-3
+    time_scale: float = 1.0
 
     @functools.cached_property
     def _net(self) -> hk.Transformed:
@@ -42,7 +46,7 @@ class GaussianMLPPolicy:
             out = hk.nets.MLP(
                 (*self.hidden, 2 * self.action_dim), activation=jax.nn.swish,
                 w_init=hk.initializers.VarianceScaling(1.0, "fan_in", "uniform"), name="policy",
-            )(obs)
+            )(obs if self.time_scale == 1.0 else obs.at[..., -1].multiply(self.time_scale))
             loc, raw_scale = jnp.split(out, 2, axis=-1)
             return loc, jax.nn.softplus(raw_scale) + self.min_scale
 
@@ -121,18 +125,28 @@ class OpenLoopPolicy:
 
 
 POLICIES = ("mlp", "open_loop")
+TIME_INPUTS = ("raw", "unit")  # the MLP's time channel: step index 0 … H-1 (the paper's), or t / H
+
+
+def check_time_input(time_input: str) -> None:
+    if time_input not in TIME_INPUTS:
+        raise ValueError(f"policy time input must be one of {', '.join(TIME_INPUTS)}, got {time_input!r}")
 
 
 def make_policy(kind: str, system: System, hidden: tuple[int, ...] = (64, 64), horizon: int | None = None,
-                noise_std: float = 0.0):
-    """`"mlp"`: tanh-Gaussian state-feedback MLP; `"open_loop"`: a free action per step of `horizon` (default H),
-    deterministic unless `noise_std` > 0 (then tanh-Gaussian with that std before the tanh)."""
+                noise_std: float = 0.0, time_input: str = "raw"):
+    """`"mlp"`: tanh-Gaussian state-feedback MLP reading the time channel as `time_input` ("raw" step index, the
+    paper's, or "unit": t / H with H = `horizon`, default the system's); `"open_loop"`: a free action per step of
+    `horizon` (default H), deterministic unless `noise_std` > 0 (then tanh-Gaussian with that std before the tanh)."""
+    horizon = system.horizon if horizon is None else horizon
     if kind == "mlp":
         if not hidden or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden):
             raise ValueError(f"policy hidden sizes must be positive integers, got {hidden!r}")
-        return GaussianMLPPolicy(system.obs_dim, system.action_dim, tuple(hidden))
+        check_time_input(time_input)
+        check_positive(horizon, "policy horizon", integer=True)
+        time_scale = 1.0 if time_input == "raw" else 1.0 / horizon
+        return GaussianMLPPolicy(system.obs_dim, system.action_dim, tuple(hidden), time_scale=time_scale)
     if kind == "open_loop":
-        horizon = system.horizon if horizon is None else horizon
         check_positive(horizon, "open-loop policy horizon", integer=True)
         if isinstance(noise_std, bool) or not isinstance(noise_std, (int, float)) or not 0 <= noise_std < math.inf:
             raise ValueError(f"open-loop policy noise_std must be a finite number >= 0, got {noise_std!r}")

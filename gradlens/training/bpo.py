@@ -57,8 +57,11 @@ def policy_gradient(policy_params, policy, dynamics, s1, key, horizon, entropy_c
     return grad, PolicyStats(objective, ret, entropy, optax.tree.norm(grad))
 
 
-def policy_optimizer(learning_rate: float, grad_clip: float) -> optax.GradientTransformation:
-    """Global-norm clipping then Adam, descending -J (the paper's optimiser; NaNs are NOT zeroed)."""
+def policy_optimizer(learning_rate: float, grad_clip: float | None) -> optax.GradientTransformation:
+    """Global-norm clipping (none when `grad_clip` is None) then Adam, descending -J (the paper's optimiser; NaNs are
+    NOT zeroed)."""
+    if grad_clip is None:
+        return optax.adam(learning_rate)
     return optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(learning_rate))
 
 

@@ -23,7 +23,7 @@ import optax
 
 from gradlens import envs
 from gradlens.envs.base import System
-from gradlens.policies import make_policy
+from gradlens.policies import check_time_input, make_policy
 from gradlens.rollout import rollout
 from gradlens.training.bpo import gradient_agreement, policy_gradient, policy_optimizer, policy_update
 from gradlens.training.fit import model_loss
@@ -54,9 +54,11 @@ class TrainConfig:
     model_lr: float = 1e-3
     policy_lr: float = 1e-4
     entropy_coef: float = 0.1
-    grad_clip: float = 100.0
+    grad_clip: float = 100.0  # global-norm clip of the policy gradient through a world model
+    simulator_grad_clip: float | None = None  # the same through the true simulator; None: unclipped, as the reference
     policy: str = "mlp"  # "mlp" (tanh-Gaussian state feedback) or "open_loop"
     policy_hidden: tuple[int, ...] = (64, 64)
+    policy_time_input: str = "raw"  # the MLP reads the step index raw (the paper) or as t / H ("unit"; docs/fidelity.md)
     policy_input_grad: str | float = "stop"
     noise_std: float = 0.0
     compare_to_simulator: bool = True  # log cosine / relative error of each model gradient to the simulator's
@@ -84,6 +86,11 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive finite number, got {value!r}")
         if not (isinstance(self.entropy_coef, (int, float)) and math.isfinite(self.entropy_coef)):
             raise ValueError(f"entropy_coef must be a finite number, got {self.entropy_coef!r}")
+        clip = self.simulator_grad_clip
+        if clip is not None and not (isinstance(clip, (int, float)) and not isinstance(clip, bool)
+                                     and math.isfinite(clip) and clip > 0):
+            raise ValueError(f"simulator_grad_clip must be a positive finite number or None (unclipped), got {clip!r}")
+        check_time_input(self.policy_time_input)
         for name in ("compare_to_simulator", "remat"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
@@ -94,13 +101,14 @@ class TrainConfig:
         object.__setattr__(self, "baseline", baselines.resolve(self))
 
     def to_dict(self) -> dict:
-        """JSON-ready fields; `baseline` is left out for BPO methods and `remat` at its default (True), so the
-        config.json files of runs from before those fields existed stay the same and their runs resume."""
+        """JSON-ready fields; `baseline` is left out for BPO methods and the fields added after the first runs
+        (`_LATER_FIELDS`) at their defaults, so the config.json files of older runs stay the same and they resume."""
         data = dataclasses.asdict(self)
         if data["baseline"] is None:
             del data["baseline"]
-        if data["remat"] is True:
-            del data["remat"]
+        for name, default in _LATER_FIELDS.items():
+            if data[name] == default:
+                del data[name]
         return data
 
     @classmethod
@@ -115,6 +123,9 @@ class TrainConfig:
         if "policy_hidden" in data:
             data["policy_hidden"] = tuple(data["policy_hidden"])
         return cls(**data)
+
+
+_LATER_FIELDS = {"remat": True, "simulator_grad_clip": None, "policy_time_input": "raw"}
 
 
 def methods() -> list[str]:
@@ -179,9 +190,9 @@ def make_trainer(config: TrainConfig) -> Trainer:
     system = envs.make(cfg.system, horizon=cfg.horizon, noise_std=cfg.noise_std)
     H = cfg.horizon
     capacity = -(-cfg.total_steps // H)
-    policy = make_policy(cfg.policy, system, cfg.policy_hidden)
-    pol_opt = policy_optimizer(cfg.policy_lr, cfg.grad_clip)
+    policy = make_policy(cfg.policy, system, cfg.policy_hidden, time_input=cfg.policy_time_input)
     use_model = cfg.method != SIMULATOR
+    pol_opt = policy_optimizer(cfg.policy_lr, cfg.grad_clip if use_model else cfg.simulator_grad_clip)
     model = models.make(cfg.method, system) if use_model else None
     model_opt = optax.adam(cfg.model_lr)
     s1 = system.initial_state()

@@ -26,7 +26,8 @@ class TrainingDiverged(ValueError):
 def run_name(config: TrainConfig) -> str:
     """Deterministic folder name of a run, so `--resume` finds it again."""
     seeds = f"seed{config.seed}" if config.seeds == 1 else f"seeds{config.seed}-{config.seed + config.seeds - 1}"
-    return f"{config.system}-{config.method}-H{config.horizon}-{seeds}"
+    time_input = "" if config.policy_time_input == "raw" else f"-t{config.policy_time_input}"
+    return f"{config.system}-{config.method}-H{config.horizon}{time_input}-{seeds}"
 
 
 def _rows(config: TrainConfig, stats, env_steps: int, wall: float) -> list[dict]:
