@@ -26,7 +26,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from rliable import library, metrics as rly
 
 from gradlens import envs
 from gradlens.envs.base import System
@@ -47,6 +46,8 @@ OUTCOME_COLUMNS = ("seed", "final", "converged", "converged_step", "n_evals", "b
 # ---------------------------------------------------------------------------------------------------- per seed
 def iqm(values) -> float:
     """Interquartile mean: the mean of the middle 50 % of `values` (any shape, flattened; 25 % trimmed each end)."""
+    from rliable import metrics as rly  # imported on use, as everything of rliable's: it pulls in scipy.stats
+
     x = np.asarray(values, dtype=float).ravel()
     if x.size == 0:
         raise ValueError("iqm of an empty array: pass at least one value")
@@ -62,16 +63,20 @@ def best_known(system, horizon) -> float | None:
 
 def tolerance(best: float, rtol: float = DEFAULT_RTOL, atol: float | None = None) -> float:
     """The convergence band's width: `atol` when given, else `rtol · |best|` (same units as the return)."""
+    _check_tolerance(rtol, atol)
     if atol is not None:
-        if not np.isfinite(atol) or atol <= 0:
-            raise ValueError(f"atol must be a finite number > 0 (return units), got {atol!r}")
         return float(atol)
-    if not np.isfinite(rtol) or rtol <= 0:
-        raise ValueError(f"rtol must be a finite number > 0 (a fraction of |best-known|, e.g. 0.05), got {rtol!r}")
     tol = rtol * abs(best)
     if tol <= 0:
         raise ValueError(f"rtol · |best-known| is 0 for best-known {best!r}: pass an absolute tolerance atol > 0")
     return float(tol)
+
+
+def _check_tolerance(rtol, atol) -> None:
+    if atol is not None and not (np.isfinite(atol) and atol > 0):
+        raise ValueError(f"atol must be a finite number > 0 (return units), got {atol!r}")
+    if not (np.isfinite(rtol) and rtol > 0):
+        raise ValueError(f"rtol must be a finite number > 0 (a fraction of |best-known|, e.g. 0.05), got {rtol!r}")
 
 
 def group_columns(metrics: pd.DataFrame) -> list[str]:
@@ -135,6 +140,7 @@ def seed_outcomes(metrics: pd.DataFrame, best=None, rtol: float = DEFAULT_RTOL, 
     "BEST_KNOWN", "best final across methods" or "unknown"), `tolerance`.
     """
     _check_metrics(metrics, y)
+    _check_tolerance(rtol, atol)
     if isinstance(last_k, bool) or not isinstance(last_k, (int, np.integer)) or last_k < 1:
         raise ValueError(f"last_k must be an integer >= 1 (evaluations averaged), got {last_k!r}")
     by = group_columns(metrics)
@@ -143,22 +149,19 @@ def seed_outcomes(metrics: pd.DataFrame, best=None, rtol: float = DEFAULT_RTOL, 
         row = metrics[dup].iloc[0]
         raise ValueError(f"seed {row['seed']} is evaluated twice at env step {row['env_steps']} in group "
                          f"{ {c: row[c] for c in by} }: two runs share a seed; filter one out")
-    curves = []  # (key, seed, steps [E], returns [E])
+    curves, finals = [], {}  # (key, seed, steps [E], returns [E], final); {group key tuple: finals [N]}
     for key, part in _groups(metrics, by):
         for seed, curve in part.sort_values("env_steps").groupby("seed", sort=True):
-            curves.append((key, int(seed), curve["env_steps"].to_numpy(), curve[y].to_numpy(dtype=float)))
-    finals: dict[tuple, list] = {}
-    for key, _, _, ret in curves:
-        finals.setdefault(tuple(key[c] for c in by), []).append(np.mean(ret[-last_k:]))
+            ret = curve[y].to_numpy(dtype=float)
+            curves.append((key, int(seed), curve["env_steps"].to_numpy(), ret, float(np.mean(ret[-last_k:]))))
+            finals.setdefault(tuple(key.values()), []).append(curves[-1][-1])
     finals = {k: np.asarray(v) for k, v in finals.items()}
     rows, cache = [], {}
-    for key, seed, steps, ret in curves:
-        k = tuple(key[c] for c in by)
-        if k not in cache:
+    for key, seed, steps, ret, final in curves:
+        if tuple(key.values()) not in cache:
             b, source = _resolve_best(key, best, finals, by, fallback)
-            cache[k] = (b, source, tolerance(b, rtol, atol) if np.isfinite(b) else float("nan"))
-        b, source, tol = cache[k]
-        final = float(np.mean(ret[-last_k:]))
+            cache[tuple(key.values())] = (b, source, tolerance(b, rtol, atol) if np.isfinite(b) else float("nan"))
+        b, source, tol = cache[tuple(key.values())]
         converged, step = pd.NA, float("nan")
         if np.isfinite(b):
             converged = bool(final >= b - tol)
@@ -174,8 +177,8 @@ def seed_outcomes(metrics: pd.DataFrame, best=None, rtol: float = DEFAULT_RTOL, 
 
 def summarize(outcomes: pd.DataFrame) -> pd.DataFrame:
     """One row per run group of `seed_outcomes(...)`: n_seeds, median, iqm, mean, std (ddof 0), min, max of the final
-    returns, n_converged and frac_converged (NA / NaN when best is unknown), median_converged_step (over converged seeds; NaN if none),
-    best, best_source, tolerance."""
+    returns, n_converged and frac_converged (NA / NaN when best is unknown), median_converged_step (over converged
+    seeds; NaN if none), best, best_source, tolerance."""
     if not isinstance(outcomes, pd.DataFrame) or outcomes.empty or "final" not in outcomes.columns:
         raise ValueError("outcomes must be a non-empty frame from seed_outcomes (with a 'final' column)")
     by = [c for c in outcomes.columns if c not in OUTCOME_COLUMNS]
@@ -285,12 +288,15 @@ def _check_scores(scores) -> None:
 
 
 @contextlib.contextmanager
-def _seeded(seed: int):
-    """rliable's stratified bootstrap draws from NumPy's global RNG: seed it, and restore its state afterwards."""
+def _bootstrap(seed: int):
+    """Yield `rliable.library` (imported here: through `arch` it takes about 2 s) with NumPy's global RNG, which its
+    stratified bootstrap draws from, seeded by `seed`; the RNG's previous state is restored afterwards."""
+    from rliable import library
+
     state = np.random.get_state()
     np.random.seed(seed)
     try:
-        yield
+        yield library
     finally:
         np.random.set_state(state)
 
@@ -309,9 +315,11 @@ def aggregates(scores: Mapping[str, np.ndarray], gamma: float = 1.0, reps: int =
     for one task is the mean); mean: mean of the per-task means; optimality_gap: gamma - mean(min(score, gamma)).
     Returns a tidy frame: method, metric, value, low, high; deterministic given `seed`.
     """
+    from rliable import metrics as rly
+
     _check_scores(scores)
     fns = (rly.aggregate_iqm, np.median, rly.aggregate_mean, lambda s: rly.aggregate_optimality_gap(s, gamma))
-    with _seeded(seed):
+    with _bootstrap(seed) as library:
         point, interval = library.get_interval_estimates(
             {m: np.asarray(s, dtype=float) for m, s in scores.items()}, lambda s: np.array([f(s) for f in fns]),
             reps=reps, confidence_interval_size=confidence)
@@ -324,6 +332,8 @@ def probability_of_improvement(scores: Mapping[str, np.ndarray], pairs: Sequence
     """P(X > Y): the probability that a run of X on a task beats a run of Y (ties count half), averaged over tasks,
     with a stratified-bootstrap confidence interval (rliable). pairs: (X, Y) names; default every pair in the
     order of `scores`. Returns a tidy frame: x, y, value, low, high; deterministic given `seed`."""
+    from rliable import metrics as rly
+
     _check_scores(scores)
     names = list(scores)
     pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]] if pairs is None else list(pairs)
@@ -332,7 +342,7 @@ def probability_of_improvement(scores: Mapping[str, np.ndarray], pairs: Sequence
         raise ValueError(f"pairs must name methods of scores ({', '.join(names)}); unknown: {', '.join(unknown)}"
                          if unknown else "pairs is empty: give at least one (X, Y)")
     data = {f"{x}\0{y}": [np.asarray(scores[x], float), np.asarray(scores[y], float)] for x, y in pairs}
-    with _seeded(seed):
+    with _bootstrap(seed) as library:
         point, interval = library.get_interval_estimates(data, rly.probability_of_improvement, reps=reps,
                                                          confidence_interval_size=confidence)
     rows = [{"x": x, "y": y, "value": float(point[k]), "low": float(np.ravel(interval[k][0])[0]),
@@ -352,7 +362,7 @@ def performance_profiles(scores: Mapping[str, np.ndarray], taus=None, reps: int 
     taus = np.asarray(taus, dtype=float)
     if taus.ndim != 1 or taus.size == 0 or not np.isfinite(taus).all():
         raise ValueError(f"taus must be a non-empty 1-D array of finite thresholds, got shape {taus.shape}")
-    with _seeded(seed):
+    with _bootstrap(seed) as library:
         point, interval = library.create_performance_profile(
             {m: np.asarray(s, dtype=float) for m, s in scores.items()}, taus, reps=reps,
             confidence_interval_size=confidence)
