@@ -254,7 +254,7 @@ def score_matrices(outcomes: pd.DataFrame, value: str = "final", task: str | Seq
     if outcomes.empty:
         raise ValueError("outcomes are empty: no scores")
     if outcomes.duplicated(["method", *tasks, "seed"]).any():
-        others = [c for c in group_columns(outcomes) if c not in ("method", *tasks)]
+        others = [c for c in outcomes.columns if c not in (*OUTCOME_COLUMNS, "method", *tasks)]
         raise ValueError(f"several rows per (method, {', '.join(tasks)}, seed): the outcomes also differ in "
                          f"{', '.join(others) or 'other columns'}; filter them or add them to task")
     task_keys = sorted(outcomes[tasks].drop_duplicates().itertuples(index=False, name=None))

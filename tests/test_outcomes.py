@@ -125,6 +125,10 @@ def test_score_matrices_stack_seeds_by_task():
     assert list(scores) == ["simulator"] and scores["simulator"].tolist() == [[-20.68, -53.0], [-53.0, -20.68]]
     with pytest.raises(ValueError, match="same number of seeds"):
         outcomes.score_matrices(found.iloc[:3])
+    with pytest.raises(ValueError, match="the outcomes also differ in horizon; filter them or add them to task"):
+        outcomes.score_matrices(pd.concat([found, found.assign(horizon=50)]))
+    assert outcomes.score_matrices(pd.concat([found, found.assign(horizon=50)]),
+                                   task=("system", "horizon"))["simulator"].shape == (2, 4)
     with pytest.raises(ValueError, match="non-finite"):
         outcomes.aggregates({"a": np.array([[np.nan]])})
 
