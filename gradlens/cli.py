@@ -60,6 +60,7 @@ def _writable_dir(path: str) -> Path:
 
 
 def _cmd_train(args) -> int:
+    from gradlens import outcomes
     from gradlens.training.loop import TrainConfig
     from gradlens.training.train import run_name, train
 
@@ -80,16 +81,16 @@ def _cmd_train(args) -> int:
     out = _writable_dir(args.out)
     print(f"training {run_name(config)}: {config.total_steps} env steps, {config.seeds} seed(s) -> {out}")
     metrics = train(config, out, resume=args.resume, progress=not args.quiet, log=None if args.quiet else print)
-    final = metrics[metrics["env_steps"] == metrics["env_steps"].max()]["return"]
-    print(f"done: final return {final.mean():.5g} ± {final.std(ddof=0):.3g} over {len(final)} seed(s); "
-          f"run folder {out / run_name(config)}")
+    setting = metrics.assign(system=config.system, method=config.method, horizon=config.horizon)
+    print(f"done: {outcomes.outcome_line(outcomes.seed_outcomes(setting, fallback=False))}")
+    print(f"run folder {out / run_name(config)}")
     return 0
 
 
 def _cmd_plot(args) -> int:
     import pandas as pd
 
-    from gradlens import plots, runs
+    from gradlens import outcomes, plots, runs
 
     frames = []
     for path in args.runs:
@@ -108,6 +109,10 @@ def _cmd_plot(args) -> int:
         raise ValueError(f"no metrics found in {', '.join(args.runs)}")
     written = plots.write_figure(plots.learning_curves_figure(metrics), args.out)
     print("wrote " + ", ".join(written))
+    found = outcomes.seed_outcomes(metrics)
+    by = [c for c in found.columns if c not in outcomes.OUTCOME_COLUMNS]
+    for key, part in found.groupby(by, sort=True, dropna=False):
+        print(", ".join(map(str, key if isinstance(key, tuple) else (key,))) + ": " + outcomes.outcome_line(part))
     return 0
 
 
@@ -264,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plot", help="figures from the run store")
     plot_sub = p.add_subparsers(dest="figure", required=True)
-    q = plot_sub.add_parser("curves", help="learning curves: return vs env steps, mean ± std over seeds")
+    q = plot_sub.add_parser("curves", help="learning curves: return vs env steps, one line per seed and the median")
     q.add_argument("runs", nargs="+", help="run folders or run-store folders")
     q.add_argument("--out", required=True, help="output FILE.html (a .png is written beside it when possible)")
     q.set_defaults(func=_cmd_plot)

@@ -2,8 +2,11 @@
 (white template, boxed axes, outside ticks, one colour per model class)."""
 import math
 
+import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
+from gradlens import outcomes
 
 CLASS_COLORS = {
     "simulator": "#000000",
@@ -75,31 +78,56 @@ def path_counts_figure(table, title="Gradient paths from the actions to the retu
     return _paper_layout(fig, title, width, height)
 
 
+def _group_name(setting, varying):
+    """"method", prefixed by "system: " and followed by ", H=horizon" (and ", column=value") where those vary."""
+    name = f"{setting['system']}: {setting['method']}" if "system" in varying else str(setting["method"])
+    return ", ".join([name] + [f"H={setting[c]}" if c == "horizon" else f"{c}={setting[c]}"
+                               for c in varying if c != "system"])
+
+
 def learning_curves_figure(metrics, title="Return in the true system during training", width=760, height=460,
-                           y="return"):
-    """The paper's learning-curve figure: `y` (default the deterministic policy's real return) against env steps,
-    mean over seeds with a ±1 std band, one line per method (and system, when several are present).
+                           y="return", best=None, rtol=outcomes.DEFAULT_RTOL):
+    """The paper's learning-curve figure as a distribution over seeds: `y` (default the deterministic policy's real
+    return) against env steps, a thin line per seed and a thick line for the median over seeds, per run group
+    (method, and system / horizon when several are present).
 
     metrics: a pandas DataFrame as `gradlens.runs.load` / `scan_metrics` return (columns env_steps, seed, method,
-    system, `y`).
+    system, `y`). For y = "return" each group's legend entry gives its fraction of seeds converged and median final
+    return (`gradlens.outcomes.seed_outcomes` with `best` and `rtol`).
     """
+    if "method" not in metrics.columns:
+        raise ValueError(f"metrics need a 'method' column to draw one curve per method; got {list(metrics.columns)}")
+    by = outcomes.group_columns(metrics)
+    varying = [c for c in by if c != "method" and metrics[c].nunique(dropna=False) > 1]
+    summary = {}
+    if y == "return":
+        found = outcomes.summarize(outcomes.seed_outcomes(metrics, best=best, rtol=rtol))
+        summary = {tuple(row[c] for c in by): row for _, row in found.iterrows()}
     fig = go.Figure()
-    systems = sorted(metrics["system"].unique()) if "system" in metrics else [None]
-    for system in systems:
-        part = metrics if system is None else metrics[metrics["system"] == system]
-        for method in sorted(part["method"].unique()):
-            curve = part[part["method"] == method].groupby("env_steps")[y].agg(["mean", "std", "count"]).reset_index()
-            curve["std"] = curve["std"].fillna(0.0)
-            name = method if len(systems) == 1 else f"{system}: {method}"
-            color = CLASS_COLORS.get(method, "#9467bd")
-            x = list(curve["env_steps"])
-            upper, lower = list(curve["mean"] + curve["std"]), list(curve["mean"] - curve["std"])
-            fig.add_trace(go.Scatter(x=x + x[::-1], y=upper + lower[::-1], fill="toself", fillcolor=color,
-                                     opacity=0.15, line={"width": 0}, hoverinfo="skip", showlegend=False,
-                                     legendgroup=name))
-            n = int(curve["count"].max())
-            fig.add_trace(go.Scatter(x=x, y=list(curve["mean"]), mode="lines", line={"color": color, "width": 2},
-                                     name=f"{name} ({n} seed{'s' if n > 1 else ''})", legendgroup=name))
+    for key, part in (metrics.groupby(by, sort=True, dropna=False) if by else [((), metrics)]):
+        key = key if isinstance(key, tuple) else (key,)
+        setting = dict(zip(by, key))
+        name = _group_name(setting, varying)
+        color = _color(setting["method"])
+        for seed, curve in part.sort_values("env_steps").groupby("seed", sort=True):
+            fig.add_trace(go.Scatter(x=list(curve["env_steps"]), y=list(curve[y]), mode="lines", opacity=0.35,
+                                     line={"color": color, "width": 1}, name=f"{name}, seed {seed}",
+                                     legendgroup=name, showlegend=False,
+                                     hovertemplate=f"{name}, seed {seed}<br>step %{{x}}<br>{y} %{{y:.5g}}"
+                                                   "<extra></extra>"))
+        median = part.groupby("env_steps")[y].median()
+        n = part["seed"].nunique()
+        label, rule = f"{name} ({n} seed{'s' if n > 1 else ''}", ""
+        row = summary.get(key)
+        if row is not None:
+            converged = "?" if pd.isna(row["n_converged"]) else row["n_converged"]
+            label += f", {converged}/{n} converged, median final {row['median']:.4g}"
+            rule = ("<br>converged: final >= best-known - tolerance = "
+                    f"{row['best']:.5g} - {row['tolerance']:.3g} ({row['best_source']})")
+        fig.add_trace(go.Scatter(x=list(median.index), y=list(median), mode="lines", name=label + ")",
+                                 legendgroup=name, line={"color": color, "width": 2.5},
+                                 hovertemplate=f"{name}: median over {n} seed(s)<br>step %{{x}}<br>{y} %{{y:.5g}}"
+                                               f"{rule}<extra></extra>"))
     fig.update_xaxes(title_text="environment steps")
     fig.update_yaxes(title_text=y.replace("_", " "))
     return _paper_layout(fig, title, width, height)

@@ -181,12 +181,15 @@ def test_cli_errors_have_no_traceback(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
 
 
-def test_plot_curves_writes_html(tmp_path):
+def test_plot_curves_writes_html(tmp_path, capsys):
     cfg = TrainConfig(**{**SMALL, "method": "simulator", "total_steps": 96, "seeds": 2})
     train(cfg, tmp_path / "store", progress=False)
     out = tmp_path / "fig" / "curves.html"
     assert cli.main(["plot", "curves", str(tmp_path / "store"), "--out", str(out)]) == 0
     html = out.read_text()
-    assert "simulator (2 seeds)" in html and "environment steps" in html
+    assert "simulator, seed 0" in html and "simulator, seed 1" in html and "environment steps" in html
+    assert "simulator (2 seeds, " in html and "converged, median final" in html
+    summary = capsys.readouterr().out.splitlines()[-1]  # best-known unknown at H = 20: the best final of the seeds
+    assert summary.startswith("cancer, simulator, 20: final return per seed {0: ") and "converged" in summary
     if shutil.which("chromium"):  # .ci/run installs it; kaleido renders the PNG through it
         assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,4 +1,4 @@
-"""Learning curves: training runs from the run store (a metric against env steps, mean and spread over seeds),
+"""Learning curves: training runs from the run store (a metric against env steps, each seed and the median),
 filtered by system and method, beside the gradient diagnostics of the same models from the newest audit of the same
 system."""
 import streamlit as st
@@ -40,7 +40,8 @@ with curves:
     st.plotly_chart(plots.learning_curves_figure(metrics, title=f"{METRICS[y].capitalize()} during training "
                                                  f"({system})", y=y, width=None, height=460), theme=None)
     seeds = metrics.groupby("method")["seed"].nunique()
-    st.caption("Mean over seeds with a ±1 standard-deviation band; seeds per method: "
+    st.caption("One thin line per seed and a thick line for the median over seeds (return: with the fraction of "
+               "seeds converged and the median final return); seeds per method: "
                + ", ".join(f"{m} {n}" for m, n in seeds.items()) + ".")
 with diagnostics:
     st.subheader("Gradient diagnostics")
