@@ -37,3 +37,32 @@ def test_open_loop_without_noise_is_deterministic_with_zero_entropy():
     assert float(policy.entropy(theta, obs, a)) == 0.0
     with pytest.raises(ValueError, match="noise_std must be a finite number >= 0"):
         gl.policies.make_policy("open_loop", system, noise_std=-0.1)
+
+
+def test_unit_time_input_feeds_the_mlp_t_over_h():
+    """policy_time_input "unit": the MLP at step t equals the raw-input MLP (same params) fed t / H."""
+    system = gl.envs.make("cancer", horizon=50)
+    raw = gl.policies.make_policy("mlp", system, (8, 8))
+    unit = gl.policies.make_policy("mlp", system, (8, 8), time_input="unit")
+    params = raw.init(jax.random.PRNGKey(0))
+    obs = jnp.array([0.7, 30.0])
+    loc, scale = unit.distribution(params, obs)
+    ref_loc, ref_scale = raw.distribution(params, jnp.array([0.7, 30.0 / 50]))
+    assert np.allclose(loc, ref_loc) and np.allclose(scale, ref_scale)
+    assert not np.allclose(raw.distribution(params, obs)[0], loc)
+    with pytest.raises(ValueError, match="time input must be one of raw, unit, got 'hours'"):
+        gl.policies.make_policy("mlp", system, time_input="hours")
+
+
+def test_raw_time_input_saturates_the_untrained_policy_and_unit_does_not():
+    """The plateau's mechanism (docs/fidelity.md): at the paper's initialisation the raw step index drives tanh into
+    saturation at late steps on most seeds (cancer, H = 100, the trainer's key derivation); t / H keeps every seed out."""
+    system = gl.envs.make("cancer", horizon=100)
+    last = system.initial_state().at[-1].set(99.0)
+    shares = {}
+    for time_input in ("raw", "unit"):
+        policy = gl.policies.make_policy("mlp", system, time_input=time_input)
+        keys = jnp.stack([jax.random.split(jax.random.PRNGKey(seed), 3)[1] for seed in range(10)])
+        mode = jax.vmap(lambda k: policy.mode(policy.init(k), last))(keys)
+        shares[time_input] = float(np.mean(np.abs(np.asarray(mode)) > 0.998))
+    assert shares["raw"] >= 0.8 and shares["unit"] == 0.0

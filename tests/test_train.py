@@ -10,6 +10,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pandas as pd
 import pytest
 
@@ -193,3 +194,34 @@ def test_plot_curves_writes_html(tmp_path, capsys):
     assert summary.startswith("cancer, simulator, 20: final return per seed {0: ") and "converged" in summary
     if shutil.which("chromium"):  # .ci/run installs it; kaleido renders the PNG through it
         assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_policy_optimizer_without_clip_is_plain_adam_and_the_clip_caps_the_norm():
+    """grad_clip None (the simulator's default, as the reference code): exactly Adam; a clip rescales large gradients
+    to the threshold before Adam, which changes Adam's moments when gradient norms vary between steps."""
+    from gradlens.training.bpo import policy_optimizer
+
+    params = {"w": jnp.zeros(3)}
+    grads = [{"w": jnp.array([300.0, 0.0, 400.0])}, {"w": jnp.array([0.3, 0.4, 0.0])}]
+    def run(tx):
+        state, p = tx.init(params), params
+        for g in grads:
+            updates, state = tx.update(g, state, p)
+            p = optax.apply_updates(p, updates)
+        return p["w"]
+    assert np.array_equal(run(policy_optimizer(1e-3, None)), run(optax.adam(1e-3)))
+    clip = optax.clip_by_global_norm(100.0)
+    assert float(optax.tree.norm(clip.update(grads[0], clip.init(params))[0])) == pytest.approx(100.0)
+    assert not np.allclose(run(policy_optimizer(1e-3, 100.0)), run(optax.adam(1e-3)))
+
+
+def test_fidelity_fields_validate_and_keep_old_configs_resumable():
+    assert TrainConfig(method="simulator").simulator_grad_clip is None
+    assert "policy_time_input" not in TrainConfig().to_dict() and "simulator_grad_clip" not in TrainConfig().to_dict()
+    cfg = TrainConfig(policy_time_input="unit", simulator_grad_clip=100.0)
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    assert run_name(cfg).endswith("-H100-tunit-seed0")
+    with pytest.raises(ValueError, match="simulator_grad_clip must be a positive finite number or None"):
+        TrainConfig(simulator_grad_clip=0.0)
+    with pytest.raises(ValueError, match="time input must be one of raw, unit"):
+        TrainConfig(policy_time_input="hours")
