@@ -11,6 +11,10 @@ Stages (each a set of 10-seed training runs, H = 100, the paper's schedule: 5000
   long        the paper's settings for 20 000 env steps: does every seed leave the plateau, and when?
   myriad      the simulator on all 10 Myriad tasks, the paper's settings beside the converging option
   awm         the AWM-RNN on cancer and mould, the paper's settings beside the converging option
+  seeds       seeds 10 … 19 of the simulator on cancer and mould (paper's settings, converging option): how often
+              does a seed stall?
+  final       (no training) the final policies of the paper-setting simulator runs, from their checkpoints: where
+              the stalled seeds' actions sit
 
 Runs go to `<out>/runs/fidelity/<setting>/` (resumable: a finished run is read back, an interrupted one continues);
 each stage's per-seed returns go to `<out>/fidelity/<stage>.csv` (small, committed) and the tables to
@@ -26,13 +30,14 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
 from gradlens import envs, outcomes, runs
 from gradlens.policies import make_policy
 from gradlens.rollout import rollout
-from gradlens.training.loop import TrainConfig
+from gradlens.training.loop import TrainConfig, make_trainer
 from gradlens.training.train import run_name, train
 
 MYRIAD = ("cancer", "bear_populations", "bioreactor", "hiv", "mould_fungicide", "bacteria", "predator_prey",
@@ -53,6 +58,7 @@ STAGES = {  # stage -> [(system, method, setting, extra overrides)]
     "long": [(s, "simulator", "paper", {"total_steps": 20000}) for s in ("cancer", "mould_fungicide")],
     "myriad": [(s, "simulator", k, {}) for s in MYRIAD for k in ("paper", "converging")],
     "awm": [(s, "awm-rnn", k, {}) for s in ("cancer", "mould_fungicide") for k in ("paper", "converging")],
+    "seeds": [(s, "simulator", k, {"seed": 10}) for s in ("cancer", "mould_fungicide") for k in ("paper", "converging")],
 }
 SEEDS, HORIZON = 10, 100
 
@@ -81,7 +87,7 @@ def run_stage(stage: str, out: Path, scale: Scale, log=print) -> pd.DataFrame:
         if scale.systems is not None and system not in scale.systems:
             continue
         config = _config(system, method, setting, extra, scale)
-        root = out / "runs" / "fidelity" / (setting + ("" if not extra else f"-{config.total_steps}"))
+        root = out / "runs" / "fidelity" / (setting + (f"-{config.total_steps}" if "total_steps" in extra else ""))
         folder = root / run_name(config)
         if (folder / "config.json").exists() and runs.status(folder).get("state") == "done":
             metrics = runs.load(folder)
@@ -110,6 +116,33 @@ def saturation(scale: Scale) -> pd.DataFrame:
                              "abs_mu_last": float(np.abs(loc[-1]).max()),
                              "saturated_share": float(np.mean(np.abs(np.asarray(traj.actions)) > 0.998)),
                              "initial_return": float(traj.ret)})
+    return pd.DataFrame(rows)
+
+
+def final_policies(out: Path, scale: Scale) -> pd.DataFrame:
+    """Per system and seed of the paper-setting simulator runs (seeds 0 … 19 where run): the final deterministic
+    policy's return, its action a ∈ [-1, 1] at t = 0, 10, 50, 99 (-1: the lowest control, no treatment), |μ| at t = 99 and the share of saturated steps."""
+    rows = []
+    for system_name in ("cancer", "mould_fungicide"):
+        for first in (0, 10):
+            config = TrainConfig(system=system_name, method="simulator", horizon=HORIZON, seeds=scale.seeds,
+                                 seed=first)
+            folder = out / "runs" / "fidelity" / "paper" / run_name(config)
+            if not (folder / "config.json").exists():
+                continue
+            trainer = make_trainer(config)
+            like = jax.vmap(trainer.init)(jnp.stack([jax.random.PRNGKey(first + i) for i in range(config.seeds)]))
+            state, _, _ = runs.load_checkpoint(folder, like)
+            system, policy = trainer.system, make_policy("mlp", trainer.system)
+            for i in range(config.seeds):
+                params = jax.tree.map(lambda x: jnp.asarray(x[i]), state.policy_params)
+                traj = rollout(system, policy.bind(params, deterministic=True), system.initial_state(), HORIZON)
+                a = np.asarray(traj.actions)[:, 0]
+                mu = jax.vmap(lambda o: policy.distribution(params, o)[0])(traj.states[:-1])
+                rows.append({"system": system_name, "seed": first + i, "final_return": float(traj.ret),
+                             **{f"a_{t}": float(a[t]) for t in (0, 10, 50, 99)},
+                             "abs_mu_last": float(np.abs(mu[-1]).max()),
+                             "saturated_share": float(np.mean(np.abs(a) > 0.998))})
     return pd.DataFrame(rows)
 
 
@@ -182,7 +215,8 @@ def report(out: Path) -> str:
     titles = {"reference": "The true simulator, one change at a time",
               "long": "The paper's settings for 20 000 env steps",
               "myriad": "Every Myriad task: the paper's settings and the converging option",
-              "awm": "AWM-RNN: the paper's settings and the converging option"}
+              "awm": "AWM-RNN: the paper's settings and the converging option",
+              "seeds": "Ten more seeds (10 … 19)"}
     for stage, title in titles.items():
         if not (folder / f"{stage}.csv").exists():
             parts += ["", f"## {title}", "", "Not run yet."]
@@ -193,6 +227,14 @@ def report(out: Path) -> str:
         parts += ["", f"## {title}", "", markdown(table, {**OUTCOME_COLUMNS, "best": "best-known"})]
         if stage == "long" and (folder / "saturation.csv").exists():
             parts += ["", escape_vs_saturation(metrics, pd.read_csv(folder / "saturation.csv"))]
+    if (folder / "final.csv").exists():
+        final = pd.read_csv(folder / "final.csv")
+        parts += ["", "## Where the paper-setting policies end (simulator, from the final checkpoints)", "",
+                  "The deterministic action a ∈ [-1, 1] at four steps (-1 is the lowest control: no drug, no "
+                  "fungicide), |μ| at t = 99 and the share of saturated steps (|a| > 0.998):", "",
+                  markdown(final, {"system": "system", "seed": "seed", "final_return": "final return",
+                                   "a_0": "a_0", "a_10": "a_10", "a_50": "a_50", "a_99": "a_99",
+                                   "abs_mu_last": "\\|μ_99\\|", "saturated_share": "saturated"})]
     text = "\n".join(parts) + "\n"
     (out / "fidelity.md").write_text(text)
     return text
@@ -217,16 +259,16 @@ def escape_vs_saturation(long: pd.DataFrame, sat: pd.DataFrame) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="benchmarks/results")
-    parser.add_argument("--only", help="comma-separated stages: saturation," + ",".join(STAGES))
+    parser.add_argument("--only", help="comma-separated stages: saturation, final," + ",".join(STAGES))
     parser.add_argument("--quick", action="store_true", help="2 seeds, shortened schedules, cancer only")
     parser.add_argument("--report", action="store_true", help="only rebuild <out>/fidelity.md from the stage CSVs")
     args = parser.parse_args(argv)
     scale = QUICK if args.quick else Scale()
     out = Path(args.out)
-    stages = args.only.split(",") if args.only else ["saturation", *STAGES]
-    unknown = [s for s in stages if s != "saturation" and s not in STAGES]
+    stages = args.only.split(",") if args.only else ["saturation", *STAGES, "final"]
+    unknown = [s for s in stages if s not in ("saturation", "final") and s not in STAGES]
     if unknown:
-        raise SystemExit(f"unknown stage(s) {', '.join(unknown)}; valid: saturation, {', '.join(STAGES)}")
+        raise SystemExit(f"unknown stage(s) {', '.join(unknown)}; valid: saturation, final, {', '.join(STAGES)}")
     folder = out / "fidelity"
     folder.mkdir(parents=True, exist_ok=True)
     for stage in [] if args.report else stages:
@@ -234,6 +276,8 @@ def main(argv=None) -> int:
         print(f"{stage} ...", flush=True)
         if stage == "saturation":
             saturation(scale).to_csv(folder / "saturation.csv", index=False, float_format="%.6g")
+        elif stage == "final":
+            final_policies(out, scale).to_csv(folder / "final.csv", index=False, float_format="%.6g")
         else:
             metrics = run_stage(stage, out, scale)
             keep = ["system", "method", "setting", "horizon", "total_steps", "seed", "env_steps", "return"]

@@ -17,6 +17,7 @@ CLASS_COLORS = {
     "hwm-rnn": "#ff7f0e",
     "hwm-transformer": "#d62728",
 }
+GROUP_COLORS = ("#000000", "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 _AXIS = {"showline": True, "mirror": True, "ticks": "outside", "linecolor": "black", "gridcolor": "#eeeeee"}
 
 
@@ -104,11 +105,13 @@ def learning_curves_figure(metrics, title="Return in the true system during trai
         found = outcomes.summarize(outcomes.seed_outcomes(metrics, best=best, rtol=rtol))
         summary = {tuple(row[c] for c in by): row for _, row in found.iterrows()}
     fig = go.Figure()
-    for key, part in (metrics.groupby(by, sort=True, dropna=False) if by else [((), metrics)]):
+    groups = list(metrics.groupby(by, sort=True, dropna=False) if by else [((), metrics)])
+    one_per_method = len(groups) == metrics["method"].nunique()  # else colours by group: methods repeat
+    for i, (key, part) in enumerate(groups):
         key = key if isinstance(key, tuple) else (key,)
         setting = dict(zip(by, key))
         name = _group_name(setting, varying)
-        color = _color(setting["method"])
+        color = _color(setting["method"]) if one_per_method else GROUP_COLORS[i % len(GROUP_COLORS)]
         for seed, curve in part.sort_values("env_steps").groupby("seed", sort=True):
             fig.add_trace(go.Scatter(x=list(curve["env_steps"]), y=list(curve[y]), mode="lines", opacity=0.35,
                                      line={"color": color, "width": 1}, name=f"{name}, seed {seed}",
@@ -130,7 +133,10 @@ def learning_curves_figure(metrics, title="Return in the true system during trai
                                                f"{rule}<extra></extra>"))
     fig.update_xaxes(title_text="environment steps")
     fig.update_yaxes(title_text=y.replace("_", " "))
-    return _paper_layout(fig, title, width, height)
+    fig = _paper_layout(fig, title, width, height + 24 * len(groups))
+    # the legend entries are long (seeds, converged, median): below the axes, one per line, clear of the title
+    return fig.update_layout(legend={"orientation": "v", "yanchor": "top", "y": -0.16, "x": 0},
+                             margin={"b": 70 + 24 * len(groups)})
 
 
 def _color(method):
