@@ -13,6 +13,8 @@ Stages (each a set of 10-seed training runs, H = 100, the paper's schedule: 5000
   awm         the AWM-RNN on cancer and mould, the paper's settings beside the converging option
   seeds       seeds 10 … 19 of the simulator on cancer and mould (paper's settings, converging option): how often
               does a seed stall?
+  trace       cancer and mould, both settings, retrained while the saturated share of the deterministic policy's
+              actions is recorded at every evaluation
   final       (no training) the final policies of the paper-setting simulator runs, from their checkpoints: where
               the stalled seeds' actions sit
 
@@ -146,6 +148,34 @@ def final_policies(out: Path, scale: Scale) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def saturation_trace(system_name: str, scale: Scale) -> pd.DataFrame:
+    """Per setting (paper, converging), evaluation and seed: the deterministic policy's return, its share of
+    saturated steps (|a| > 0.998) and |μ| at t = 99, tracked through training (the trainer's chunks, as `train`)."""
+    rows = []
+    for setting in ("paper", "converging"):
+        config = _config(system_name, "simulator", setting, {}, scale)
+        trainer = make_trainer(config)
+        policy = make_policy("mlp", trainer.system, time_input=config.policy_time_input)
+        state = jax.vmap(trainer.init)(jnp.stack([jax.random.PRNGKey(i) for i in range(config.seeds)]))
+        chunk = jax.jit(jax.vmap(trainer.chunk, in_axes=(0, None)))
+        s1 = trainer.system.initial_state()
+
+        @jax.jit
+        @jax.vmap
+        def probe(params):
+            traj = rollout(trainer.system, policy.bind(params, deterministic=True), s1, HORIZON)
+            mu = policy.distribution(params, traj.states[-2])[0]
+            return traj.ret, jnp.mean(jnp.abs(traj.actions) > 0.998), jnp.max(jnp.abs(mu))
+
+        for c in range(trainer.n_chunks):
+            state, _ = chunk(state, jnp.asarray(c * config.eval_every, jnp.int32))
+            ret, sat, mu = (np.asarray(x) for x in probe(state.policy_params))
+            step = min((c + 1) * config.eval_every, config.total_steps)
+            rows += [{"system": system_name, "setting": setting, "env_steps": step, "seed": i, "return": ret[i],
+                      "saturated_share": sat[i], "abs_mu_last": mu[i]} for i in range(config.seeds)]
+    return pd.DataFrame(rows)
+
+
 def _finals(row) -> str:
     return " ".join(f"{v:.1f}" for v in row)
 
@@ -222,9 +252,13 @@ def report(out: Path) -> str:
             parts += ["", f"## {title}", "", "Not run yet."]
             continue
         metrics = pd.read_csv(folder / f"{stage}.csv")
+        if "horizon" not in metrics.columns:  # stage files written before the column was exported
+            metrics["horizon"] = HORIZON
         best = best_over_settings(metrics) if stage == "myriad" else None
         table = outcome_table(metrics, best).sort_values(["system", "setting"], kind="stable")
         parts += ["", f"## {title}", "", markdown(table, {**OUTCOME_COLUMNS, "best": "best-known"})]
+        if stage in ("myriad", "awm", "seeds"):
+            parts += ["", improvement_table(metrics, best)]
         if stage == "long" and (folder / "saturation.csv").exists():
             parts += ["", escape_vs_saturation(metrics, pd.read_csv(folder / "saturation.csv"))]
     if (folder / "final.csv").exists():
@@ -238,6 +272,27 @@ def report(out: Path) -> str:
     text = "\n".join(parts) + "\n"
     (out / "fidelity.md").write_text(text)
     return text
+
+
+def improvement_table(metrics: pd.DataFrame, best: dict | None) -> str:
+    """Per system and method: P(converging option's final > paper setting's final) over seeds, with its stratified
+    bootstrap 95 % CI and the verdict on "the converging option does better" (`outcomes.verdict`)."""
+    per_seed = outcomes.seed_outcomes(metrics, best=best, fallback=False)
+    rows = []
+    for (system, method), part in per_seed.groupby(["system", "method"]):
+        scores = {k: part[part.setting == k].sort_values("seed")["final"].to_numpy()[:, None]
+                  for k in ("converging", "paper")}
+        if any(len(v) == 0 for v in scores.values()):
+            continue
+        p = outcomes.probability_of_improvement(scores, [("converging", "paper")]).iloc[0]
+        rows.append({"system": system, "method": method, "p": p["value"],
+                     "ci": f"[{p['low']:.2f}, {p['high']:.2f}]", "verdict": outcomes.verdict(p["low"], p["high"])})
+    return ("P(converging > paper): the probability that a seed of the converging option ends above a seed of the "
+            "paper's settings (ties count half), with a stratified-bootstrap 95 % CI; the verdict is on "
+            "\"the converging option does better\" (reproduced: CI above 0.5; not reproduced: below; else "
+            "inconclusive).\n\n" + markdown(pd.DataFrame(rows), {"system": "system", "method": "method",
+                                                                    "p": "P(converging > paper)", "ci": "95 % CI",
+                                                                    "verdict": "converging better?"}))
 
 
 def escape_vs_saturation(long: pd.DataFrame, sat: pd.DataFrame) -> str:
@@ -259,14 +314,14 @@ def escape_vs_saturation(long: pd.DataFrame, sat: pd.DataFrame) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="benchmarks/results")
-    parser.add_argument("--only", help="comma-separated stages: saturation, final," + ",".join(STAGES))
+    parser.add_argument("--only", help="comma-separated stages: saturation, final, trace," + ",".join(STAGES))
     parser.add_argument("--quick", action="store_true", help="2 seeds, shortened schedules, cancer only")
     parser.add_argument("--report", action="store_true", help="only rebuild <out>/fidelity.md from the stage CSVs")
     args = parser.parse_args(argv)
     scale = QUICK if args.quick else Scale()
     out = Path(args.out)
-    stages = args.only.split(",") if args.only else ["saturation", *STAGES, "final"]
-    unknown = [s for s in stages if s not in ("saturation", "final") and s not in STAGES]
+    stages = args.only.split(",") if args.only else ["saturation", *STAGES, "final", "trace"]
+    unknown = [s for s in stages if s not in ("saturation", "final", "trace") and s not in STAGES]
     if unknown:
         raise SystemExit(f"unknown stage(s) {', '.join(unknown)}; valid: saturation, final, {', '.join(STAGES)}")
     folder = out / "fidelity"
@@ -278,6 +333,10 @@ def main(argv=None) -> int:
             saturation(scale).to_csv(folder / "saturation.csv", index=False, float_format="%.6g")
         elif stage == "final":
             final_policies(out, scale).to_csv(folder / "final.csv", index=False, float_format="%.6g")
+        elif stage == "trace":
+            trace = pd.concat([saturation_trace(s, scale) for s in ("cancer", "mould_fungicide")
+                               if scale.systems is None or s in scale.systems])
+            trace.to_csv(folder / "trace.csv", index=False, float_format="%.4g")
         else:
             metrics = run_stage(stage, out, scale)
             keep = ["system", "method", "setting", "horizon", "total_steps", "seed", "env_steps", "return"]
