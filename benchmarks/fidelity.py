@@ -235,12 +235,12 @@ def report(out: Path) -> str:
                                values=["abs_mu_last", "saturated_share", "initial_return"]).reset_index()
         wide.columns = ["_".join(c).strip("_") for c in wide.columns]
         parts += ["", "## The untrained policy (no training)", "",
-                  "|μ| at the last step (t = 99), the share of the 100 steps whose deterministic action is saturated "
+                  "For each seed: |μ| at the last step (t = 99), the share of the 100 steps whose deterministic action is saturated "
                   "(|a| > 0.998), and the initial return, with the raw step index as input (the paper's) and with "
                   "t / H:", "",
-                  markdown(wide, {"system": "system", "seed": "seed", "abs_mu_last_raw": "\\|μ_99\\| raw",
+                  markdown(wide, {"system": "system", "seed": "seed", "abs_mu_last_raw": "abs μ_99 raw",
                                   "saturated_share_raw": "saturated raw", "initial_return_raw": "J₀ raw",
-                                  "abs_mu_last_unit": "\\|μ_99\\| t/H", "saturated_share_unit": "saturated t/H",
+                                  "abs_mu_last_unit": "abs μ_99 t/H", "saturated_share_unit": "saturated t/H",
                                   "initial_return_unit": "J₀ t/H"})]
     titles = {"reference": "The true simulator, one change at a time",
               "long": "The paper's settings for 20 000 env steps",
@@ -268,7 +268,7 @@ def report(out: Path) -> str:
                   "fungicide), |μ| at t = 99 and the share of saturated steps (|a| > 0.998):", "",
                   markdown(final, {"system": "system", "seed": "seed", "final_return": "final return",
                                    "a_0": "a_0", "a_10": "a_10", "a_50": "a_50", "a_99": "a_99",
-                                   "abs_mu_last": "\\|μ_99\\|", "saturated_share": "saturated"})]
+                                   "abs_mu_last": "abs μ_99", "saturated_share": "saturated"})]
     text = "\n".join(parts) + "\n"
     (out / "fidelity.md").write_text(text)
     return text

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,3 +97,34 @@ def test_reproduce_bad_experiment(tmp_path):
                            "--out", str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode == 2 and "unknown experiment(s) 'nope'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _fidelity_module():
+    spec = importlib.util.spec_from_file_location("fidelity", ROOT / "benchmarks" / "fidelity.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["fidelity"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_fidelity_report_reads_stage_files(tmp_path):
+    """fidelity.py's report from stage CSVs: outcome tables with the right convergence counts, P(option > paper)."""
+    fidelity = _fidelity_module()
+    folder = tmp_path / "fidelity"
+    folder.mkdir()
+    finals = {"paper": [-53.0, -20.7, -20.8], "converging": [-20.8, -20.85, -20.9]}  # cancer: >= -21.08 converges
+    rows = [{"system": "cancer", "method": "simulator", "setting": setting, "horizon": 100, "total_steps": 64,
+             "seed": seed, "env_steps": step, "return": -80.0 if step == 32 else final}
+            for setting, values in finals.items() for seed, final in enumerate(values) for step in (32, 64)]
+    pd.DataFrame(rows).to_csv(folder / "myriad.csv", index=False)
+    fidelity.saturation(fidelity.Scale(seeds=2)).to_csv(folder / "saturation.csv", index=False)
+    text = fidelity.report(tmp_path)
+    found = check_tables(text, 3)
+    outcome = next(t for t in found if t[0][:3] == ["system", "method", "setting"])
+    converged = {row[2]: row[outcome[0].index("converged")] for row in outcome[1:]}
+    assert converged == {"converging": "3", "paper": "2"}
+    improvement = next(t for t in found if "P(converging > paper)" in t[0])
+    assert len(improvement) == 2 and 0.0 <= float(improvement[1][2]) <= 1.0
+    saturation = next(t for t in found if "abs μ_99 raw" in t[0])
+    assert len(saturation) == 1 + 2 * 2  # 2 systems x 2 seeds
+    assert "Not run yet." in text  # the stages without files
