@@ -138,6 +138,11 @@ def test_reading_names_the_closest_model_and_the_growth_on_known_numbers():
                               "simulator's (cosine 0.80). ")  # the NaN model is left out, not called "furthest"
     assert "**hwm-transformer**'s gradient is not finite at H = 20: see the problems above." in text
     report.fits["awm-transformer"]["open_loop_mse"] = 2.5
+    report.fits = {"hwm-transformer": {"ratio_to_repeat": [0.1, 0.8], "passes_fit_bar": [True, False]},
+                   "awm-transformer": {"ratio_to_repeat": [0.1, 0.2], "passes_fit_bar": [True, True]}}
+    assert reading.fit_sentences(report) == [
+        "**hwm-transformer** at H = 20 (error 0.8x that baseline's) does not beat repeating the last state 2x: "
+        "gradients there measure the fit quality, not the architecture."]
     assert reading.fit_sentences(report) == [
         "**hwm-transformer** (open-loop MSE 3 against 2) and **awm-transformer** (open-loop MSE 2.5 against 2) "
         "predict no better than holding s₁ throughout: their gradients say little about the true system's."]
@@ -220,7 +225,13 @@ def test_overview_shows_gradients_beside_the_simulator_and_reads_them(store):
         in _texts(at.markdown)
     summary = at.dataframe[0].value
     assert len(summary) == 6 and set(summary["method"]) == {"simulator", "markov", "awm-rnn"}
-    assert not at.error and not at.main.warning  # the only warning is the sidebar's, about the corrupt folder
+    assert not at.error
+    # the tiny audit's 2-epoch fits fail the fit bar: said above the gradients and listed under the fits
+    assert not report.fits["markov"]["passes_fit_bar"][1]
+    warned = _texts(at.main.warning)
+    assert "Caution: the gradients of markov at H = 3, 6" in warned
+    assert "markov does not beat repeating the last state 2x at H = 6" in warned and "did not converge" in warned
+    assert "**markov** at H = 3, 6" in _texts(at.markdown)
     assert f"Skipped run folder **{BROKEN}**: config.json is corrupt" in _texts(at.sidebar.warning)
 
 

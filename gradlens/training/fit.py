@@ -8,12 +8,13 @@ training semantics: whole-sequence prediction from s_1 and the true actions (AWM
 states s_{1:t} (HWM), one step from the true s_t (Markov). The time channel is appended exactly by every model and
 left out of the mean (the paper's code averages it in as a constant 0, which only rescales the loss by D / (D + 1)).
 
-`fit(model, data, key)`: split whole episodes into train / validation (`fit_split`, or a given validation set), optionally set the model's state normaliser
-from the training states, then per epoch (one jitted `epoch` call): shuffle the training episodes with the epoch key,
-cut them into n_batches = N_train // B minibatches of B = min(batch_size, N_train) episodes (the remainder, fewer
-than B episodes, is dropped for that epoch only: the shuffle changes every epoch, so every episode is used), and
-`lax.scan` Adam updates over the minibatches. Validation loss (jitted, in chunks of B) after every epoch; early
-stopping keeps the parameters of the best validation epoch.
+`fit(model, data, key)`: split whole episodes into train / validation (`fit_split`, or a given validation set),
+optionally set the model's state normaliser from the training states, then per epoch (one jitted `epoch` call):
+shuffle the training episodes with the epoch key, cut them into n_batches = N_train // B minibatches of
+B = min(batch_size, N_train) episodes (the remainder, fewer than B episodes, is dropped for that epoch only: the
+shuffle changes every epoch, so every episode is used), and `lax.scan` Adam updates over the minibatches.
+Validation loss (jitted, in chunks of B) after every epoch; early stopping keeps the parameters of the best
+validation epoch and stops on a plateau (`FitHistory.stopped_early`: converged), `epochs` being the cap.
 """
 from __future__ import annotations
 
