@@ -174,7 +174,7 @@ def test_bad_input(linear):
     assert isinstance(err.value, ValueError)
     assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(err.value.params))
     for bad in (dict(learning_rate=0.0), dict(batch_size=0), dict(epochs=1.5), dict(validation_fraction=1.0),
-                dict(patience=0), dict(min_delta=-1.0)):
+                dict(patience=0), dict(min_delta=-1.0), dict(rel_min_delta=1.0)):
         with pytest.raises(ValueError, match=f"FitConfig.{next(iter(bad))}"):
             gf.FitConfig(**bad)
 

@@ -64,9 +64,10 @@ class AuditConfig:
     Fields:
       n_episodes, data: episodes collected in the true system to fit the models, and the exploration scheme
         ("auto": the paper's toy scheme on the toy tasks, a random walk elsewhere; or any `collect` scheme name).
-      fit_epochs, fit_patience, fit_batch, fit_lr: `FitConfig` of the fits (Adam, 10 % validation split shared by
-        every model): a fit stops on a validation plateau of `fit_patience` epochs; `fit_epochs` is only a safety
-        cap, and a fit that reaches it is reported as not converged.
+      fit_epochs, fit_patience, fit_batch, fit_lr, fit_rel_min_delta: `FitConfig` of the fits (Adam, 10 %
+        validation split shared by every model): a fit stops on a validation plateau, `fit_patience` epochs without a
+        relative improvement above `fit_rel_min_delta`; `fit_epochs` is only a safety cap, and a fit that reaches it
+        is reported as not converged.
       normalize: build the fitted models (those given by name, without params) with state normalisation
         (`ModelConfig.normalize`, statistics of the training states).
       policy: "mlp" (the paper's tanh-Gaussian state-feedback policy, at its random initialisation), "open_loop"
@@ -87,6 +88,7 @@ class AuditConfig:
     fit_patience: int = 20
     fit_batch: int = 64
     fit_lr: float = 3e-3
+    fit_rel_min_delta: float = 0.0
     normalize: bool = True
     policy: str = "auto"
     policy_noise: float = 0.3
@@ -114,6 +116,9 @@ class AuditConfig:
         check_positive(self.policy_noise, "AuditConfig.policy_noise")
         check_policy_input_grad(self.policy_input_grad)
         check_positive(self.fit_lr, "AuditConfig.fit_lr")
+        rd = self.fit_rel_min_delta
+        if isinstance(rd, bool) or not isinstance(rd, (int, float)) or not 0.0 <= rd < 1.0:
+            raise ValueError(f"AuditConfig.fit_rel_min_delta must be a number in [0, 1), got {rd!r}")
         if not isinstance(self.normalize, bool):
             raise ValueError(f"AuditConfig.normalize must be True or False, got {self.normalize!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
@@ -395,7 +400,7 @@ def _fit_all(report, chosen, base: System, config: AuditConfig, k_data, k_fit, p
         return {}
     data = collect(base, _scheme(config, base), config.n_episodes, k_data)
     fit_config = FitConfig(learning_rate=config.fit_lr, epochs=config.fit_epochs, patience=config.fit_patience,
-                           batch_size=config.fit_batch)
+                           batch_size=config.fit_batch, rel_min_delta=config.fit_rel_min_delta)
     train, val = fit_split(data, k_fit, fit_config)  # one held-out split: every model and baseline on the same
     baseline = float(baseline_mse(data))
     spread = divergence(base, val)

@@ -48,6 +48,8 @@ class FitConfig:
         (then the epoch's mean training loss selects the best parameters).
       patience: stop after this many epochs without a validation improvement larger than min_delta (None = never).
       min_delta: smallest decrease of the validation loss that counts as an improvement.
+      rel_min_delta: smallest relative decrease that counts (an improvement must beat best · (1 - rel_min_delta)
+        - min_delta), in [0, 1): a plateau in relative terms, whatever the scale of the states.
     """
 
     learning_rate: float = 1e-3
@@ -56,6 +58,7 @@ class FitConfig:
     validation_fraction: float = 0.1
     patience: int | None = 20
     min_delta: float = 0.0
+    rel_min_delta: float = 0.0
 
     def __post_init__(self):
         check_positive(self.learning_rate, "FitConfig.learning_rate")
@@ -69,6 +72,9 @@ class FitConfig:
         md = self.min_delta
         if isinstance(md, bool) or not isinstance(md, (int, float)) or not 0.0 <= md < math.inf:
             raise ValueError(f"FitConfig.min_delta must be a finite number >= 0, got {md!r}")
+        rd = self.rel_min_delta
+        if isinstance(rd, bool) or not isinstance(rd, (int, float)) or not 0.0 <= rd < 1.0:
+            raise ValueError(f"FitConfig.rel_min_delta must be a number in [0, 1), got {rd!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,7 +239,7 @@ def fit(model, data, key: Array, config: FitConfig = FitConfig(), params: Params
         if val is not None:
             val_hist.append(monitored)
         bar.set_postfix(train=f"{train_hist[-1]:.3g}", val=f"{monitored:.3g}")
-        if monitored < best[0] - config.min_delta:
+        if monitored < best[0] * (1.0 - config.rel_min_delta) - config.min_delta:
             best, wait = (monitored, e, params), 0
         else:
             wait += 1
