@@ -177,7 +177,7 @@ def test_an_undertrained_model_is_flagged_everywhere(tmp_path):
 
 def test_a_fitted_model_passes_the_bar_and_is_not_flagged():
     r = audit("linear", ["markov"], [2, 4],
-              config=dataclasses.replace(TINY, n_episodes=64, fit_epochs=400, fit_patience=5,
+              config=dataclasses.replace(TINY, n_episodes=64, fit_batch=16, fit_epochs=400, fit_patience=5,
                                         fit_rel_min_delta=0.01), progress=False)
     fit = r.fits["markov"]
     assert fit["converged"] is True and fit["epochs"] < 400 and fit["passes_fit_bar"] == [True, True]
