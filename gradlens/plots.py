@@ -267,7 +267,7 @@ def fit_error_figure(report, title="Open-loop validation error versus horizon", 
                                          line={"color": color, "dash": dash}), row=1, col=col)
         for h, ok in zip(report.horizons, fit["passes_fit_bar"]):
             fig.add_vline(x=h, line={"color": "#2ca02c" if ok else "#d62728", "width": 1}, row=1, col=col,
-                          annotation_text=f"H={h} {'✓' if ok else '✗'}", annotation_position="top left")
+                          annotation_text=f"H={h} {'✓' if ok else '✗'}", annotation_position="bottom left")
     fig.update_xaxes(title_text="step t")
     fig.update_yaxes(type="log", title_text="MSE", row=1, col=1)
     fig.update_yaxes(type="log")

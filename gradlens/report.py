@@ -19,10 +19,10 @@ from gradlens.training.fit_record import FitRecord, horizon_ratio
 DEMO = {"system": "double_pendulum", "models": ("markov", "hwm-transformer", "awm-transformer"),
         "horizons": (5, 10, 20)}  # `gradlens demo`: the main job
 QUICK_HORIZONS = (4, 8)  # `gradlens demo --quick`: toy sizes, about a minute
-# fits still run to a validation plateau (patience 20; the cap of 300 epochs is a safety limit): 8-step episodes make
+# fits still run to a validation plateau (patience 10; the cap of 300 epochs is a safety limit): 8-step episodes make
 # an epoch cheap, and 128 of them in batches of 32 (4 Adam steps per epoch) beat repeating the last state >= 2x
-QUICK_CONFIG = AuditConfig(n_episodes=128, fit_epochs=300, fit_batch=32, n_samples=4, landscape_points=21,
-                           landscape_2d_points=5)
+QUICK_CONFIG = AuditConfig(n_episodes=128, fit_epochs=300, fit_patience=10, fit_batch=32, n_samples=4,
+                           landscape_points=21, landscape_2d_points=5)
 SUMMARY_COLUMNS = (("method", "method"), ("horizon", "H"), ("fit", "fit/repeat"), ("grad_norm", "‖ḡ‖"),
                    ("variance", "tr Σ"),
                    ("snr", "SNR"), ("cosine", "cos(sim)"), ("rel_error", "rel. err"),

@@ -141,9 +141,13 @@ def test_demo_quick_writes_a_complete_run(tmp_path, capsys):
     assert gl.runs.status(run)["state"] == "done"
     report = AuditReport.load(run)
     assert report.models == ["markov", "hwm-transformer", "awm-transformer"]
+    for name, fit in report.fits.items():  # fitted to a plateau, each beats repeating the last state 2x at every H
+        assert fit["converged"] and fit["passes_fit_bar"] == [True, True], (name, fit["ratio_to_repeat"])
+    assert report.warnings == [] and "WARNING" not in out
     page = (run / "report.html").read_text()
     for name, (heading, _) in SECTION_TEXT.items():
         assert f"id='{name}'" in page and heading in page
+    assert "predictable at every audited horizon" in page and "id='fit_error'" in page
     for section in ("problems", "fits", "summary"):
         assert f"id='{section}'" in page
     assert page.count("<script") >= len(SECTION_TEXT)
