@@ -160,6 +160,7 @@ def test_demo_quick_writes_a_complete_run(tmp_path, capsys):
 TINY = dataclasses.replace(SMALL, n_samples=2, landscape_points=2)
 
 
+@pytest.mark.slow
 def test_an_undertrained_model_is_flagged_everywhere(tmp_path):
     r = audit("linear", ["markov"], [2, 4], config=dataclasses.replace(TINY, fit_epochs=1), progress=False)
     back = AuditReport.load(r.save(tmp_path))
@@ -179,6 +180,7 @@ def test_an_undertrained_model_is_flagged_everywhere(tmp_path):
     assert "WARNING: markov does not beat repeating the last state 2x at H = 2" in text and "x FAIL" in text
 
 
+@pytest.mark.slow
 def test_a_fitted_model_passes_the_bar_and_is_not_flagged():
     r = audit("linear", ["markov"], [2, 4],
               config=dataclasses.replace(TINY, n_episodes=64, fit_batch=16, fit_epochs=400, fit_patience=5,
