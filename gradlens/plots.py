@@ -276,3 +276,33 @@ def write_figure(fig, path, plotlyjs="embed") -> list[str]:
         print(f"note: no PNG for {html.name} (static export unavailable: {type(err).__name__}); HTML written",
               file=sys.stderr)
     return written
+
+
+def fit_error_figure(report, title="Open-loop validation error versus horizon", height=340):
+    """Per-step open-loop MSE on the held-out episodes (log axis) against the step t, one panel per fitted model:
+    the model beside the repeat-last-state and least-squares linear baselines, and the simulator's own divergence
+    from starts δ apart (dotted; where it meets the repeat baseline no model can predict). Audited horizons are
+    marked, each with ✓ or ✗ for the fit bar. `report`: an `AuditReport` whose fits hold fit records."""
+    names = [n for n, f in report.fits.items() if "val_error_by_horizon" in f]
+    fig = make_subplots(rows=1, cols=max(len(names), 1), subplot_titles=names or ("no fit record",),
+                        horizontal_spacing=0.06)
+    spread = report.system.get("divergence_by_horizon")
+    for col, name in enumerate(names, start=1):
+        fit = report.fits[name]
+        curves = ((name, fit["val_error_by_horizon"], _color(name), "solid"),
+                  ("repeat last state", fit["baseline_repeat_by_horizon"], "#000000", "dash"),
+                  ("linear least squares", fit["baseline_linear_by_horizon"], "#8c564b", "dashdot"),
+                  (f"simulator, starts {report.system.get('divergence_delta', 0):g} apart", spread or [], "#bcbd22",
+                   "dot"))
+        for label, values, color, dash in curves:
+            if values:
+                fig.add_trace(go.Scatter(x=list(range(1, len(values) + 1)), y=values, mode="lines", name=label,
+                                         legendgroup=label, showlegend=col == 1 or label == name,
+                                         line={"color": color, "dash": dash}), row=1, col=col)
+        for h, ok in zip(report.horizons, fit["passes_fit_bar"]):
+            fig.add_vline(x=h, line={"color": "#2ca02c" if ok else "#d62728", "width": 1}, row=1, col=col,
+                          annotation_text=f"H={h} {'✓' if ok else '✗'}", annotation_position="bottom left")
+    fig.update_xaxes(title_text="step t")
+    fig.update_yaxes(type="log", title_text="MSE", row=1, col=1)
+    fig.update_yaxes(type="log")
+    return _paper_layout(fig, title, max(420, 380 * len(names)), height)

@@ -14,12 +14,17 @@ from pathlib import Path
 
 from gradlens import plots, runs
 from gradlens.analysis.audit import AuditConfig, AuditReport, audit, prepare, summary_rows
+from gradlens.training.fit_record import FitRecord, horizon_ratio
 
 DEMO = {"system": "double_pendulum", "models": ("markov", "hwm-transformer", "awm-transformer"),
         "horizons": (5, 10, 20)}  # `gradlens demo`: the main job
 QUICK_HORIZONS = (4, 8)  # `gradlens demo --quick`: toy sizes, about a minute
-QUICK_CONFIG = AuditConfig(n_episodes=32, fit_epochs=3, n_samples=4, landscape_points=21, landscape_2d_points=5)
-SUMMARY_COLUMNS = (("method", "method"), ("horizon", "H"), ("grad_norm", "‖ḡ‖"), ("variance", "tr Σ"),
+# fits still run to a validation plateau (patience 10; the cap of 300 epochs is a safety limit): 8-step episodes make
+# an epoch cheap, and 128 of them in batches of 32 (4 Adam steps per epoch) beat repeating the last state >= 2x
+QUICK_CONFIG = AuditConfig(n_episodes=128, fit_epochs=300, fit_patience=10, fit_batch=32, n_samples=4,
+                           landscape_points=21, landscape_2d_points=5)
+SUMMARY_COLUMNS = (("method", "method"), ("horizon", "H"), ("fit", "fit/repeat"), ("grad_norm", "‖ḡ‖"),
+                   ("variance", "tr Σ"),
                    ("snr", "SNR"), ("cosine", "cos(sim)"), ("rel_error", "rel. err"),
                    ("growth_rate", "Jac. growth/step"), ("roughness", "landscape TV"), ("log10_paths", "log10 paths"))
 
@@ -27,6 +32,8 @@ SUMMARY_COLUMNS = (("method", "method"), ("horizon", "H"), ("grad_norm", "‖ḡ
 def audit_figures(report: AuditReport) -> dict:
     """name -> plotly Figure for every section the report holds data for."""
     figs = {"gradients": plots.gradient_stats_figure(report), "jacobians": plots.jacobian_heatmaps_figure(report)}
+    if any("val_error_by_horizon" in f for f in report.fits.values()):
+        figs["fit_error"] = plots.fit_error_figure(report)
     kinds = {r["kind"] for r in report.landscapes}
     for kind in ("action", "direction"):
         if kind in kinds:
@@ -46,22 +53,95 @@ def _cell(value) -> str:
     return str(value)
 
 
+def _fit_cell(row: dict) -> str:
+    """"0.012x ok" / "0.81x FAIL": the model's open-loop error over steps 1 … H relative to repeating the last state,
+    and whether it beats that baseline 2x; "–" for the simulator (and reports without fit records)."""
+    if row["fit_ratio"] is None:
+        return "–"
+    return f"{_cell(row['fit_ratio'])}x {'ok' if row['fit_passes'] else 'FAIL'}"
+
+
 def summary_table(report: AuditReport) -> list[list[str]]:
     """The summary as text cells: a header row, then one row per (method, horizon)."""
-    rows = summary_rows(report)
+    rows = [{**r, "fit": _fit_cell(r)} for r in summary_rows(report)]
     return [[label for _, label in SUMMARY_COLUMNS]] + [[_cell(r[key]) for key, _ in SUMMARY_COLUMNS] for r in rows]
 
 
+FIT_NOTE = ("fit/repeat: the model's open-loop validation error over steps 1-H relative to repeating the last state; "
+            "a model must beat that baseline 2x (<= 0.5x) before its gradients say anything about its architecture")
+
+
+def warning_lines(report: AuditReport) -> list[str]:
+    """One plain sentence per warning (unpredictable horizon, unconverged fit, fit bar failed); [] for old reports."""
+    return [w["message"] + "." for w in report.warnings]
+
+
+def fit_caveat(report: AuditReport) -> str:
+    """One sentence naming every model (and its horizons) whose gradient conclusions do not hold because it does not
+    beat repeating the last state 2x; "" when every fit passes (or the report has no fit records)."""
+    failing = {}
+    for w in report.warnings:
+        if w["kind"] == "fit_bar":
+            failing.setdefault(w["method"], []).append(str(w["horizon"]))
+    if not failing:
+        return ""
+    parts = [f"{name} at H = {', '.join(hs)}" for name, hs in failing.items()]
+    return (f"Caution: the gradients of {'; '.join(parts)} come from a model that does not beat repeating the last "
+            "state 2x there: they measure its fit quality, not its architecture (see World-model fits).")
+
+
 def format_summary(report: AuditReport) -> str:
-    """The summary table as aligned plain text (what `gradlens audit` prints)."""
+    """The summary table as aligned plain text, then the fit note and every warning (what `gradlens audit` prints)."""
     table = summary_table(report)
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in table]
     lines.insert(1, "-" * len(lines[0]))
+    if report.fits:
+        lines.append(FIT_NOTE)
+    lines += [f"WARNING: {line}" for line in warning_lines(report)]
     return "\n".join(lines)
 
 
+def predictability_sentence(report: AuditReport) -> str:
+    """What the simulator's own divergence from starts δ apart says about the audited horizons ("" without it)."""
+    system, spread = report.system, report.system.get("divergence_by_horizon")
+    if not spread:
+        return ""
+    h = len(spread)
+    text = (f"Two simulator starts {system['divergence_delta']:g} apart (state and actions) end "
+            f"{spread[-1] ** 0.5:.3g} apart (RMS) after {h} steps. ")
+    bad = system.get("unpredictable_horizons", [])
+    if not bad:
+        return text + "The system is predictable at every audited horizon, so every model can be held to the fit bar."
+    return text + (f"At H = {', '.join(map(str, bad))} that divergence exceeds half the error of repeating the last "
+                   "state: no model can be expected to predict there.")
+
+
+def fits_table(report: AuditReport) -> list[list[str]]:
+    """The fit records as text cells: a header row, then one row per model ([] when the report has none)."""
+    hs = report.horizons
+    head = ["model", "source", "epochs (cap)", "converged", *(f"vs repeat, H={h}" for h in hs),
+            *(f"linear/repeat, H={h}" for h in hs), "seconds"]
+    rows = []
+    for name, f in report.fits.items():
+        if "val_error_by_horizon" not in f:
+            continue
+        record = FitRecord.from_dict(f)
+        converged = {True: "yes", False: "NO", None: "–"}[record.converged]
+        linear = record.baseline_linear_by_horizon
+        rows.append([name, f["source"], f"{record.epochs} ({_cell(record.max_epochs)})", converged,
+                     *(_fit_cell({"fit_ratio": r, "fit_passes": ok})
+                       for r, ok in zip(f["ratio_to_repeat"], f["passes_fit_bar"])),
+                     *(f"{_cell(horizon_ratio(linear, record.baseline_repeat_by_horizon, h))}x" for h in hs),
+                     _cell(f["seconds"])])
+    return [head, *rows] if rows else []
+
+
 SECTION_TEXT = {
+    "fit_error": ("Open-loop validation error", "Per-step error of each model fed its own predictions on held-out "
+                  "episodes, beside repeating the last state, a least-squares linear model and the simulator's "
+                  "own divergence from starts a hair apart. Vertical lines mark the audited horizons: ✓ where the "
+                  "model beats repeating the last state 2x over steps 1-H, ✗ where it does not."),
     "gradients": ("Policy-gradient statistics", "Norm of the mean gradient, variance of one sample and cosine to the "
                   "true simulator's mean gradient, per method and horizon. A model whose cosine stays near 1 as H "
                   "grows gives the simulator's descent direction; exploding variance is chaos or a bad model."),
@@ -77,35 +157,61 @@ SECTION_TEXT = {
 }
 
 
-def report_html(report: AuditReport, figures: dict | None = None) -> str:
-    """One self-contained HTML page: header, problems, summary table, then every figure with a short reading."""
-    figures = audit_figures(report) if figures is None else figures
+def _html_table(table: list[list[str]]) -> str:
     esc = html.escape
-    table = summary_table(report)
     head = "".join(f"<th>{esc(c)}</th>" for c in table[0])
     body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in table[1:])
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _warning_list(lines: list[str]) -> str:
+    return "<ul class='warnings'>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>" \
+        if lines else ""
+
+
+def report_html(report: AuditReport, figures: dict | None = None) -> str:
+    """One self-contained HTML page: header, problems, fit records with their warnings, summary table, then every
+    figure with a short reading; the fit warnings are repeated next to the gradient conclusions."""
+    figures = audit_figures(report) if figures is None else figures
+    esc = html.escape
     problems = "".join(f"<li><b>{esc(str(p['diagnostic']))}</b> · {esc(str(p['method']))} · "
                        f"H={esc(str(p['horizon']))}: {esc(p['message'])}</li>" for p in report.problems)
-    fits = "".join(f"<li>{esc(name)} ({esc(f['source'])}): open-loop MSE {_cell(f['open_loop_mse'])} vs "
-                   f"{_cell(f['baseline_mse'])} for predicting s_1 throughout</li>" for name, f in report.fits.items())
+    records = fits_table(report)
+    legacy = "".join(f"<li>{esc(name)} ({esc(f['source'])}): open-loop MSE {_cell(f['open_loop_mse'])} vs "
+                     f"{_cell(f['baseline_mse'])} for predicting s_1 throughout (no fit record: schema "
+                     f"{esc(str(report.meta.get('schema')))})</li>" for name, f in report.fits.items()
+                     if "val_error_by_horizon" not in f)
+    warnings = _warning_list(warning_lines(report))
+    caveat = fit_caveat(report)
+    caveat = f"<p class='warnings'>{esc(caveat)}</p>" if caveat else ""
+    if records:
+        fits = (f"<p>{esc(FIT_NOTE)}. {esc(predictability_sentence(report))}</p>{_html_table(records)}{warnings}"
+                + ("" if warnings else "<p>Every fit converged and beats repeating the last state 2x at every "
+                   "audited horizon.</p>"))
+    else:
+        fits = ""
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>gradlens audit: "
         f"{esc(report.system['name'])}</title><style>body{{font-family:Arial,sans-serif;margin:24px;max-width:1200px}}"
         "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-        "td:first-child,th:first-child{text-align:left}.problems{color:#b00}</style></head><body>",
+        "td:first-child,th:first-child{text-align:left}.problems{color:#b00}.warnings{color:#a60}</style></head>"
+        "<body>",
         f"<h1>gradlens audit: {esc(report.system['name'])}</h1>",
         f"<p>Models: {esc(', '.join(report.models))}; horizons {esc(str(report.horizons))}; policy "
         f"{esc(str(report.system.get('policy')))}; horizon mode {esc(report.system['horizon_mode'])}; created "
         f"{esc(str(report.meta.get('created')))}.</p>",
         "<h2 id='problems'>Problems</h2>",
         f"<ul class='problems'>{problems}</ul>" if problems else "<p>No NaN, Inf or failed diagnostic.</p>",
-        f"<h2 id='fits'>World-model fits</h2><ul>{fits or '<li>none</li>'}</ul>",
-        f"<h2 id='summary'>Summary</h2><table><tr>{head}</tr>{body}</table>",
+        f"<h2 id='fits'>World-model fits</h2>{fits}"
+        + (f"<ul>{legacy}</ul>" if legacy else "" if records else "<p>No world model in this audit.</p>"),
+        f"<h2 id='summary'>Summary</h2>{caveat}{_html_table(summary_table(report))}",
     ]
     first = True
     for name, fig in figures.items():
         heading, text = SECTION_TEXT.get(name, (name, ""))
         parts.append(f"<h2 id='{esc(name)}'>{esc(heading)}</h2><p>{esc(text)}</p>")
+        if name == "gradients":
+            parts.append(caveat)
         parts.append(fig.to_html(full_html=False, include_plotlyjs=first))
         first = False
     parts.append("</body></html>")

@@ -1,6 +1,7 @@
 """The Streamlit app (gradlens/app), page by page with Streamlit's AppTest on a prepared run store: a tiny audit, a
 copy of it with an injected NaN, a copy whose report.json is unreadable, a tiny training run and a corrupt run folder.
 Also the app's pure parts on known answers: the reading of an audit, path highlighting, the live-audit bounds."""
+import dataclasses
 import fcntl
 import json
 import math
@@ -15,12 +16,14 @@ from streamlit.testing.v1 import AppTest
 import gradlens
 from gradlens import cli, runs
 from gradlens.analysis import paths
-from gradlens.analysis.audit import AuditConfig, AuditReport
+from gradlens.analysis.audit import AuditReport
 from gradlens.app import figures, live, reading
 from gradlens.app.server import MAIN
-from gradlens.report import run_audit
+from gradlens.report import QUICK_CONFIG, run_audit
 
-SMALL = AuditConfig(n_episodes=16, fit_epochs=2, n_samples=4, landscape_points=11, landscape_2d_points=5)
+# the form's fields (live.SIZES) shrunk, the rest as the form's quick config (so the form can find this audit again)
+SMALL = dataclasses.replace(QUICK_CONFIG, n_episodes=16, fit_epochs=2, n_samples=4, landscape_points=11,
+                            landscape_2d_points=5)
 AUDIT, NAN, UNREADABLE, BROKEN = "linear-audit", "linear-audit-nan", "linear-audit-unreadable", "broken-run"
 
 
@@ -141,6 +144,12 @@ def test_reading_names_the_closest_model_and_the_growth_on_known_numbers():
     assert reading.fit_sentences(report) == [
         "**hwm-transformer** (open-loop MSE 3 against 2) and **awm-transformer** (open-loop MSE 2.5 against 2) "
         "predict no better than holding s₁ throughout: their gradients say little about the true system's."]
+    # fit records (schema 2): the fit bar at each audited H
+    report.fits = {"hwm-transformer": {"ratio_to_repeat": [0.1, 0.8], "passes_fit_bar": [True, False]},
+                   "awm-transformer": {"ratio_to_repeat": [0.1, 0.2], "passes_fit_bar": [True, True]}}
+    assert reading.fit_sentences(report) == [
+        "**hwm-transformer** at H = 20 (error 0.8x that baseline's) does not beat repeating the last state 2x: "
+        "gradients there measure the fit quality, not the architecture."]
 
 
 def test_highlighted_nodes_are_exactly_those_on_a_path():
@@ -210,7 +219,7 @@ def test_overview_shows_gradients_beside_the_simulator_and_reads_them(store):
     at = _app(store)
     report = AuditReport.load(store / AUDIT)
     assert at.session_state["audit_run"] == str(store / AUDIT)  # the newest finished audit
-    assert _titles(at) == ["Policy-gradient statistics versus horizon"]
+    assert _titles(at) == ["Policy-gradient statistics versus horizon", "Open-loop validation error versus horizon"]
     traces = {t["name"] for t in _charts(at)[0]["data"]}
     assert {"simulator", "markov", "awm-rnn"} <= traces
     cosines = {r["method"]: r["cosine"] for r in report.gradients
@@ -220,7 +229,13 @@ def test_overview_shows_gradients_beside_the_simulator_and_reads_them(store):
         in _texts(at.markdown)
     summary = at.dataframe[0].value
     assert len(summary) == 6 and set(summary["method"]) == {"simulator", "markov", "awm-rnn"}
-    assert not at.error and not at.main.warning  # the only warning is the sidebar's, about the corrupt folder
+    assert not at.error
+    # the tiny audit's 2-epoch fits fail the fit bar: said above the gradients and listed under the fits
+    assert not report.fits["markov"]["passes_fit_bar"][1]
+    warned = _texts(at.main.warning)
+    assert "Caution: the gradients of markov at H = 3, 6" in warned
+    assert "markov does not beat repeating the last state 2x at H = 6" in warned and "did not converge" in warned
+    assert "**markov** at H = 3, 6" in _texts(at.markdown)
     assert f"Skipped run folder **{BROKEN}**: config.json is corrupt" in _texts(at.sidebar.warning)
 
 
@@ -231,7 +246,7 @@ def test_an_audit_with_a_nan_is_shown_with_its_problems(store):
     assert "This audit met 1 problem(s)" in _texts(at.warning)
     assert "injected by the test" in _texts(at.warning)
     assert "**markov**'s gradient is not finite at H = 6" in _texts(at.markdown)
-    assert len(_charts(at)) == 1 and not at.exception
+    assert len(_charts(at)) == 2 and not at.exception  # gradients, and the fits' open-loop error
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ import gradlens as gl
 from gradlens import cli
 from gradlens.analysis.audit import AuditConfig, AuditReport, audit, summary_rows
 from gradlens.report import SECTION_TEXT, format_summary, report_html
+from gradlens.training.fit_record import FIT_BAR
 
 SMALL = AuditConfig(n_episodes=16, fit_epochs=2, n_samples=8, landscape_points=11, landscape_2d_points=0)
 
@@ -140,12 +141,65 @@ def test_demo_quick_writes_a_complete_run(tmp_path, capsys):
     assert gl.runs.status(run)["state"] == "done"
     report = AuditReport.load(run)
     assert report.models == ["markov", "hwm-transformer", "awm-transformer"]
+    for name, fit in report.fits.items():  # fitted to a plateau, each beats repeating the last state 2x at every H
+        assert fit["converged"] and fit["passes_fit_bar"] == [True, True], (name, fit["ratio_to_repeat"])
+    assert report.warnings == [] and "WARNING" not in out
     page = (run / "report.html").read_text()
     for name, (heading, _) in SECTION_TEXT.items():
         assert f"id='{name}'" in page and heading in page
+    assert "predictable at every audited horizon" in page and "id='fit_error'" in page
     for section in ("problems", "fits", "summary"):
         assert f"id='{section}'" in page
     assert page.count("<script") >= len(SECTION_TEXT)
     assert re.search(r"<script[^>]*\bsrc=", page) is None  # offline: plotly.js embedded, nothing fetched
     assert (run / "figures" / "gradients.html").exists() and (run / "figures" / "plotly.min.js").exists()
     assert gl.runs.scan(tmp_path).loc[0, "kind"] == "audit"
+
+
+# --------------------------------------------------------------------------------------------- fit records and bar
+TINY = dataclasses.replace(SMALL, n_samples=2, landscape_points=2)
+
+
+@pytest.mark.slow
+def test_an_undertrained_model_is_flagged_everywhere(tmp_path):
+    r = audit("linear", ["markov"], [2, 4], config=dataclasses.replace(TINY, fit_epochs=1), progress=False)
+    back = AuditReport.load(r.save(tmp_path))
+    fit = back.fits["markov"]
+    assert fit["epochs"] == 1 and fit["max_epochs"] == 1 and fit["converged"] is False
+    assert fit["passes_fit_bar"] == [False, False] and all(x > FIT_BAR for x in fit["ratio_to_repeat"])
+    assert len(fit["val_error_by_horizon"]) == len(fit["baseline_linear_by_horizon"]) == 4
+    assert back.meta["schema"] == 2 and back.system["unpredictable_horizons"] == []
+    kinds = sorted((w["kind"], w["horizon"]) for w in back.warnings if w["method"] == "markov")
+    assert kinds == [("fit_bar", 2), ("fit_bar", 4), ("not_converged", None)]
+    assert [(row["method"], row["fit_passes"]) for row in summary_rows(back)] == [
+        ("simulator", None), ("markov", False)] * 2
+    page = report_html(back, {})
+    assert "markov does not beat repeating the last state 2x at H = 4" in page and "did not converge" in page
+    assert "Caution: the gradients of markov at H = 2, 4" in page and "x FAIL</td>" in page
+    text = format_summary(back)
+    assert "WARNING: markov does not beat repeating the last state 2x at H = 2" in text and "x FAIL" in text
+
+
+@pytest.mark.slow
+def test_a_fitted_model_passes_the_bar_and_is_not_flagged():
+    r = audit("linear", ["markov"], [2, 4],
+              config=dataclasses.replace(TINY, n_episodes=64, fit_batch=16, fit_epochs=400, fit_patience=5,
+                                        fit_rel_min_delta=0.01), progress=False)
+    fit = r.fits["markov"]
+    assert fit["converged"] is True and fit["epochs"] < 400 and fit["passes_fit_bar"] == [True, True]
+    assert all(x < 0.1 for x in fit["ratio_to_repeat"])
+    assert r.warnings == [] and r.problems == []
+    assert all(row["fit_passes"] in (None, True) for row in summary_rows(r))
+    page = report_html(r, {})
+    assert "FAIL" not in page and "Caution" not in page and "beats repeating the last state 2x at every" in page
+    assert "WARNING" not in format_summary(r)
+
+
+def test_a_schema_1_report_still_loads_and_renders():
+    r = AuditReport(system={"name": "linear", "horizon_mode": "rebuilt"}, models=["markov"], horizons=[3],
+                    config={}, meta={"schema": 1},
+                    fits={"markov": {"source": "fitted", "open_loop_mse": 1.0, "baseline_mse": 2.0, "epochs": 3,
+                                     "best_epoch": 2, "train_loss": [1.0], "val_loss": [1.0], "seconds": 0.1}})
+    back = AuditReport.from_json(r.to_json())
+    assert back.warnings == [] and summary_rows(back)[1]["fit_ratio"] is None
+    assert "no fit record: schema 1" in report_html(back, {}) and "WARNING" not in format_summary(back)

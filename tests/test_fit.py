@@ -1,5 +1,6 @@
 """World-model fitting: every class learns `linear` and the double pendulum, epoch mechanics, determinism, bad input."""
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +13,7 @@ from gradlens import models
 from gradlens.models import NORMALIZER
 from gradlens.training import data as gd
 from gradlens.training import fit as gf
+from gradlens.training import fit_record as fr
 
 MODELS = ["markov", "hwm-rnn", "hwm-transformer", "awm-rnn", "awm-transformer", "awm-ssm"]
 CONFIG = gf.FitConfig(learning_rate=3e-3, batch_size=32, epochs=60, patience=None)
@@ -121,7 +123,8 @@ def test_early_stopping_keeps_the_best_epoch(linear):
     config = dataclasses.replace(CONFIG, epochs=50, patience=2, min_delta=1e9)
     params, history = gf.fit(model, train, key, config, progress=False)
     assert history.stopped_early and len(history.train_loss) == 3 and history.best_epoch == 0
-    first, _ = gf.fit(model, train, key, dataclasses.replace(config, epochs=1), progress=False)
+    first, capped = gf.fit(model, train, key, dataclasses.replace(config, epochs=1), progress=False)
+    assert not capped.stopped_early  # stopped by the cap, not on a plateau: not converged
     for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(first)):
         np.testing.assert_array_equal(a, b)
 
@@ -170,8 +173,74 @@ def test_bad_input(linear):
     with pytest.raises(gf.FitDiverged, match=r"training loss is (nan|inf) at epoch \d") as err:
         fit(train, config=dataclasses.replace(cfg, learning_rate=1e12))
     assert isinstance(err.value, ValueError)
+    assert not err.value.history.stopped_early  # a diverged fit did not converge
     assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(err.value.params))
     for bad in (dict(learning_rate=0.0), dict(batch_size=0), dict(epochs=1.5), dict(validation_fraction=1.0),
-                dict(patience=0), dict(min_delta=-1.0)):
+                dict(patience=0), dict(min_delta=-1.0), dict(rel_min_delta=1.0)):
         with pytest.raises(ValueError, match=f"FitConfig.{next(iter(bad))}"):
             gf.FitConfig(**bad)
+
+
+# --------------------------------------------------------------------------------------------- fit records
+def test_fit_split_is_the_split_fit_holds_out(linear):
+    system, train, _ = linear
+    model = models.make("markov", system)
+    config, key = dataclasses.replace(CONFIG, epochs=2), jax.random.PRNGKey(7)
+    part, held_out = gf.fit_split(train, key, config)
+    assert part.n_episodes + held_out.n_episodes == train.n_episodes and held_out.n_episodes == 26
+    p1, h1 = gf.fit(model, train, key, config, progress=False)
+    p2, h2 = gf.fit(model, part, key, config, progress=False, validation=held_out)
+    assert h1 == h2  # same training episodes, same held-out ones
+    for a, b in zip(jax.tree_util.tree_leaves(p1), jax.tree_util.tree_leaves(p2)):
+        np.testing.assert_array_equal(a, b)
+    assert gf.fit_split(train, key, dataclasses.replace(config, validation_fraction=0.0)) == (train, None)
+
+
+def test_repeat_baseline_matches_a_hand_computation():
+    # two episodes, H = 2, one physical dim (+ time): s = (1, 2, 4) and (0, -1, 1)
+    states = np.array([[[1.0, 0], [2, 1], [4, 2]], [[0, 0], [-1, 1], [1, 2]]])
+    data = gd.trajectories(states, np.zeros((2, 2, 1)))
+    # step 1: ((2-1)² + (-1-0)²) / 2 = 1; step 2: ((4-1)² + (1-0)²) / 2 = 5
+    np.testing.assert_allclose(fr.repeat_error(data), [1.0, 5.0])
+
+
+def test_least_squares_baseline_recovers_a_known_linear_system():
+    A, B = [[0.9, -0.3], [0.2, 0.8]], [[1.0], [-0.5]]
+    system = gl.envs.make("linear", A=A, B=B, horizon=6)
+    train, test = gd.split(gd.collect(system, "uniform", 24, jax.random.PRNGKey(0)), 0.25, jax.random.PRNGKey(1))
+    baseline = fr.fit_linear(train)
+    np.testing.assert_allclose(baseline.A, A, atol=1e-5)
+    np.testing.assert_allclose(baseline.B, B, atol=1e-5)
+    np.testing.assert_allclose(baseline.c, 0.0, atol=1e-5)
+    assert np.all(fr.linear_error(baseline, test) < 1e-9) and np.all(fr.repeat_error(test) > 1e-2)
+
+
+def test_divergence_of_an_expanding_linear_system_is_known():
+    # s_{t+1} = 2 s_t, B = 0: a start δ away is 2^t δ away on each dim after t steps, so the MSE is 4^t δ²
+    system = gl.envs.make("linear", A=[[2.0, 0.0], [0.0, 2.0]], B=[[0.0], [0.0]], horizon=5)
+    data = gd.collect(system, "uniform", 3, jax.random.PRNGKey(0))
+    np.testing.assert_allclose(fr.divergence(system, data, 1e-3), 4.0 ** np.arange(1, 6) * 1e-6, rtol=1e-9)
+
+
+def test_fit_record_bar_and_round_trip(linear):
+    system, train, test = linear
+    model = models.make("markov", system)
+    config = dataclasses.replace(CONFIG, epochs=200, patience=5, min_delta=1e-5)  # a plateau: gains under 1e-5
+    params, history = gf.fit(model, train, jax.random.PRNGKey(0), config, progress=False, validation=test)
+    good = fr.fit_record(model, params, history, train, test, config.epochs)
+    assert good.converged and good.epochs == len(history.train_loss) < 200 and good.max_epochs == 200
+    assert all(good.passes(h) for h in range(1, 9)) and good.ratio_to_repeat(8) < 0.01
+    np.testing.assert_allclose(good.val_error_by_horizon, fr.open_loop_error(model, params, test))
+    assert float(np.mean(good.val_error_by_horizon)) == pytest.approx(float(gf.mse(model, params, test)), rel=1e-5)
+    assert fr.FitRecord.from_dict(json.loads(json.dumps(good.to_dict()))) == good
+    untrained = fr.fit_record(model, model.init(jax.random.PRNGKey(0)), None, train, test, None)
+    assert untrained.converged is None and untrained.epochs == 0 and not untrained.passes(8)
+    # the bar is inclusive at exactly half the repeat baseline's error, over steps 1 … H
+    half = dataclasses.replace(good, val_error_by_horizon=tuple(0.5 * np.asarray(good.baseline_repeat_by_horizon)))
+    assert half.passes(3) and not dataclasses.replace(half, val_error_by_horizon=(1e9,) + half.val_error_by_horizon[
+        1:]).passes(3)
+    for bad in (0, 9, 2.0):
+        with pytest.raises(ValueError, match="horizon must be an integer in \\[1, 8\\]"):
+            good.ratio_to_repeat(bad)
+    with pytest.raises(ValueError, match="missing keys \\['converged'"):
+        fr.FitRecord.from_dict({k: v for k, v in good.to_dict().items() if k != "converged"})

@@ -3,7 +3,11 @@
 For a system and a set of world models (fitted here on data collected in the true system, or given fitted), and for
 every horizon H of a grid, beside the true simulator:
 
-    fits        validation MSE of each model against the "predict s_1 for ever" baseline
+    fits        each model's fit record (`training.fit_record`): loss curves, epochs, converged (stopped on a
+                validation plateau, not the epoch cap), open-loop validation error versus horizon beside the
+                repeat-last-state and least-squares linear baselines, and whether it beats repeating the last state
+                at least 2x at each audited H (the fit bar); the simulator's own divergence from starts 1e-6 apart
+                goes in `system["divergence_by_horizon"]`
     gradients   per-sample policy gradients: norm, variance, SNR, cosine and relative error to the simulator's
                 (`gradients.horizon_sweep`), plus a zeroth-order reference at the same budget
     jacobians   ‖d ŝ_t / d a_k‖ for all (t, k), the growth rate of the norm with t - k, step Jacobian norms
@@ -11,6 +15,8 @@ every horizon H of a grid, beside the true simulator:
                 policy-parameter space, each with its roughness numbers
     paths       exact gradient-path counts a_k -> J of each model class (`paths.horizon_table`)
     problems    every NaN/Inf met, with the diagnostic, method, horizon and where it appeared (never dropped)
+    warnings    every fit that did not converge and every (model, H) failing the fit bar, in plain words: the gradients
+                of such a model measure its fit quality, not its architecture
 
 Horizon H means the task of H steps. A system given by name is rebuilt at each H when that leaves its step dt
 unchanged (the toys, `linear`, `lorenz96`: only the episode length and the terminal reward move, so one model fitted
@@ -41,11 +47,12 @@ from gradlens.models.base import WorldModel
 from gradlens.policies import POLICIES, make_policy
 from gradlens.rollout import check_policy_input_grad
 from gradlens.training.data import collect
-from gradlens.training.fit import FitConfig, FitDiverged, baseline_mse, fit, mse
+from gradlens.training.fit import FitConfig, FitDiverged, baseline_mse, fit, fit_split, mse
+from gradlens.training.fit_record import CHAOS_DELTA, FIT_BAR, FitRecord, divergence, fit_record, horizon_ratio
 
 SIMULATOR = "simulator"
 REPORT = "report.json"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: fit records, system divergence, warnings
 SECTIONS = ("fits", "gradients", "jacobians", "landscapes", "paths")
 _TOYS = ("double_pendulum", "one_bounce")  # terminal-reward tasks: the paper's toy data scheme
 
@@ -57,7 +64,12 @@ class AuditConfig:
     Fields:
       n_episodes, data: episodes collected in the true system to fit the models, and the exploration scheme
         ("auto": the paper's toy scheme on the toy tasks, a random walk elsewhere; or any `collect` scheme name).
-      fit_epochs, fit_patience, fit_batch: `FitConfig` of the fits (Adam lr 1e-3, 10 % validation split).
+      fit_epochs, fit_patience, fit_batch, fit_lr, fit_rel_min_delta: `FitConfig` of the fits (Adam, 10 %
+        validation split shared by every model): a fit stops on a validation plateau, `fit_patience` epochs without a
+        relative improvement above `fit_rel_min_delta`; `fit_epochs` is only a safety cap, and a fit that reaches it
+        is reported as not converged.
+      normalize: build the fitted models (those given by name, without params) with state normalisation
+        (`ModelConfig.normalize`, statistics of the training states).
       policy: "mlp" (the paper's tanh-Gaussian state-feedback policy, at its random initialisation), "open_loop"
         (a_t = tanh(θ_t + σ ε_t) from θ = 0, σ = `policy_noise`) or "auto": open loop on the toy tasks, whose first
         action is all that matters and whose raw observations (angles of ±90 rad) saturate an MLP at initialisation,
@@ -72,9 +84,12 @@ class AuditConfig:
 
     n_episodes: int = 256
     data: str = "auto"
-    fit_epochs: int = 60
-    fit_patience: int = 10
+    fit_epochs: int = 1000
+    fit_patience: int = 20
     fit_batch: int = 64
+    fit_lr: float = 3e-3
+    fit_rel_min_delta: float = 0.0
+    normalize: bool = True
     policy: str = "auto"
     policy_noise: float = 0.3
     policy_input_grad: str | float = "stop"
@@ -100,6 +115,12 @@ class AuditConfig:
             raise ValueError(f"AuditConfig.policy must be one of auto, {', '.join(POLICIES)}, got {self.policy!r}")
         check_positive(self.policy_noise, "AuditConfig.policy_noise")
         check_policy_input_grad(self.policy_input_grad)
+        check_positive(self.fit_lr, "AuditConfig.fit_lr")
+        rd = self.fit_rel_min_delta
+        if isinstance(rd, bool) or not isinstance(rd, (int, float)) or not 0.0 <= rd < 1.0:
+            raise ValueError(f"AuditConfig.fit_rel_min_delta must be a number in [0, 1), got {rd!r}")
+        if not isinstance(self.normalize, bool):
+            raise ValueError(f"AuditConfig.normalize must be True or False, got {self.normalize!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"AuditConfig.seed must be an integer, got {self.seed!r}")
         if isinstance(self.s1_noise, bool) or not isinstance(self.s1_noise, (int, float)) \
@@ -115,7 +136,10 @@ class AuditReport:
       system: {name, obs_dim, action_dim, dt, horizon_mode ("rebuilt" | "prefix"), max_horizon}
       models: the audited model names, simulator excluded; horizons: the grid; config: `AuditConfig` as a dict.
       fits: {model: {source ("fitted" | "given"), open_loop_mse (over every collected episode), baseline_mse,
-        epochs, best_epoch, train_loss [E], val_loss [E], seconds}}
+        the `FitRecord` keys (train_loss [E], val_loss [E], epochs, max_epochs, best_epoch, converged,
+        val_error_by_horizon [H_max], baseline_repeat_by_horizon [H_max], baseline_linear_by_horizon [H_max]),
+        ratio_to_repeat [len(horizons)], passes_fit_bar [len(horizons)], seconds}}; with fits, system also holds
+        divergence_delta, divergence_by_horizon [H_max] and unpredictable_horizons (see `_fit_all`)
       gradients: rows {method, estimator, horizon, n, n_nonfinite, mean_norm, sample_norm, variance, snr, cosine,
         relative_error, ...} (`gradients.GradientStats`); the reference is the simulator's mean gradient.
       jacobians: rows {method, horizon, norms [H+1][H] (‖d ŝ_t / d a_k‖_F, t = 0..H, k = 0..H-1), growth_rate,
@@ -124,6 +148,7 @@ class AuditReport:
         values [G] or [G1][G2], roughness {...} (`landscape.roughness`)}
       paths: rows of `paths.horizon_table` (time-step level) per model class; exact counts as integers
       problems: [{diagnostic, method, horizon, message}] for every NaN/Inf or failed diagnostic
+      warnings: [{kind ("unpredictable" | "not_converged" | "fit_bar"), method, horizon, message}] (schema >= 2)
       timings: seconds per section; meta: gradlens version, JAX version, created (UTC), schema version.
     Non-finite floats are written as the JSON extensions NaN / Infinity (Python's json and pandas read them).
     """
@@ -138,6 +163,7 @@ class AuditReport:
     landscapes: list = dataclasses.field(default_factory=list)
     paths: list = dataclasses.field(default_factory=list)
     problems: list = dataclasses.field(default_factory=list)
+    warnings: list = dataclasses.field(default_factory=list)
     timings: dict = dataclasses.field(default_factory=dict)
     meta: dict = dataclasses.field(default_factory=dict)
 
@@ -234,14 +260,16 @@ def _system_factory(system, grid: list[int]) -> tuple[Callable[[int], System], s
                      f"horizon -> System; got {type(system).__name__}")
 
 
-def _resolve_models(models, params, system: System) -> dict[str, tuple[WorldModel, Any]]:
-    """name -> (model made for `system`, given params or None)."""
+def _resolve_models(models, params, system: System, normalize: bool) -> dict[str, tuple[WorldModel, Any]]:
+    """name -> (model made for `system`, given params or None); a name without params is made with `normalize`."""
     if isinstance(models, (str, WorldModel)):
         models = [models]
     params = dict(params or {})
     out = {}
     for m in models:
-        model = model_registry.make(m, system) if isinstance(m, str) else m
+        fitted_here = normalize and isinstance(m, str) and m not in params
+        model = model_registry.make(m, system, **({"normalize": True} if fitted_here else {})) \
+            if isinstance(m, str) else m
         if not isinstance(model, WorldModel):
             raise ValueError(f"models must be model names (one of {', '.join(model_registry.names())}) or "
                              f"WorldModels, got {type(m).__name__}")
@@ -282,7 +310,7 @@ def prepare(system, models, horizons, params=None, config: AuditConfig = AuditCo
     grid = _horizons(horizons)
     h_max = grid[-1]
     system_at, mode = _system_factory(system, grid)
-    chosen = _resolve_models(models, params, system_at(h_max))
+    chosen = _resolve_models(models, params, system_at(h_max), config.normalize)
     for name, (model, _) in chosen.items():
         if h_max > model.max_horizon:
             raise ValueError(f"horizon {h_max} is beyond model {name!r}'s context (max_horizon "
@@ -355,8 +383,9 @@ def _version() -> str:
 
 
 def _fit_line(report: AuditReport) -> str:
-    parts = [f"{name} open-loop MSE {f['open_loop_mse']:.3g} (baseline {f['baseline_mse']:.3g})"
-             for name, f in report.fits.items()]
+    parts = [f"{name} {f['epochs']} epochs{'' if f['converged'] is not False else ' (not converged)'}, "
+             f"error/repeat {', '.join(f'{r:.2g}' for r in f['ratio_to_repeat'])} at H = "
+             f"{', '.join(map(str, report.horizons))}" for name, f in report.fits.items()]
     return "fits: " + ("; ".join(parts) if parts else "none")
 
 
@@ -365,32 +394,72 @@ def _problem(report: AuditReport, diagnostic: str, method: str | None, horizon: 
 
 
 def _fit_all(report, chosen, base: System, config: AuditConfig, k_data, k_fit, progress) -> dict:
-    """Fit every model without given params on one shared data set; fill report.fits; return name -> (model, params)."""
+    """Fit every model without given params on one shared data set and one shared held-out split; fill report.fits,
+    the system's divergence and the fit warnings; return name -> (model, params)."""
     if not chosen:
         return {}
     data = collect(base, _scheme(config, base), config.n_episodes, k_data)
+    fit_config = FitConfig(learning_rate=config.fit_lr, epochs=config.fit_epochs, patience=config.fit_patience,
+                           batch_size=config.fit_batch, rel_min_delta=config.fit_rel_min_delta)
+    train, val = fit_split(data, k_fit, fit_config)  # one held-out split: every model and baseline on the same
     baseline = float(baseline_mse(data))
+    spread = divergence(base, val)
     out = {}
-    fit_config = FitConfig(epochs=config.fit_epochs, patience=config.fit_patience, batch_size=config.fit_batch)
     for i, (name, (model, given)) in enumerate(chosen.items()):
         start = time.perf_counter()
-        entry = {"source": "given" if given is not None else "fitted", "train_loss": [], "val_loss": [],
-                 "epochs": 0, "best_epoch": None}
+        history = None
         if given is None:
             try:
-                given, history = fit(model, data, jax.random.fold_in(k_fit, i), fit_config, progress=progress)
+                given, history = fit(model, train, jax.random.fold_in(k_fit, i), fit_config, progress=progress,
+                                     validation=val)
             except FitDiverged as err:
                 given, history = err.params, err.history
                 _problem(report, "fits", name, None, str(err))
-            entry.update(train_loss=list(history.train_loss), val_loss=list(history.val_loss),
-                         epochs=len(history.train_loss), best_epoch=history.best_epoch)
-        entry.update(open_loop_mse=float(mse(model, given, data)), baseline_mse=baseline,
-                     seconds=time.perf_counter() - start)
+        record = fit_record(model, given, history, train, val, config.fit_epochs)
+        entry = {"source": "fitted" if history is not None else "given", **record.to_dict(),
+                 "open_loop_mse": float(mse(model, given, data)), "baseline_mse": baseline,
+                 "ratio_to_repeat": [record.ratio_to_repeat(h) for h in report.horizons],
+                 "passes_fit_bar": [record.passes(h) for h in report.horizons],
+                 "seconds": time.perf_counter() - start}
         if not math.isfinite(entry["open_loop_mse"]):
             _problem(report, "fits", name, None, f"open-loop MSE on the collected data is {entry['open_loop_mse']}")
         report.fits[name] = entry
         out[name] = (model, given)
+    repeat = next(iter(report.fits.values()))["baseline_repeat_by_horizon"]
+    report.system.update(divergence_delta=CHAOS_DELTA, divergence_by_horizon=spread.tolist(),
+                         unpredictable_horizons=[h for h in report.horizons
+                                                 if horizon_ratio(spread, repeat, h) > FIT_BAR])
+    _fit_warnings(report)
     return out
+
+
+def _fit_warnings(report: AuditReport) -> None:
+    """report.warnings: one per unpredictable H, per unconverged fit and per (model, H) failing the fit bar."""
+    spread, delta = report.system["divergence_by_horizon"], report.system["divergence_delta"]
+    chaotic = set(report.system["unpredictable_horizons"])
+    repeat = next(iter(report.fits.values()))["baseline_repeat_by_horizon"]
+    for h in sorted(chaotic):
+        _warning(report, "unpredictable", None, h,
+                 f"At H = {h} no model can be expected to predict {report.system['name']}: two simulator starts "
+                 f"{delta:g} apart diverge to {math.sqrt(spread[h - 1]):.3g} (RMS) by step {h}, "
+                 f"{horizon_ratio(spread, repeat, h):.2g}x the error of repeating the last state over steps 1-{h}")
+    for name, entry in report.fits.items():
+        record = FitRecord.from_dict(entry)
+        if record.converged is False:
+            _warning(report, "not_converged", name, None,
+                     f"{name}'s fit did not converge: it ran to the safety cap of {record.max_epochs} epochs "
+                     f"(best epoch {record.best_epoch}) without a validation plateau; raise fit_epochs")
+        for h, ratio, ok in zip(report.horizons, entry["ratio_to_repeat"], entry["passes_fit_bar"]):
+            if not ok:
+                why = " (the system is unpredictable at this horizon, see above)" if h in chaotic else ""
+                _warning(report, "fit_bar", name, h,
+                         f"{name} does not beat repeating the last state 2x at H = {h}: its open-loop validation "
+                         f"error is {ratio:.2g}x that baseline's over steps 1-{h}{why}; its gradients at this "
+                         f"horizon measure its fit quality, not its architecture")
+
+
+def _warning(report: AuditReport, kind: str, method: str | None, horizon: int | None, message: str) -> None:
+    report.warnings.append({"kind": kind, "method": method, "horizon": horizon, "message": message})
 
 
 def _gradients(report, dynamics_at, methods, policy, policy_params, key, config: AuditConfig) -> None:
@@ -482,7 +551,8 @@ def _paths(report, methods, kind: str, config: AuditConfig) -> None:
 
 
 def summary_rows(report: AuditReport) -> list[dict]:
-    """One row per (method, horizon): the figures the CLI prints and report.html tabulates."""
+    """One row per (method, horizon): the figures the CLI prints and report.html tabulates, with the model's fit
+    against repeating the last state at that H (fit_ratio, fit_passes: None for the simulator and older reports)."""
     grads = {(r["method"], r["horizon"]): r for r in report.gradients if r["estimator"] == "first-order"}
     jac = {(r["method"], r["horizon"]): r for r in report.jacobians}
     rough = {(r["method"], r["horizon"]): r["roughness"] for r in report.landscapes if r["kind"] == "direction"}
@@ -492,7 +562,12 @@ def summary_rows(report: AuditReport) -> list[dict]:
         for method in report.methods:
             g, j = grads.get((method, h), {}), jac.get((method, h), {})
             p = counts.get((method, h))
-            rows.append({"method": method, "horizon": h, "grad_norm": g.get("mean_norm"),
+            fit_row = report.fits.get(method, {})
+            i = report.horizons.index(h)
+            ratio = fit_row["ratio_to_repeat"][i] if "ratio_to_repeat" in fit_row else None
+            passes = fit_row["passes_fit_bar"][i] if "passes_fit_bar" in fit_row else None
+            rows.append({"method": method, "horizon": h, "fit_ratio": ratio, "fit_passes": passes,
+                         "grad_norm": g.get("mean_norm"),
                          "variance": g.get("variance"), "snr": g.get("snr"), "cosine": g.get("cosine"),
                          "rel_error": g.get("relative_error"), "growth_rate": j.get("growth_rate"),
                          "roughness": rough.get((method, h), {}).get("normalized_tv"),

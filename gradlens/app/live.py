@@ -15,7 +15,8 @@ from gradlens.report import DEMO, QUICK_CONFIG, QUICK_HORIZONS, run_audit
 
 MAX_MODELS, MAX_HORIZON, MAX_HORIZONS = 3, 50, 4
 # AuditConfig field -> (label, smallest, largest): the form's bounds, at most the library's defaults
-SIZES = {"n_episodes": ("Episodes to fit on", 8, 256), "fit_epochs": ("Fitting epochs", 1, 60),
+SIZES = {"n_episodes": ("Episodes to fit on", 8, 256),
+         "fit_epochs": ("Most fitting epochs (a cap: fits stop on a validation plateau)", 1, 1000),
          "n_samples": ("Gradient samples per method and H", 2, 32),
          "landscape_points": ("Points per 1-D landscape", 3, 101),
          "landscape_2d_points": ("Points per axis of the 2-D landscape (0: none)", 0, 15)}

@@ -1,7 +1,7 @@
 """A plain-language reading of an audit, generated from its numbers: which model's gradient points closest to the
 simulator's at the largest horizon, how norm and variance grow with H, which gradients are not finite, and which
-models fit no better than holding s_1. Each function returns sentences (Markdown), nothing when the numbers are
-missing."""
+models do not beat repeating the last state 2x (the fit bar). Each function returns sentences (Markdown), nothing
+when the numbers are missing."""
 import math
 
 from gradlens.analysis.audit import SIMULATOR
@@ -69,17 +69,28 @@ def nonfinite_sentences(report) -> list[str]:
 
 
 def fit_sentences(report) -> list[str]:
-    """The models whose open-loop validation error is no better than predicting s_1 throughout, in one sentence."""
-    parts = []
+    """The models that do not beat repeating the last state 2x at some audited H (fit records, schema >= 2), or, in
+    older reports, whose open-loop error is no better than predicting s_1 throughout, in one sentence each kind."""
+    failing, legacy = [], []
     for name, fit in report.fits.items():
+        if "passes_fit_bar" in fit:
+            bad = [(h, r) for h, r, ok in zip(report.horizons, fit["ratio_to_repeat"], fit["passes_fit_bar"]) if not ok]
+            if bad:
+                failing.append(f"**{name}** at H = {', '.join(str(h) for h, _ in bad)} (error "
+                               f"{', '.join(f'{r:.2g}' for _, r in bad)}x that baseline's)")
+            continue
         mse, base = fit.get("open_loop_mse"), fit.get("baseline_mse")
         if _finite(mse) and _finite(base) and mse >= base:
-            parts.append(f"**{name}** (open-loop MSE {mse:.3g} against {base:.3g})")
-    if not parts:
-        return []
-    one = len(parts) == 1
-    return [f"{_series(parts)} {'predicts' if one else 'predict'} no better than holding s₁ throughout: "
-            f"{'its' if one else 'their'} gradients say little about the true system's."]
+            legacy.append(f"**{name}** (open-loop MSE {mse:.3g} against {base:.3g})")
+    out = []
+    if failing:
+        out.append(f"{_series(failing)} {'does' if len(failing) == 1 else 'do'} not beat repeating the last state 2x: "
+                   "gradients there measure the fit quality, not the architecture.")
+    if legacy:
+        one = len(legacy) == 1
+        out.append(f"{_series(legacy)} {'predicts' if one else 'predict'} no better than holding s₁ throughout: "
+                   f"{'its' if one else 'their'} gradients say little about the true system's.")
+    return out
 
 
 def overview(report) -> list[str]:

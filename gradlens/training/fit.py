@@ -8,12 +8,13 @@ training semantics: whole-sequence prediction from s_1 and the true actions (AWM
 states s_{1:t} (HWM), one step from the true s_t (Markov). The time channel is appended exactly by every model and
 left out of the mean (the paper's code averages it in as a constant 0, which only rescales the loss by D / (D + 1)).
 
-`fit(model, data, key)`: split whole episodes into train / validation, optionally set the model's state normaliser
-from the training states, then per epoch (one jitted `epoch` call): shuffle the training episodes with the epoch key,
-cut them into n_batches = N_train // B minibatches of B = min(batch_size, N_train) episodes (the remainder, fewer
-than B episodes, is dropped for that epoch only: the shuffle changes every epoch, so every episode is used), and
-`lax.scan` Adam updates over the minibatches. Validation loss (jitted, in chunks of B) after every epoch; early
-stopping keeps the parameters of the best validation epoch.
+`fit(model, data, key)`: split whole episodes into train / validation (`fit_split`, or a given validation set),
+optionally set the model's state normaliser from the training states, then per epoch (one jitted `epoch` call):
+shuffle the training episodes with the epoch key, cut them into n_batches = N_train // B minibatches of
+B = min(batch_size, N_train) episodes (the remainder, fewer than B episodes, is dropped for that epoch only: the
+shuffle changes every epoch, so every episode is used), and `lax.scan` Adam updates over the minibatches.
+Validation loss (jitted, in chunks of B) after every epoch; early stopping keeps the parameters of the best
+validation epoch and stops on a plateau (`FitHistory.stopped_early`: converged), `epochs` being the cap.
 """
 from __future__ import annotations
 
@@ -47,6 +48,8 @@ class FitConfig:
         (then the epoch's mean training loss selects the best parameters).
       patience: stop after this many epochs without a validation improvement larger than min_delta (None = never).
       min_delta: smallest decrease of the validation loss that counts as an improvement.
+      rel_min_delta: smallest relative decrease that counts (an improvement must beat best · (1 - rel_min_delta)
+        - min_delta), in [0, 1): a plateau in relative terms, whatever the scale of the states.
     """
 
     learning_rate: float = 1e-3
@@ -55,6 +58,7 @@ class FitConfig:
     validation_fraction: float = 0.1
     patience: int | None = 20
     min_delta: float = 0.0
+    rel_min_delta: float = 0.0
 
     def __post_init__(self):
         check_positive(self.learning_rate, "FitConfig.learning_rate")
@@ -68,6 +72,9 @@ class FitConfig:
         md = self.min_delta
         if isinstance(md, bool) or not isinstance(md, (int, float)) or not 0.0 <= md < math.inf:
             raise ValueError(f"FitConfig.min_delta must be a finite number >= 0, got {md!r}")
+        rd = self.rel_min_delta
+        if isinstance(rd, bool) or not isinstance(rd, (int, float)) or not 0.0 <= rd < 1.0:
+            raise ValueError(f"FitConfig.rel_min_delta must be a number in [0, 1), got {rd!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,8 +175,17 @@ class FitDiverged(ValueError):
         self.params, self.history = params, history
 
 
+def fit_split(data, key: Array, config: FitConfig = FitConfig()) -> tuple[Trajectories, Trajectories | None]:
+    """The (train, validation) split of whole episodes that `fit(model, data, key, config)` makes (validation None
+    when config.validation_fraction is 0): the first of `key`'s three sub-keys draws it, whatever the model."""
+    data = as_trajectories(data)
+    if config.validation_fraction == 0:
+        return data, None
+    return split(data, config.validation_fraction, jax.random.split(key, 3)[0])
+
+
 def fit(model, data, key: Array, config: FitConfig = FitConfig(), params: Params | None = None,
-        progress: bool = True) -> tuple[Params, FitHistory]:
+        progress: bool = True, validation=None) -> tuple[Params, FitHistory]:
     """Fit `model` to episodes `data` by teacher-forced MSE with Adam; returns (best params, `FitHistory`).
 
     Args:
@@ -180,17 +196,20 @@ def fit(model, data, key: Array, config: FitConfig = FitConfig(), params: Params
       params: start from these parameters (their normaliser is kept); None = `model.init` and, when
         model.config.normalize, `model.set_normalizer` with the training states' mean / std.
       progress: show a tqdm bar over epochs.
+      validation: held-out episodes to monitor; then `data` is all training and config.validation_fraction is not
+        used. None = split `data` as `fit_split(data, key, config)` does (so that split is the held-out one).
 
     Raises ValueError for incompatible data or too few episodes to split, and `FitDiverged` (a ValueError naming the
     quantity and the epoch, carrying the best params so far) for a NaN/Inf training or validation loss.
     """
     data = as_trajectories(data)
     check_compatible(model, data)
-    k_split, k_init, k_epochs = jax.random.split(key, 3)
-    if config.validation_fraction > 0:
-        train, val = split(data, config.validation_fraction, k_split)
+    _, k_init, k_epochs = jax.random.split(key, 3)
+    if validation is None:
+        train, val = fit_split(data, key, config)
     else:
-        train, val = data, None
+        train, val = data, as_trajectories(validation)
+        check_compatible(model, val)
     if params is None:
         params = _init(model, k_init)
         if getattr(model.config, "normalize", False):
@@ -200,8 +219,8 @@ def fit(model, data, key: Array, config: FitConfig = FitConfig(), params: Params
 
     best = (math.inf, -1, params)
     train_hist, val_hist, wait = [], [], 0
-    history = lambda: FitHistory(tuple(train_hist), tuple(val_hist), best[1], best[0],
-                                 len(train_hist) < config.epochs)
+    history = lambda stopped: FitHistory(tuple(train_hist), tuple(val_hist), best[1], best[0], stopped)
+    stopped = False
     bar = tqdm(range(config.epochs), desc=f"fit {model.name}", disable=not progress, leave=False)
     for e in bar:
         params, opt_state, train_loss = epoch(model, config.learning_rate, batch_size, params, opt_state,
@@ -214,20 +233,21 @@ def fit(model, data, key: Array, config: FitConfig = FitConfig(), params: Params
                 bar.close()
                 raise FitDiverged(f"{what} is {value} at epoch {e}: training diverged (lower the learning rate, "
                                   "enable state normalisation, or check the data); the exception's .params hold the "
-                                  f"best parameters so far (epoch {best[1]})", best[2], history())
+                                  f"best parameters so far (epoch {best[1]})", best[2], history(False))
         train_hist.append(losses["training loss"])
         monitored = losses.get("validation loss", train_hist[-1])
         if val is not None:
             val_hist.append(monitored)
         bar.set_postfix(train=f"{train_hist[-1]:.3g}", val=f"{monitored:.3g}")
-        if monitored < best[0] - config.min_delta:
+        if monitored < best[0] * (1.0 - config.rel_min_delta) - config.min_delta:
             best, wait = (monitored, e, params), 0
         else:
             wait += 1
             if config.patience is not None and wait >= config.patience:
+                stopped = True
                 break
     bar.close()
-    return best[2], history()
+    return best[2], history(stopped)
 
 
 def mse(model, params: Params, data, open_loop: bool = True) -> Array:
@@ -254,4 +274,4 @@ def baseline_mse(data: Trajectories) -> Array:
 
 
 __all__ = ["FitConfig", "FitDiverged", "FitHistory", "baseline_mse", "check_compatible", "epoch", "evaluate", "fit",
-           "model_loss", "mse"]
+           "fit_split", "model_loss", "mse"]

@@ -8,7 +8,7 @@ import streamlit as st
 from gradlens import plots
 from gradlens.analysis import paths
 from gradlens.app import live, reading, selection
-from gradlens.report import summary_table
+from gradlens.report import fit_caveat, fits_table, predictability_sentence, summary_table, warning_lines
 
 st.title("Gradient audit overview")
 selection.flash()
@@ -42,6 +42,9 @@ def overview(report, path: str) -> None:
     st.caption(f"System **{system['name']}** · models {', '.join(report.models) or 'none (simulator only)'} · "
                f"horizons {', '.join(map(str, report.horizons))} · policy {system.get('policy')} · created "
                f"{report.meta.get('created')} · run folder `{Path(path).name}`")
+    caveat = fit_caveat(report)
+    if caveat:
+        st.warning(caveat)
     fig = plots.gradient_stats_figure(report)
     fig.update_xaxes(tickvals=report.horizons)
     st.plotly_chart(fig, theme=None)
@@ -54,11 +57,17 @@ def overview(report, path: str) -> None:
     st.subheader("Summary")
     st.dataframe(pd.DataFrame(table[1:], columns=table[0]), hide_index=True)
     st.subheader("World-model fits")
-    fits = [{"model": name, "source": f["source"], "open-loop MSE": f["open_loop_mse"],
-             "hold-s₁ MSE": f["baseline_mse"], "epochs": f["epochs"], "seconds": f["seconds"]}
-            for name, f in report.fits.items()]
-    if fits:
-        st.dataframe(pd.DataFrame(fits), hide_index=True)
+    records = fits_table(report)
+    if records:
+        st.markdown(predictability_sentence(report))
+        st.dataframe(pd.DataFrame(records[1:], columns=records[0]), hide_index=True)
+        st.plotly_chart(plots.fit_error_figure(report), theme=None)
+        for line in warning_lines(report):
+            st.warning(line)
+    elif report.fits:  # a report from before fit records (schema 1)
+        st.dataframe(pd.DataFrame([{"model": name, "source": f["source"], "open-loop MSE": f["open_loop_mse"],
+                                    "hold-s₁ MSE": f["baseline_mse"], "epochs": f["epochs"],
+                                    "seconds": f["seconds"]} for name, f in report.fits.items()]), hide_index=True)
     else:
         st.write("No world model in this audit.")
     html = Path(path) / "report.html"
