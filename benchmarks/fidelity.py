@@ -206,7 +206,7 @@ def markdown(table: pd.DataFrame, columns: dict) -> str:
 
 OUTCOME_COLUMNS = {"system": "system", "method": "method", "setting": "setting", "median": "median", "iqm": "IQM",
                    "min": "worst", "n_converged": "converged", "median_converged_step": "median step converged",
-                   "finals": "final return per seed (seeds 0 … 9)"}
+                   "finals": "final return per seed, in seed order"}
 
 
 def best_over_settings(metrics: pd.DataFrame) -> dict:
@@ -316,9 +316,12 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--only", help="comma-separated stages: saturation, final, trace," + ",".join(STAGES))
     parser.add_argument("--quick", action="store_true", help="2 seeds, shortened schedules, cancer only")
+    parser.add_argument("--systems", help="comma-separated systems: run only their cells of each stage")
     parser.add_argument("--report", action="store_true", help="only rebuild <out>/fidelity.md from the stage CSVs")
     args = parser.parse_args(argv)
     scale = QUICK if args.quick else Scale()
+    if args.systems:
+        scale = dataclasses.replace(scale, systems=tuple(args.systems.split(",")))
     out = Path(args.out)
     stages = args.only.split(",") if args.only else ["saturation", *STAGES, "final", "trace"]
     unknown = [s for s in stages if s not in ("saturation", "final", "trace") and s not in STAGES]
