@@ -67,8 +67,9 @@ def summary_table(report: AuditReport) -> list[list[str]]:
     return [[label for _, label in SUMMARY_COLUMNS]] + [[_cell(r[key]) for key, _ in SUMMARY_COLUMNS] for r in rows]
 
 
-FIT_NOTE = ("fit/repeat: the model's open-loop validation error over steps 1-H relative to repeating the last state; "
-            "a model must beat that baseline 2x (<= 0.5x) before its gradients say anything about its architecture")
+FIT_NOTE = ("fit/repeat: the model's open-loop error over steps 1-H, on held-out episodes of the H-step task, "
+            "relative to repeating the last state; a model must beat that baseline 2x (<= 0.5x) before its gradients "
+            "say anything about its architecture")
 
 
 def warning_lines(report: AuditReport) -> list[str]:

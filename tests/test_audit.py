@@ -6,14 +6,16 @@ import math
 import re
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import gradlens as gl
 from gradlens import cli
 from gradlens.analysis.audit import AuditConfig, AuditReport, audit, summary_rows
+from gradlens.envs.base import System
 from gradlens.report import SECTION_TEXT, format_summary, report_html
-from gradlens.training.fit_record import FIT_BAR
+from gradlens.training.fit_record import FIT_BAR, FitRecord
 
 SMALL = AuditConfig(n_episodes=16, fit_epochs=2, n_samples=8, landscape_points=11, landscape_2d_points=0)
 
@@ -193,6 +195,33 @@ def test_a_fitted_model_passes_the_bar_and_is_not_flagged():
     page = report_html(r, {})
     assert "FAIL" not in page and "Caution" not in page and "beats repeating the last state 2x at every" in page
     assert "WARNING" not in format_summary(r)
+
+
+def _flip_system(horizon: int) -> System:
+    """x += 0.1 a inside |x| < 2, x flips sign outside; from x0 = 0 (at H = 4) no episode leaves |x| < 2, from
+    x0 = 3 (below H = 4) every episode flips at each step: states a model fitted on the H = 4 episodes never saw."""
+    return System(name="flip", state_dim=1, action_dim=1, horizon=horizon, dt=0.1,
+                  x0=(0.0 if horizon == 4 else 3.0,), transition=_flip, reward_fn=lambda x, a, t: -jnp.sum(x ** 2))
+
+
+def _flip(x, a, t):
+    return jnp.where(jnp.abs(x) < 2, x + 0.1 * a, -x)
+
+
+@pytest.mark.slow
+def test_the_fit_bar_is_measured_on_each_horizons_own_episodes():
+    """A model fitted at H_max predicts the first H steps of the H_max episodes, not the H-step task rebuilt with
+    another s_1: the bar at H is measured on episodes of the system rebuilt at H, so it fails there."""
+    r = audit(_flip_system, ["markov"], [2, 4],
+              config=dataclasses.replace(TINY, n_episodes=64, fit_batch=16, fit_epochs=400, fit_patience=5,
+                                        fit_rel_min_delta=0.01), progress=False)
+    fit = r.fits["markov"]
+    assert fit["converged"] and FitRecord.from_dict(fit).passes(2)  # on prefixes of the H = 4 episodes it passes
+    assert fit["passes_fit_bar"] == [False, True] and fit["ratio_to_repeat"][0] > 0.9
+    assert r.system["fit_bar_episodes"] == {"mode": "rebuilt", "n_episodes": 6, "scheme": "random_walk"}
+    assert [len(c) for c in fit["bar_error_by_horizon"]] == [len(c) for c in fit["bar_repeat_by_horizon"]] == [2, 4]
+    assert [(w["kind"], w["horizon"]) for w in r.warnings] == [("fit_bar", 2)]
+    assert "held-out episodes of the H = 2 task" in r.warnings[0]["message"]
 
 
 def test_a_schema_1_report_still_loads_and_renders():

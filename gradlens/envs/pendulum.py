@@ -18,8 +18,11 @@ Episode, in the paper's exact order (its code, not only its text):
     reward:      0, except r_{H-1} = -mean over the 4 components of (x_{H-1} - x_goal)², on the pre-transition state
                  x_{H-1} (as in the paper's code), i.e. on the reset state integrated H-2 times.
 x_goal is the state reached from the first action g1 (computed at build time in float64 NumPy with the same
-equations, stored as a tuple), so J(g1) = 0 up to rounding: the optimum is attained and known. The initial
-physical state x0 is x_goal, as in the paper's reset; step 0 overwrites it, so it carries no information. H ≥ 2.
+equations, stored as a tuple), so J(g1) = 0 up to rounding: the optimum is attained and known. H ≥ 2.
+The initial physical state x0 is zeros (both rods hanging at rest), the same at every H. The paper's reset put x0 at
+x_goal, which moves with H; step 0 overwrites x0, so the true dynamics never read it, but a world model reads s_1,
+and an H-dependent s_1 would make a model fitted at one horizon meet an unseen s_1 at every other. This departs
+from the paper only in that never-read value.
 """
 from __future__ import annotations
 
@@ -109,7 +112,7 @@ def make_double_pendulum(horizon: int = 10, noise_std: float = 0.0, dt: float = 
         return jnp.where(jnp.abs(t - (horizon - 1)) < 0.5, miss, jnp.zeros((), x.dtype))
 
     return System(
-        name="double_pendulum", state_dim=4, action_dim=1, horizon=horizon, dt=dt, x0=goal_state,
+        name="double_pendulum", state_dim=4, action_dim=1, horizon=horizon, dt=dt, x0=(0.0,) * 4,
         transition=transition, reward_fn=reward_fn, noise_std=noise_std,
         state_names=("theta1", "omega1", "theta2", "omega2"),
         description=f"Chaotic double pendulum (paper §5.1): a_1 sets θ1 = {angle_scale:g}·a_1; "
