@@ -96,3 +96,27 @@ def test_reproduce_bad_experiment(tmp_path):
                            "--out", str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode == 2 and "unknown experiment(s) 'nope'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_grid_quick(tmp_path):
+    """The toy grid trains its three stages, exports each, and reports; a rerun trains nothing."""
+    import pandas as pd
+
+    log = run("grid.py", "--out", str(tmp_path))
+    report = (tmp_path / "grid-quick.md").read_text()
+    for section in ("Compute", "Final return per task and method", "Normalisation", "Aggregates over tasks",
+                    "Return versus horizon on cancer", "The paper's claims"):
+        assert f"## {section}" in report, section
+    found = check_tables(report, 4)
+    per_task = next(t for t in found if t[0][:3] == ["task", "H", "method"])
+    assert len(per_task) == 1 + 2 * 2  # (simulator, sac) x (H = 6, 10) on cancer
+    assert all(row[-1] == "2" for row in per_task[1:])  # seeds
+    for stage in ("simulator", "sac", "horizons"):
+        metrics = pd.read_parquet(tmp_path / "grid-quick" / f"{stage}.parquet")
+        assert {"system", "method", "horizon", "seed", "return", "cosine_to_simulator"} <= set(metrics.columns)
+        assert metrics["return"].notna().all() and sorted(metrics["seed"].unique()) == [0, 1]
+    assert list((tmp_path / "figures").glob("grid-quick_*.html"))
+    assert ": return " in log
+    again = run("grid.py", "--out", str(tmp_path))
+    assert ": return " not in again and again.count("already exported") == 3
