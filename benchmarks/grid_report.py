@@ -23,6 +23,7 @@ EXCLUDED = {"glucose": "nearly insensitive to the action (PAPER.md §11: every c
                        "so R_simulator - R_random is tiny and its normalised scores measure noise, not the methods"}
 PAIRS = (("awm-transformer", "hwm-transformer"), ("awm-transformer", "markov"), ("awm-transformer", "simulator"),
          ("awm-transformer", "sac"), ("awm-rnn", "markov"))
+MIN_SPAN = 0.01  # a task enters the aggregates only if R_simulator - R_random >= MIN_SPAN * abs(R_random)
 HIGH_PERFORMANCE = 0.9  # "keeps high performance": normalised IQM above this at the largest H
 RANDOM_EPISODES = 256
 
@@ -59,7 +60,9 @@ def normalisers(found: pd.DataFrame) -> pd.DataFrame:
         sim = part.loc[part["method"] == "simulator", "final"]
         high = float(sim.median()) if len(sim) else float("nan")
         note = ("excluded: " + EXCLUDED[system] if system in EXCLUDED else "simulator not run yet" if not len(sim)
-                else "simulator median not above random: no scale" if not high > random else "")
+                else "simulator median not above random: no scale" if not high > random
+                else f"span below {MIN_SPAN:.0%} of abs(R_random): scores would magnify noise"
+                if high - random < MIN_SPAN * abs(random) else "")
         rows.append({"system": system, "horizon": int(horizon), "random": random, "simulator": high,
                      "usable": note == "", "note": note})
     return pd.DataFrame(rows)
@@ -95,6 +98,7 @@ def compute_section(grid, out: Path, metrics: pd.DataFrame) -> str:
     store, export = grid.folders(out)
     estimate = pd.read_csv(export / "estimate.csv").set_index("method") if (export / "estimate.csv").exists() \
         else pd.DataFrame()
+    calibration = f"{estimate['calibration'].iloc[0]:.2f}" if "calibration" in estimate else "not estimated yet"
     main = metrics[metrics["horizon"] == grid.horizon]
     wall = main.groupby(["method", "system"])["wall_time"].max()
     done = set(map(tuple, metrics[["system", "method", "horizon"]].drop_duplicates().itertuples(index=False)))
@@ -105,34 +109,38 @@ def compute_section(grid, out: Path, metrics: pd.DataFrame) -> str:
                                                         if h != grid.horizon]
     rows, total_all, left_all = [], 0.0, 0.0
     for method in grid.methods:
-        if method in wall.index.get_level_values(0):
-            seconds, source = float(wall[method].median()), f"measured: median of {len(wall[method])} grid runs"
-        elif method in estimate.index:
+        measured = wall[method] if method in wall.index.get_level_values(0) else None
+        here = f"{measured.median():.0f} ({len(measured)})" if measured is not None else "–"
+        if method in estimate.index:
             seconds, source = float(estimate.loc[method, "ten_seed_s"]), estimate.loc[method, "source"]
+        elif measured is not None:
+            seconds, source = float(measured.median()), "measured here"
         else:
-            rows.append([method, "–", "not estimated", len(cells), "–", "–", "–"])
+            rows.append([method, "–", "not estimated", here, len(cells), "–", "–", "–"])
             continue
         weight = lambda h: h / grid.horizon  # cost taken proportional to H (same env steps, longer episodes)
         total = sum(seconds * weight(h) for _, h in cells)
         left = sum(seconds * weight(h) for t, h in cells if (t, method, h) not in done)
         n_done = sum((t, method, h) in done for t, h in cells)
         total_all, left_all = total_all + total, left_all + left
-        rows.append([method, seconds, source, len(cells), f"{total / 3600:.2f} h", f"{n_done}/{len(cells)}",
+        rows.append([method, seconds, source, here, len(cells), f"{total / 3600:.2f} h", f"{n_done}/{len(cells)}",
                      f"{left / 3600:.2f} h"])
-    rows.append(["all", "", "", len(cells) * len(grid.methods), f"{total_all / 3600:.2f} h", "",
+    rows.append(["all", "", "", "", len(cells) * len(grid.methods), f"{total_all / 3600:.2f} h", "",
                  f"{left_all / 3600:.2f} h"])
     return "\n\n".join([
         "## Compute",
-        f"Seconds per {grid.seeds}-seed run at H = {grid.horizon} (the paper's schedule; runs one at a time on the 2 "
-        "CPU cores): the median wall time of the finished grid runs (the training loop, first compile included, "
-        "process start not), else the `--estimate` figure (`grid/estimate.csv`): benchmarks/README.md's measured "
-        "full runs where there is one, else one seed timed on two short schedules (warm-up 200, then 200 and 400 "
-        "live env steps, compile apart), extrapolated linearly in live env steps to the full schedule and times 9.5 "
-        "for 10 vmapped seeds. The estimates were timed beside other work (load about 4-5 on 2 cores), so they are "
-        f"high rather than low. Runs per method: {len(grid.tasks)} tasks at H = {grid.horizon} plus "
-        f"{len(cells) - len(grid.tasks)} horizon-sweep runs on {grid.horizon_task}, whose cost is taken as "
-        f"proportional to H.",
-        md_table(["method", f"s per {grid.seeds}-seed run", "source", "runs", "total", "done", "remaining"], rows),
+        f"Seconds per {grid.seeds}-seed run at H = {grid.horizon}, the paper's schedule, one run at a time on the 2 "
+        "CPU cores. The estimate (`grid.py --estimate`, `grid/estimate.csv`) is for a quiet machine: "
+        "benchmarks/README.md's measured full runs where there is one, else one seed timed on a short schedule "
+        "(warm-up 200, then 256 live env steps, chunk by chunk, compile apart), extrapolated to the full schedule, "
+        "scaled by a calibration factor (README time / our timed estimate of the AWM-RNN and AWM-transformer, timed in "
+        f"the same process beside other work: {calibration}) and by 9.5 for 10 vmapped seeds. "
+        "'Measured here' is the median wall time of the finished grid runs (training loop with its first compile, "
+        "not process start) at whatever load the machine had. Runs per method: "
+        f"{len(grid.tasks)} tasks at H = {grid.horizon} plus {len(cells) - len(grid.tasks)} horizon-sweep runs on "
+        f"{grid.horizon_task}, whose cost is taken as proportional to H.",
+        md_table(["method", f"estimate: s per {grid.seeds}-seed run", "source", "measured here: median s (runs)",
+                  "runs", "total", "done", "remaining"], rows),
         *[f"Failed runs of stage {f.stem.removesuffix('-failed')} (not in any table): "
           + "; ".join(f"{r['name']}: {r['error']}" for _, r in pd.read_csv(f).iterrows())
           for f in sorted(export.glob("*-failed.csv"))]])
@@ -164,8 +172,9 @@ def normalisation_section(norms: pd.DataFrame) -> str:
         "## Normalisation",
         "score = (R - R_random) / (R_simulator - R_random): R_random the mean return of uniform-random actions "
         f"({RANDOM_EPISODES} episodes from the fixed initial state), R_simulator the median final return of "
-        "simulator BPO over its seeds, per task and H. Glucose is left out of every aggregate: "
-        + EXCLUDED["glucose"] + ".",
+        "simulator BPO over its seeds, per task and H. A task enters the aggregates only if the simulator's median "
+        f"beats random by at least {MIN_SPAN:.0%} of abs(R_random): below that, a normalised score multiplies return "
+        "noise by over 100. Glucose is left out by name as well: " + EXCLUDED["glucose"] + ".",
         md_table(["task", "H", "R_random", "R_simulator (median)", "in aggregates"], rows)])
 
 
