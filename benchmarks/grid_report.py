@@ -185,6 +185,7 @@ class Aggregates:
         main = cells[cells["horizon"] == grid.horizon]
         self.tasks = sorted(main["system"].unique())
         self.methods = [m for m in grid.methods if m in complete_methods(main, self.tasks)] if self.tasks else []
+        self.partial = sorted(set(main["method"]) - set(self.methods))  # run, but not on every task (failed runs)
         main = main[main["method"].isin(self.methods)]
         self.scores = outcomes.score_matrices(main, "score") if self.methods else {}
         self.auc = outcomes.score_matrices(main, "auc_score") if self.methods else {}
@@ -254,11 +255,19 @@ def horizon_section(grid, cells: pd.DataFrame, reps: int, figure) -> str:
 def _pair_claim(agg: Aggregates, claim: str, pairs, which: str = "score") -> list:
     missing = sorted({m for p in pairs for m in p} - set(agg.methods))
     if missing:
-        return [claim, f"not yet run: {', '.join(missing)}", "not yet run"]
+        return [claim, missing_evidence(agg, missing), "not yet run"]
     poi = agg.improvement(pairs, which)
     verdicts = [outcomes.verdict(r["low"], r["high"]) for _, r in poi.iterrows()]
     evidence = "; ".join(f"P({r['x']} > {r['y']}) = {ci(r['value'], r['low'], r['high'])}" for _, r in poi.iterrows())
     return [claim, evidence, combine(verdicts)]
+
+
+def missing_evidence(agg: Aggregates, missing) -> str:
+    """Which methods a claim lacks: not run yet, or run but not on every aggregated task (a failed run)."""
+    partial = [m for m in missing if m in agg.partial]
+    return "; ".join(part for part in (
+        f"not yet run: {', '.join(m for m in missing if m not in partial)}" if len(partial) < len(missing) else "",
+        f"not on every task (a run stopped, see Compute): {', '.join(partial)}" if partial else "") if part)
 
 
 def combine(verdicts) -> str:
