@@ -8,7 +8,6 @@ return of simulator BPO over its seeds; so 0 is a random policy and 1 the simula
 from __future__ import annotations
 
 import datetime
-import math
 from pathlib import Path
 
 import jax
@@ -238,8 +237,9 @@ def horizon_section(grid, cells: pd.DataFrame, reps: int, figure) -> str:
                                for _, r in part.iterrows())])
         have = part.dropna()
         fig.add_trace(go.Scatter(x=list(have.index), y=list(have["value"]), name=method, mode="lines+markers",
-                                 line={"color": plots._color(method)},
-                                 error_y={"type": "data", "symmetric": False, "array": list(have["high"] - have["value"]),
+                                 line={"color": plots.CLASS_COLORS.get(method)},
+                                 error_y={"type": "data", "symmetric": False,
+                                          "array": list(have["high"] - have["value"]),
                                           "arrayminus": list(have["value"] - have["low"])}))
     fig.update_layout(title=f"Normalised final return versus H on {grid.horizon_task} (IQM, 95 % CI)",
                       xaxis_title="H (Euler steps over the same duration)", yaxis_title="normalised score",
