@@ -11,8 +11,9 @@ return-versus-horizon sweep on cancer (H in {25, 50, 200}; its H = 100 runs are 
 method over the 10 tasks, cheapest first (measured, `COST_ORDER`), then the horizon sweep (`horizons`).
 
 Training runs go to `<out>/runs/grid/` (git-ignored; `gradlens.sweep`: a finished run is skipped, an interrupted
-one resumes). When every run of a stage has finished, its per-seed metrics go to `<out>/grid/<stage>.parquet`
-(small, committed), so that every table can be rebuilt without the run folders; the report is `<out>/grid.md` with
+one resumes). When every run of a stage has finished or failed (NaN), the finished runs' per-seed metrics go to
+`<out>/grid/<stage>.parquet` (small, committed; failed runs to `<stage>-failed.csv`), so that every table can be
+rebuilt without the run folders and an exported stage is never trained again; the report is `<out>/grid.md` with
 figures under `<out>/figures/grid_*`.
 """
 from __future__ import annotations
