@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -128,3 +129,34 @@ def test_fidelity_report_reads_stage_files(tmp_path):
     saturation = next(t for t in found if "abs μ_99 raw" in t[0])
     assert len(saturation) == 1 + 2 * 2  # 2 systems x 2 seeds
     assert "Not run yet." in text  # the stages without files
+
+
+@pytest.mark.slow
+def test_grid_quick(tmp_path):
+    """The toy grid trains its three stages, exports each, and reports; an exported stage is not trained again."""
+    import pandas as pd
+
+    log = run("grid.py", "--out", str(tmp_path))
+    report = (tmp_path / "grid-quick.md").read_text()
+    for section in ("Compute", "Final return per task and method", "Normalisation", "Aggregates over tasks",
+                    "Return versus horizon on cancer", "The paper's claims"):
+        assert f"## {section}" in report, section
+    found = check_tables(report, 4)
+    per_task = next(t for t in found if t[0][:3] == ["task", "H", "method"])
+    assert len(per_task) == 1 + 2 * 2  # (simulator, sac) x (H = 6, 10) on cancer
+    assert all(row[-1] == "2" for row in per_task[1:])  # seeds
+    for stage in ("simulator", "sac", "horizons"):
+        metrics = pd.read_parquet(tmp_path / "grid-quick" / f"{stage}.parquet")
+        assert {"system", "method", "horizon", "seed", "return", "cosine_to_simulator"} <= set(metrics.columns)
+        assert metrics["return"].notna().all() and sorted(metrics["seed"].unique()) == [0, 1]
+    assert list((tmp_path / "figures").glob("grid-quick_*.html"))
+    assert ": return " in log
+    # an exported stage is never trained again, even when its run folders are gone
+    spec = importlib.util.spec_from_file_location("grid", ROOT / "benchmarks" / "grid.py")
+    grid = importlib.util.module_from_spec(spec)
+    sys.modules["grid"] = grid  # its dataclasses look their module up
+    spec.loader.exec_module(grid)
+    shutil.rmtree(tmp_path / "runs")
+    lines = []
+    assert not grid.run_stage(grid.QUICK, "sac", tmp_path, 1, lines.append)
+    assert "already exported" in lines[0] and not (tmp_path / "runs").exists()

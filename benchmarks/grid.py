@@ -1,0 +1,221 @@
+"""The paper's Myriad grid at full size, run in resumable stages, with rliable aggregates and a claims table.
+
+    python benchmarks/grid.py [--out benchmarks/results] [--stages simulator,sac,...] [--jobs 1]
+    python benchmarks/grid.py --estimate     # time a short run per method, extrapolate, write the compute estimate
+    python benchmarks/grid.py --report       # rebuild <out>/grid.md and its figures from the exported metrics only
+    python benchmarks/grid.py --quick        # a toy grid (cancer, 2 methods, 2 seeds, 192 env steps at H = 10 and 6)
+
+The grid: the 10 Myriad tasks at H = 100 with the paper's schedule and hyperparameters (TrainConfig defaults: 5000
+env steps, warm-up 1500 for BPO, the baselines' own), 9 methods, 10 vmapped seeds per run; plus the
+return-versus-horizon sweep on cancer (H in {25, 50, 200}; its H = 100 runs are the main grid's). One stage per
+method over the 10 tasks, cheapest first (measured, `COST_ORDER`), then the horizon sweep (`horizons`).
+
+Training runs go to `<out>/runs/grid/` (git-ignored; `gradlens.sweep`: a finished run is skipped, an interrupted
+one resumes). When every run of a stage has finished or failed (NaN), the finished runs' per-seed metrics go to
+`<out>/grid/<stage>.parquet` (small, committed; failed runs to `<stage>-failed.csv`), so that every table can be
+rebuilt without the run folders and an exported stage is never trained again; the report is `<out>/grid.md` with
+figures under `<out>/figures/grid_*`.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from gradlens import runs
+from gradlens.sweep import SweepSpec, run_sweep
+from gradlens.training.loop import TrainConfig, make_trainer
+from gradlens.training.train import run_name
+
+TASKS = ("cancer", "bear_populations", "bioreactor", "hiv", "mould_fungicide", "bacteria", "predator_prey",
+         "glucose", "harvest", "timber_harvest")
+# cheapest first, by the seconds per 10-seed run of `--estimate` (benchmarks/README.md, "The full Myriad grid")
+COST_ORDER = ("simulator", "markov", "sac", "hwm-rnn", "odt", "awm-rnn", "awm-ssm", "awm-transformer",
+              "hwm-transformer")
+EXPORT_COLUMNS = ("system", "method", "horizon", "seed", "env_steps", "return", "model_loss", "policy_grad_norm",
+                  "cosine_to_simulator", "relative_error_to_simulator", "wall_time")
+HORIZON_STAGE = "horizons"
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """One grid: `name` names its run folder (`<out>/runs/<name>`), export folder (`<out>/<name>`) and report
+    (`<out>/<name>.md`); `overrides` are TrainConfig fields shared by every run (none: the paper's)."""
+
+    name: str
+    tasks: tuple[str, ...]
+    methods: tuple[str, ...]
+    horizon: int
+    horizon_task: str
+    horizons: tuple[int, ...]  # the return-versus-horizon sweep on horizon_task, `horizon` included
+    seeds: int
+    overrides: dict = dataclasses.field(default_factory=dict)
+    reps: int = 2000  # bootstrap replicates
+    png: bool = True  # also write PNG figures (kaleido), not only HTML
+    report_each: bool = True  # rebuild the report after every exported stage, not only at the end
+
+    def stages(self) -> dict[str, SweepSpec]:
+        """Stage name -> its sweep, in running order: one per method on every task, then the horizon sweep."""
+        spec = lambda systems, methods, horizons: SweepSpec(systems=systems, methods=methods, horizons=horizons,
+                                                            seeds=self.seeds, overrides=self.overrides)
+        stages = {m: spec(self.tasks, (m,), (self.horizon,)) for m in self.methods}
+        extra = tuple(h for h in self.horizons if h != self.horizon)
+        if extra:
+            stages[HORIZON_STAGE] = spec((self.horizon_task,), self.methods, extra)
+        return stages
+
+    def folders(self, out: Path) -> tuple[Path, Path]:
+        """(run store, export folder)."""
+        return out / "runs" / self.name, out / self.name
+
+
+FULL = Grid("grid", TASKS, COST_ORDER, 100, "cancer", (25, 50, 100, 200), seeds=10)
+QUICK = Grid("grid-quick", ("cancer",), ("simulator", "sac"), 10, "cancer", (6, 10), seeds=2,
+             overrides={"total_steps": 192, "warmup_steps": 64, "policy_every": 4, "policy_lr": 1e-2}, reps=200,
+             png=False, report_each=False)
+
+
+# ---------------------------------------------------------------------------------------------------- stages
+def run_stage(grid: Grid, stage: str, out: Path, jobs: int, log=print) -> bool:
+    """Train every run of `stage` not yet done and export the finished ones (failed runs are listed in
+    `<stage>-failed.csv`); a stage already exported is skipped. True if this call exported it."""
+    spec = grid.stages()[stage]
+    store, export = grid.folders(out)
+    if (export / f"{stage}.parquet").exists():  # the run folders may be gone (another session): never retrain
+        log(f"stage {stage}: already exported to {export / (stage + '.parquet')} (delete it to rerun failed runs)")
+        return False
+    table = run_sweep(spec, store, jobs=jobs, progress=False, log=log)
+    failed = table[table["state"] == "failed"]
+    for _, row in failed.iterrows():
+        log(f"FAILED {row['name']}: {row['error']}")
+    names = [run_name(c) for c in spec.configs()]
+    done = [n for n, state in zip(table["name"], table["state"]) if state != "failed"]
+    frames = [runs.load(store / n) for n in done]
+    if not frames:
+        return False
+    export.mkdir(parents=True, exist_ok=True)
+    metrics = pd.concat(frames, ignore_index=True)
+    metrics["horizon"] = metrics["horizon"].astype(int)
+    metrics[list(EXPORT_COLUMNS)].to_parquet(export / f"{stage}.parquet", index=False)
+    if len(failed):
+        failed[["name", "error"]].to_csv(export / f"{stage}-failed.csv", index=False)
+    log(f"stage {stage}: {len(done)}/{len(names)} runs exported to {export / (stage + '.parquet')}")
+    return True
+
+
+def exported(grid: Grid, out: Path) -> pd.DataFrame:
+    """Every exported stage's per-seed metrics, concatenated (empty frame with EXPORT_COLUMNS when none)."""
+    files = sorted(grid.folders(out)[1].glob("*.parquet"))
+    if not files:
+        return pd.DataFrame(columns=list(EXPORT_COLUMNS))
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+
+# ---------------------------------------------------------------------------------------------------- estimate
+# Seconds per full-schedule run on cancer, H = 100, measured by train_speed.py on a quiet machine (benchmarks/README.md,
+# 2026-11-30): {method: (1 seed, 10 vmapped seeds)}. The methods with both serve to calibrate the timed estimates.
+README_SECONDS = {"simulator": (0.5, 4.3), "awm-rnn": (24.7, 242.2), "awm-transformer": (69.1, 654.3)}
+CALIBRATION_METHODS = ("awm-rnn", "awm-transformer")  # timed first; the simulator's run is too short to calibrate
+SEED_FACTOR = 9.5  # 10 vmapped seeds cost 8.2-9.8x one seed on this CPU (benchmarks/README.md)
+SHORT_WARMUP, SHORT_STEPS = 200, 480  # the timed schedule: chunks 0-5 warm-up, 6 mixed, 7-14 live
+
+
+def time_method(method: str, horizon: int = 100, total_steps: int = 5000) -> dict:
+    """One seed of `method` on cancer at `horizon`: every chunk of a short schedule timed (compile apart), then the
+    full schedule's time extrapolated: median warm-up chunk x its warm-up chunks + median live chunk x its live
+    chunks + the mixed chunk's excess over a live one (one-time work at the end of warm-up, e.g. ODT's
+    pre-training)."""
+    cfg = TrainConfig(system="cancer", method=method, horizon=horizon, total_steps=SHORT_STEPS,
+                      warmup_steps=SHORT_WARMUP)
+    trainer = make_trainer(cfg)
+    state = jax.vmap(trainer.init)(jax.random.PRNGKey(0)[None])
+    start = time.perf_counter()
+    chunk = jax.jit(jax.vmap(trainer.chunk, in_axes=(0, None))).lower(state, jnp.int32(0)).compile()
+    compile_s = time.perf_counter() - start
+    times = []
+    for c in range(trainer.n_chunks):
+        start = time.perf_counter()
+        state, _ = jax.block_until_ready(chunk(state, jnp.int32(c * cfg.eval_every)))
+        times.append(time.perf_counter() - start)
+    mixed = SHORT_WARMUP // cfg.eval_every
+    warm, live = float(np.median(times[:mixed])), float(np.median(times[mixed + 1:]))
+    full_warmup = TrainConfig(method=method).warmup_steps
+    one_seed = (warm * full_warmup + live * (total_steps - full_warmup)) / cfg.eval_every \
+        + max(times[mixed] - live, 0.0)
+    return {"method": method, "compile_s": compile_s, "ms_per_warmup_step": 1e3 * warm / cfg.eval_every,
+            "ms_per_live_step": 1e3 * live / cfg.eval_every, "one_seed_timed_s": one_seed}
+
+
+def estimate(methods, log=print) -> pd.DataFrame:
+    """Seconds per 10-seed full run per method. Timed here beside other work, so each timed one-seed estimate is
+    scaled by the calibration factor (README time / timed estimate, median over CALIBRATION_METHODS) and by
+    SEED_FACTOR; benchmarks/README.md's measured 10-seed time replaces it where there is one."""
+    order = [m for m in CALIBRATION_METHODS if m in methods] + [m for m in methods if m not in CALIBRATION_METHODS]
+    rows = {}
+    for method in order:
+        rows[method] = time_method(method)
+        log(f"{method}: one seed timed {rows[method]['one_seed_timed_s']:.0f} s "
+            f"(compile {rows[method]['compile_s']:.0f} s, {rows[method]['ms_per_live_step']:.2f} ms per live step)")
+    factors = [README_SECONDS[m][0] / rows[m]["one_seed_timed_s"] for m in CALIBRATION_METHODS if m in rows]
+    if not factors:
+        raise ValueError(f"the estimate needs at least one of {', '.join(CALIBRATION_METHODS)} to calibrate against")
+    calibration = float(np.median(factors))
+    for method, row in rows.items():
+        row.update(calibration=calibration, one_seed_s=row["one_seed_timed_s"] * calibration)
+        if method in README_SECONDS:
+            row.update(ten_seed_s=README_SECONDS[method][1], source="measured (benchmarks/README.md)")
+        else:
+            row.update(ten_seed_s=row["one_seed_s"] * SEED_FACTOR,
+                       source=f"estimate: 1 seed timed x {calibration:.2f} (calibration) x {SEED_FACTOR}")
+        log(f"{method}: {row['ten_seed_s']:.0f} s per 10-seed run ({row['source']})")
+    return pd.DataFrame([rows[m] for m in methods])
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--stages", help="comma-separated stages to run, in order (default: all, cheapest first)")
+    parser.add_argument("--jobs", type=int, default=1, help="training processes at once (default 1)")
+    parser.add_argument("--quick", action="store_true", help="a toy grid: cancer, 2 methods, 2 seeds, H = 10 and 6")
+    parser.add_argument("--estimate", action="store_true", help="time each method, write the compute estimate")
+    parser.add_argument("--report", action="store_true", help="only rebuild the report from exported metrics")
+    args = parser.parse_args(argv)
+    grid = QUICK if args.quick else FULL
+    out = Path(args.out)
+    valid = list(grid.stages())
+    stages = args.stages.split(",") if args.stages else valid
+    unknown = [s for s in stages if s not in valid]
+    if unknown:
+        parser.error(f"unknown stage(s) {', '.join(map(repr, unknown))}; valid: {', '.join(valid)}")
+    log = lambda line: print(line, flush=True)
+    if args.estimate:
+        grid.folders(out)[1].mkdir(parents=True, exist_ok=True)
+        estimate(grid.methods, log).to_csv(grid.folders(out)[1] / "estimate.csv", index=False, float_format="%.4g")
+        return 0
+    import grid_report  # only here: it imports plotting and rliable
+
+    if args.report:
+        grid_report.write_report(grid, out, exported(grid, out), log)
+        return 0
+    for stage in stages:
+        start = time.perf_counter()
+        log(f"stage {stage} ... ({datetime.datetime.now():%H:%M})")
+        if run_stage(grid, stage, out, args.jobs, log) and grid.report_each:
+            grid_report.write_report(grid, out, exported(grid, out), log)
+        log(f"stage {stage}: {time.perf_counter() - start:.0f} s ({datetime.datetime.now():%H:%M})")
+    if not grid.report_each:
+        grid_report.write_report(grid, out, exported(grid, out), log)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
