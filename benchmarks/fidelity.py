@@ -341,9 +341,13 @@ def main(argv=None) -> int:
                                if scale.systems is None or s in scale.systems])
             trace.to_csv(folder / "trace.csv", index=False, float_format="%.4g")
         else:
-            metrics = run_stage(stage, out, scale)
             keep = ["system", "method", "setting", "horizon", "total_steps", "seed", "env_steps", "return"]
-            metrics[keep].to_csv(folder / f"{stage}.csv", index=False, float_format="%.6g")
+            metrics = run_stage(stage, out, scale)[keep]
+            file = folder / f"{stage}.csv"
+            if scale.systems is not None and file.exists():  # --systems: keep the other systems' exported rows
+                kept = pd.read_csv(file)
+                metrics = pd.concat([kept[~kept["system"].isin(scale.systems)], metrics], ignore_index=True)
+            metrics.to_csv(file, index=False, float_format="%.6g")
         print(f"{stage}: {time.perf_counter() - start:.0f} s ({datetime.datetime.now():%H:%M})", flush=True)
     report(out)
     print(f"wrote {out / 'fidelity.md'}")
