@@ -191,7 +191,9 @@ def test_plot_curves_writes_html(tmp_path, capsys):
     assert "simulator, seed 0" in html and "simulator, seed 1" in html and "environment steps" in html
     assert "simulator (2 seeds, " in html and "converged, median final" in html
     summary = capsys.readouterr().out.splitlines()[-1]  # best-known unknown at H = 20: the best final of the seeds
-    assert summary.startswith("cancer, simulator, 20: final return per seed {0: ") and "converged" in summary
+    # the group: system, method, H and the run's setting (the fields of SMALL that differ from the paper's defaults)
+    assert summary.startswith("cancer, simulator, 20, ") and "policy_every=8" in summary
+    assert ": final return per seed {0: " in summary and "converged" in summary
     if shutil.which("chromium"):  # .ci/run installs it; kaleido renders the PNG through it
         assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

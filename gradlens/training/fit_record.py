@@ -99,20 +99,24 @@ def linear_error(baseline: LinearBaseline, data: Trajectories) -> np.ndarray:
 def divergence(system: System, data: Trajectories, delta: float = CHAOS_DELTA) -> np.ndarray:
     """[H] per-step mean squared distance between two float64 simulator rollouts of each episode of `data`: from s_1
     with its actions, and from s_1 + δ (physical dims) with every action moved δ towards 0 (so it stays in [-1, 1];
-    a perturbation of the actions matters on systems that overwrite s_1, such as the double pendulum)."""
+    a perturbation of the actions matters on systems that overwrite s_1, such as the double pendulum). With process
+    noise both rollouts of an episode draw the same noise (common random numbers, a fixed key): what is measured is
+    the sensitivity to the start, not the noise."""
     check_positive(delta, "divergence: delta")
     with jax.enable_x64(True):
         s1 = jnp.asarray(np.asarray(data.states[:, 0], np.float64))  # [N, O]
         a = jnp.asarray(np.asarray(data.actions, np.float64))  # [N, H, A]
         shift = jnp.concatenate([jnp.full(s1.shape[:-1] + (s1.shape[-1] - 1,), delta), jnp.zeros_like(s1[:, :1])], -1)
-        pair = _pair_rollouts(system, s1, a, s1 + shift, a - delta * jnp.sign(a))
+        keys = jax.random.split(jax.random.PRNGKey(0), s1.shape[0])
+        pair = _pair_rollouts(system, s1, a, s1 + shift, a - delta * jnp.sign(a), keys)
         return np.asarray(pair)
 
 
 @partial(jax.jit, static_argnames=("system",))
-def _pair_rollouts(system: System, s1: Array, a: Array, s1_b: Array, a_b: Array) -> Array:
-    run = jax.vmap(lambda s, u: rollout(system, u, s).states[1:, :-1])  # [N, H, D]
-    return jnp.mean((run(s1, a) - run(s1_b, a_b)) ** 2, axis=(0, 2))  # [H]
+def _pair_rollouts(system: System, s1: Array, a: Array, s1_b: Array, a_b: Array, keys: Array) -> Array:
+    noisy = system.noise_std > 0
+    run = jax.vmap(lambda s, u, k: rollout(system, u, s, key=k if noisy else None).states[1:, :-1])  # [N, H, D]
+    return jnp.mean((run(s1, a, keys) - run(s1_b, a_b, keys)) ** 2, axis=(0, 2))  # [H]
 
 
 @dataclasses.dataclass(frozen=True)
