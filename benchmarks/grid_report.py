@@ -157,8 +157,8 @@ def task_section(grid, found: pd.DataFrame, reps: int) -> str:
     return "\n\n".join([
         "## Final return per task and method",
         "Final deterministic return (one episode in the true system at the last evaluation), per seed: the median, "
-        "the IQM with its stratified-bootstrap 95 % CI, and the seeds converged: final >= best-known - 5 % of "
-        "|best-known|. Best-known: the reference code's simulator return where PAPER.md §11 gives one (cancer, "
+        "the IQM with its stratified-bootstrap 95 % CI, and the seeds converged: final >= best-known - "
+        f"{outcomes.DEFAULT_RTOL:.0%} of |best-known|. Best-known: the reference code's simulator return where PAPER.md §11 gives one (cancer, "
         "mould_fungicide at H = 100, `outcomes.BEST_KNOWN`), else the best final return over the methods run so "
         "far, so that column moves as stages finish.",
         md_table(["task", "H", "method", "median", "IQM [95 % CI]", "converged", "best-known", "n seeds"], rows)])
