@@ -236,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     for command, helptext in (("audit", "fit world models and measure the policy gradient each gives, beside the "
                                         "simulator"),
                               ("demo", "the main job: audit a Markov model, an HWM- and an AWM-transformer on the "
-                                       "double pendulum (about 5 minutes on 2 CPU cores)")):
+                                       "double pendulum (several minutes on 2 CPU cores: the models are fitted to convergence)")):
         p = sub.add_parser(command, help=helptext)
         if command == "audit":
             p.add_argument("--system", required=True, help="system name (see `gradlens systems`)")
@@ -248,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--policy", help="auto (default), mlp or open_loop")
             p.set_defaults(func=_cmd_audit)
         else:
-            p.add_argument("--quick", action="store_true", help="toy sizes: finishes in about a minute")
+            p.add_argument("--quick", action="store_true", help="toy sizes (a few minutes on 2 CPU cores)")
             p.set_defaults(func=_cmd_demo)
         p.add_argument("--seed", type=int, help="seed of every random draw (default 0)")
         p.add_argument("--out", default="gradlens-runs", help="run-store folder (default ./gradlens-runs)")
