@@ -456,13 +456,18 @@ def _committed_metrics(run: Path, n: int) -> pd.DataFrame:
     return frame.iloc[:n].reset_index(drop=True)
 
 
-def setting_label(config: dict) -> str:
+def setting_label(config: dict) -> str | None:
     """The training settings of a run config that differ from `TrainConfig`'s defaults (the paper's), as
     "key=value key=value" sorted by key, "default" when none do; identity keys (`CONFIG_COLUMNS`, seeds) left out.
-    Runs of one label with other seeds pool into one distribution; runs of different labels never do."""
+    None when `config` is not a training config (an audit's). Runs of one label with other seeds pool into one
+    distribution; runs of different labels never do."""
     from gradlens.training.loop import TrainConfig  # lazy: the run store is read without building a trainer
 
-    defaults = TrainConfig(system=config.get("system", "cancer"), method=config.get("method", "simulator")).to_dict()
+    try:
+        run = TrainConfig.from_dict(config)
+    except (ValueError, TypeError):
+        return None
+    defaults = TrainConfig(system=run.system, method=run.method).to_dict()
     skip = {*CONFIG_COLUMNS, "seed", "seeds"}
     diffs = [f"{k}={_label_value(v)}" for k, v in sorted(config.items())
              if k not in skip and _label_value(v) != _label_value(defaults.get(k))]
@@ -482,21 +487,12 @@ def load(path) -> pd.DataFrame:
     marker = _read_marker(run)  # before the metrics: they are written first, so they hold at least its rows
     frame = _committed_metrics(run, marker["metrics_rows"] if marker else 0)
     front = {"run": run.name, **{k: config.get(k) for k in CONFIG_COLUMNS}}
-    if _is_train_config(config):
-        front["setting"] = setting_label(config)
+    setting = setting_label(config)
+    if setting is not None:
+        front["setting"] = setting
     for i, (k, v) in enumerate((k, v) for k, v in front.items() if k not in frame.columns):
         frame.insert(i, k, v)
     return frame
-
-
-def _is_train_config(config: dict) -> bool:
-    from gradlens.training.loop import TrainConfig
-
-    try:
-        TrainConfig.from_dict(config)
-    except (ValueError, TypeError):
-        return False
-    return True
 
 
 def scan(root) -> pd.DataFrame:
