@@ -41,7 +41,11 @@ TASKS = ("cancer", "bear_populations", "bioreactor", "hiv", "mould_fungicide", "
 COST_ORDER = ("simulator", "markov", "sac", "hwm-rnn", "odt", "awm-rnn", "awm-ssm", "awm-transformer",
               "hwm-transformer")
 EXPORT_COLUMNS = ("system", "method", "horizon", "seed", "env_steps", "return", "model_loss", "policy_grad_norm",
-                  "cosine_to_simulator", "relative_error_to_simulator", "wall_time")
+                  "cosine_to_simulator", "relative_error_to_simulator", "wall_time", "zeroed_policy_grads")
+# The reference implementation zeroes non-finite policy gradients and goes on; the grid does the same, counted per
+# seed (`zeroed_policy_grads`, reported in grid.md), so that one seed's NaN does not stop the other nine. It changes
+# nothing where no gradient is non-finite: the simulator stage, run before this setting, had none.
+PAPER = {"nonfinite_policy_grad": "zero"}
 HORIZON_STAGE = "horizons"
 
 
@@ -77,9 +81,9 @@ class Grid:
         return out / "runs" / self.name, out / self.name
 
 
-FULL = Grid("grid", TASKS, COST_ORDER, 100, "cancer", (25, 50, 100, 200), seeds=10)
+FULL = Grid("grid", TASKS, COST_ORDER, 100, "cancer", (25, 50, 100, 200), seeds=10, overrides=PAPER)
 QUICK = Grid("grid-quick", ("cancer",), ("simulator", "sac"), 10, "cancer", (6, 10), seeds=2,
-             overrides={"total_steps": 192, "warmup_steps": 64, "policy_every": 4, "policy_lr": 1e-2}, reps=200,
+             overrides={**PAPER, "total_steps": 192, "warmup_steps": 64, "policy_every": 4, "policy_lr": 1e-2}, reps=200,
              png=False, report_each=False)
 
 
@@ -104,6 +108,9 @@ def run_stage(grid: Grid, stage: str, out: Path, jobs: int, log=print) -> bool:
     export.mkdir(parents=True, exist_ok=True)
     metrics = pd.concat(frames, ignore_index=True)
     metrics["horizon"] = metrics["horizon"].astype(int)
+    if "zeroed_policy_grads" not in metrics:  # the baselines and stop-on-NaN runs log no such column
+        metrics["zeroed_policy_grads"] = 0
+    metrics["zeroed_policy_grads"] = metrics["zeroed_policy_grads"].fillna(0).astype(int)
     metrics[list(EXPORT_COLUMNS)].to_parquet(export / f"{stage}.parquet", index=False)
     if len(failed):
         failed[["name", "error"]].to_csv(export / f"{stage}-failed.csv", index=False)
@@ -116,7 +123,9 @@ def exported(grid: Grid, out: Path) -> pd.DataFrame:
     files = sorted(grid.folders(out)[1].glob("*.parquet"))
     if not files:
         return pd.DataFrame(columns=list(EXPORT_COLUMNS))
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    found = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    found["zeroed_policy_grads"] = found.get("zeroed_policy_grads", pd.Series(0, index=found.index)).fillna(0)
+    return found
 
 
 # ---------------------------------------------------------------------------------------------------- estimate

@@ -142,7 +142,23 @@ def compute_section(grid, out: Path, metrics: pd.DataFrame) -> str:
                   "runs", "total", "done", "remaining"], rows),
         *[f"Failed runs of stage {f.stem.removesuffix('-failed')} (not in any table): "
           + "; ".join(f"{r['name']}: {r['error']}" for _, r in pd.read_csv(f).iterrows())
-          for f in sorted(export.glob("*-failed.csv"))]])
+          for f in sorted(export.glob("*-failed.csv"))],
+        zeroed_paragraph(metrics)])
+
+
+def zeroed_paragraph(metrics: pd.DataFrame) -> str:
+    """Which runs had non-finite policy gradients zeroed (the reference's handling, `nonfinite_policy_grad`)."""
+    zeroed = metrics.groupby(["system", "method", "horizon", "seed"])["zeroed_policy_grads"].sum()
+    zeroed = zeroed[zeroed > 0].reset_index()
+    if zeroed.empty:
+        return "No policy gradient was non-finite in the exported runs (none zeroed)."
+    cells = []
+    for (system, method, horizon), group in zeroed.groupby(["system", "method", "horizon"]):
+        seeds = ", ".join(f"seed {r.seed} ({r.zeroed_policy_grads})" for r in group.itertuples())
+        cells.append(f"{system} {method} H = {horizon}: {seeds}")
+    return ("Non-finite policy gradients were zeroed and training went on, as in the reference (`TrainConfig."
+            "nonfinite_policy_grad='zero'`). Runs and seeds with any, with the number of zeroed updates: "
+            + "; ".join(cells) + ".")
 
 
 def task_section(grid, found: pd.DataFrame, reps: int) -> str:

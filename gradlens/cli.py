@@ -62,7 +62,7 @@ def _writable_dir(path: str) -> Path:
 def _cmd_train(args) -> int:
     from gradlens import outcomes
     from gradlens.training.loop import TrainConfig
-    from gradlens.training.train import run_name, train
+    from gradlens.training.train import run_name, train, zeroed_line
 
     values = {}
     if args.config:
@@ -73,8 +73,7 @@ def _cmd_train(args) -> int:
         if not isinstance(values, dict):
             raise ValueError(f"config file {args.config} must hold a JSON object")
     for flag, key in (("system", "system"), ("method", "method"), ("horizon", "horizon"), ("seeds", "seeds"),
-                      ("steps", "total_steps"), ("warmup", "warmup_steps"), ("seed", "seed"),
-                      ("policy_time", "policy_time_input"), ("policy_lr", "policy_lr")):
+                      ("steps", "total_steps"), ("warmup", "warmup_steps"), ("seed", "seed"), *_POLICY_OPTIONS):
         if getattr(args, flag) is not None:
             values[key] = getattr(args, flag)
     config = TrainConfig.from_dict(values)
@@ -83,6 +82,8 @@ def _cmd_train(args) -> int:
     metrics = train(config, out, resume=args.resume, progress=not args.quiet, log=None if args.quiet else print)
     setting = metrics.assign(system=config.system, method=config.method, horizon=config.horizon)
     print(f"done: {outcomes.outcome_line(outcomes.seed_outcomes(setting, fallback=False))}")
+    if zeroed_line(metrics) is not None:
+        print(zeroed_line(metrics))
     print(f"run folder {out / run_name(config)}")
     return 0
 
@@ -189,8 +190,7 @@ def _cmd_sweep(args) -> int:
     from gradlens.sweep import SweepSpec, run_sweep
 
     overrides = {key: getattr(args, flag) for flag, key in (("steps", "total_steps"), ("warmup", "warmup_steps"),
-                                                            ("policy_time", "policy_time_input"),
-                                                            ("policy_lr", "policy_lr"))
+                                                            *_POLICY_OPTIONS)
                  if getattr(args, flag) is not None}
     spec = SweepSpec(systems=tuple(_csv(args.systems, "systems")), methods=tuple(_csv(args.methods, "methods")),
                      horizons=tuple(_csv(args.horizons, "horizons", int)), seeds=args.seeds, overrides=overrides)
@@ -205,6 +205,23 @@ def _cmd_sweep(args) -> int:
         print(f"failed: {row['name']}: {row['error']}", file=sys.stderr)
     print(f"{len(table) - len(failed)} of {len(table)} run(s) done; run store {out}")
     return 1 if len(failed) else 0
+
+
+# (flag attribute, TrainConfig field) of the options `train` and `sweep` share
+_POLICY_OPTIONS = (("policy_time", "policy_time_input"), ("policy_lr", "policy_lr"),
+                   ("nonfinite_policy_grad", "nonfinite_policy_grad"))
+
+
+def _add_policy_options(p: argparse.ArgumentParser) -> None:
+    from gradlens.training.loop import NONFINITE_POLICY_GRAD
+
+    p.add_argument("--policy-time", choices=TIME_INPUTS, help="the policy's time input: raw step index (default, the "
+                                                               "paper's) or unit (t / H; docs/fidelity.md)")
+    p.add_argument("--policy-lr", type=float, help="the policy's Adam learning rate (default 1e-4, the paper's; "
+                                                   "3e-4 with --policy-time unit converges on every seed)")
+    p.add_argument("--nonfinite-policy-grad", choices=NONFINITE_POLICY_GRAD,
+                   help="a NaN/Inf policy gradient: stop the run (default) or zero its non-finite entries and go on, "
+                        "counted per seed (the reference implementation's handling)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -223,10 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="total environment steps; default 5000")
     p.add_argument("--warmup", type=int, help="environment steps before any update; default 1500 (BPO), 1000 (sac, "
                                               "odt)")
-    p.add_argument("--policy-time", choices=TIME_INPUTS, help="the policy's time input: raw step index (default, the "
-                                                               "paper's) or unit (t / H; docs/fidelity.md)")
-    p.add_argument("--policy-lr", type=float, help="the policy's Adam learning rate (default 1e-4, the paper's; "
-                                                   "3e-4 with --policy-time unit converges on every seed)")
+    _add_policy_options(p)
     p.add_argument("--config", help="JSON file of TrainConfig fields (flags override it)")
     p.add_argument("--out", default="gradlens-runs", help="run-store folder (default ./gradlens-runs)")
     p.add_argument("--resume", action="store_true", help="continue the run's last checkpoint")
@@ -261,10 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=1, help="seeds per run, vmapped in one process (default 1)")
     p.add_argument("--steps", type=int, help="total environment steps per run (default 5000, the paper's)")
     p.add_argument("--warmup", type=int, help="environment steps before any update (default: the method's)")
-    p.add_argument("--policy-time", choices=TIME_INPUTS, help="the policy's time input: raw step index (default, the "
-                                                               "paper's) or unit (t / H; docs/fidelity.md)")
-    p.add_argument("--policy-lr", type=float, help="the policy's Adam learning rate (default 1e-4, the paper's; "
-                                                   "3e-4 with --policy-time unit converges on every seed)")
+    _add_policy_options(p)
     p.add_argument("--out", default="gradlens-runs", help="run-store folder (default ./gradlens-runs)")
     p.add_argument("--backend", choices=("local", "ray"), default="local", help="local processes or Ray tasks")
     p.add_argument("--jobs", type=int, help="local processes (default: one per core)")

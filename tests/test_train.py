@@ -13,6 +13,7 @@ import numpy as np
 import optax
 import pandas as pd
 import pytest
+from jax.flatten_util import ravel_pytree
 
 from gradlens import cli, runs
 from gradlens.training import loop, train as train_module
@@ -52,10 +53,10 @@ def test_bpo_through_fitted_awm_transformer_improves_true_return_on_cancer():
 
 def test_vmapped_seeds_equal_seeds_run_one_by_one(x64):
     """In float64, so batched and unbatched reductions agree to rounding through the whole run."""
-    cfg = TrainConfig(**{**SMALL, "method": "awm-rnn", "total_steps": 128, "seeds": 2, "seed": 3})
+    cfg = TrainConfig(**{**SMALL, "method": "markov", "total_steps": 128, "seeds": 2, "seed": 3})
     together = train(cfg, progress=False)
     for seed in (3, 4):
-        alone = train(TrainConfig(**{**SMALL, "method": "awm-rnn", "total_steps": 128, "seed": seed}),
+        alone = train(TrainConfig(**{**SMALL, "method": "markov", "total_steps": 128, "seed": seed}),
                       progress=False)
         mine = together[together["seed"] == seed].reset_index(drop=True)
         for column in ("return", "model_loss", "policy_grad_norm", "cosine_to_simulator"):
@@ -112,7 +113,7 @@ def test_nan_in_model_params_stops_the_run_and_keeps_the_last_good_checkpoint(tm
 
 def _train_cmd(out, extra=()):
     config = {k: v for k, v in SMALL.items() if k not in ("system",)}
-    config.update(method="awm-rnn", total_steps=1600)
+    config.update(method="markov", total_steps=1600)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "config.json"
     path.write_text(json.dumps(config))
@@ -126,7 +127,7 @@ def test_killed_run_resumes_to_the_same_final_metrics(tmp_path):
     assert reference.returncode == 0, reference.stderr
     (tmp_path / "kill").mkdir()
     proc = subprocess.Popen(_train_cmd(tmp_path / "kill"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    run = tmp_path / "kill" / "store" / "cancer-awm-rnn-H20-seed0"
+    run = tmp_path / "kill" / "store" / "cancer-markov-H20-seed0"
     deadline = time.time() + 300
     while time.time() < deadline and not (run / "checkpoint.json").exists():
         time.sleep(0.01)
@@ -138,7 +139,7 @@ def test_killed_run_resumes_to_the_same_final_metrics(tmp_path):
     resumed = subprocess.run(_train_cmd(tmp_path / "kill", ["--resume"]), capture_output=True, text=True,
                              timeout=600)
     assert resumed.returncode == 0, resumed.stderr
-    a = runs.load(tmp_path / "ref" / "store" / "cancer-awm-rnn-H20-seed0")
+    a = runs.load(tmp_path / "ref" / "store" / "cancer-markov-H20-seed0")
     b = runs.load(run)
     assert list(b["env_steps"]) == list(a["env_steps"])  # nothing lost, no duplicated row
     cols = ["return", "model_loss", "policy_grad_norm", "cosine_to_simulator"]
@@ -227,3 +228,47 @@ def test_fidelity_fields_validate_and_keep_old_configs_resumable():
         TrainConfig(simulator_grad_clip=0.0)
     with pytest.raises(ValueError, match="time input must be one of raw, unit"):
         TrainConfig(policy_time_input="hours")
+
+
+def _nan_in_first_entry(real):
+    """policy_gradient with the first parameter leaf's first entry NaN: every update's gradient is non-finite."""
+    def poisoned(*args, **kwargs):
+        grad, stats = real(*args, **kwargs)
+        leaves, tree = jax.tree.flatten(grad)
+        leaves[0] = leaves[0].at[(0,) * leaves[0].ndim].set(jnp.nan)
+        grad = jax.tree.unflatten(tree, leaves)
+        return grad, stats._replace(grad_norm=optax.tree.norm(grad))
+    return poisoned
+
+
+def test_nonfinite_policy_grad_zero_goes_on_counts_per_seed_and_zeroes_only_the_bad_entries(tmp_path, monkeypatch):
+    cfg = TrainConfig(**{**SMALL, "method": "simulator", "seeds": 2})
+    zero = TrainConfig(**{**SMALL, "method": "simulator", "seeds": 2, "nonfinite_policy_grad": "zero"})
+    # a finite gradient: the same update either way (to rounding: XLA fuses the two programs differently)
+    steps = []
+    for config in (cfg, zero):
+        trainer = loop.make_trainer(config)
+        state = trainer.init(jax.random.PRNGKey(0))
+        state = state._replace(buffer_states=state.buffer_states.at[:, 0].set(trainer.system.initial_state()))
+        steps.append(trainer.policy_step(state, 48, jax.random.PRNGKey(1), 1))
+    np.testing.assert_allclose(*(ravel_pytree(s.policy_params)[0] for s in steps), rtol=1e-6, atol=1e-7)
+    assert float(steps[1].sums[6]) == 0 and float(steps[1].sums[5]) == 1
+    monkeypatch.setattr(loop, "policy_gradient", _nan_in_first_entry(loop.policy_gradient))
+    with pytest.raises(TrainingDiverged, match=r"non-finite policy gradient at env step 4[1-8] \(seed 0\)"):
+        train(cfg, progress=False)
+    metrics = train(zero, tmp_path, progress=False)
+    updates = len([i for i in range(cfg.total_steps) if i > cfg.warmup_steps and i % cfg.policy_every == 0])
+    assert metrics.groupby("seed")["zeroed_policy_grads"].sum().tolist() == [updates, updates]
+    assert metrics["policy_grad_norm"].isna().all()  # no finite update to average: NaN, not a made-up number
+    assert f"seed 0 in {updates} update(s), seed 1 in {updates} update(s)" in train_module.zeroed_line(metrics)
+    assert run_name(zero).endswith("-H20-zeronan-seeds0-1") and runs.load(tmp_path / run_name(zero)) is not None
+    trainer = loop.make_trainer(zero)
+    init = jax.vmap(trainer.init)(jnp.stack([jax.random.PRNGKey(0), jax.random.PRNGKey(1)]))
+    state, _, _ = runs.load_checkpoint(tmp_path / run_name(zero), like=init)
+    first = lambda params: np.asarray(jax.tree.leaves(params)[0])
+    assert np.array_equal(first(state.policy_params)[:, *(0,) * (first(init.policy_params).ndim - 1)],
+                          first(init.policy_params)[:, *(0,) * (first(init.policy_params).ndim - 1)])
+    assert not np.array_equal(first(state.policy_params), first(init.policy_params))  # the finite entries learned
+    with pytest.raises(ValueError, match="nonfinite_policy_grad must be one of stop, zero, got 'skip'"):
+        TrainConfig(nonfinite_policy_grad="skip")
+    assert "nonfinite_policy_grad" not in cfg.to_dict() and TrainConfig.from_dict(zero.to_dict()) == zero

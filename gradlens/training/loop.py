@@ -60,6 +60,7 @@ class TrainConfig:
     policy_hidden: tuple[int, ...] = (64, 64)
     policy_time_input: str = "raw"  # the MLP reads the step index raw (the paper) or as t / H ("unit"; docs/fidelity.md)
     policy_input_grad: str | float = "stop"
+    nonfinite_policy_grad: str = "stop"  # BPO: "stop" the run, or "zero" non-finite entries and go on (the reference)
     noise_std: float = 0.0
     compare_to_simulator: bool = True  # log cosine / relative error of each model gradient to the simulator's
     remat: bool = True  # recompute imagined rollout steps in the backward pass (gradlens.rollout): less memory traffic
@@ -91,6 +92,9 @@ class TrainConfig:
                                      and math.isfinite(clip) and clip > 0):
             raise ValueError(f"simulator_grad_clip must be a positive finite number or None (unclipped), got {clip!r}")
         check_time_input(self.policy_time_input)
+        if self.nonfinite_policy_grad not in NONFINITE_POLICY_GRAD:
+            raise ValueError(f"nonfinite_policy_grad must be one of {', '.join(NONFINITE_POLICY_GRAD)}, "
+                             f"got {self.nonfinite_policy_grad!r}")
         for name in ("compare_to_simulator", "remat"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
@@ -125,7 +129,12 @@ class TrainConfig:
         return cls(**data)
 
 
-_LATER_FIELDS = {"remat": True, "simulator_grad_clip": None, "policy_time_input": "raw"}
+_LATER_FIELDS = {"remat": True, "simulator_grad_clip": None, "policy_time_input": "raw",
+                 "nonfinite_policy_grad": "stop"}
+# What BPO does with a policy gradient holding NaN/Inf: "stop" the run loudly (naming step, seed and quantity), or
+# "zero" its non-finite entries and go on, as the reference implementation does, counting each such update per seed
+# (metrics column `zeroed_policy_grads`). The model-free baselines always stop on a non-finite loss.
+NONFINITE_POLICY_GRAD = ("stop", "zero")
 
 
 def methods() -> list[str]:
@@ -148,6 +157,7 @@ class TrainState(NamedTuple):
     buffer_actions: Array  # [C, H, A]
     obs: Array  # [O] current real-environment state
     sums: Array  # [6] per-chunk sums: model loss, #model updates, grad norm, cosine, rel. error, #policy updates
+    #              (+ #zeroed policy gradients with nonfinite_policy_grad="zero"; sums 2-5 then count finite ones)
     first_nonfinite: Array  # int32: first iteration with a non-finite loss or gradient, or -1
     nonfinite_what: Array  # int32 index into NONFINITE
 
@@ -165,6 +175,7 @@ class ChunkStats(NamedTuple):
     relative_error_to_simulator: Array
     first_nonfinite: Array
     nonfinite_what: Array
+    zeroed_policy_grads: Array  # policy updates in the chunk whose non-finite gradient was zeroed (0 unless "zero")
 
 
 class Trainer(NamedTuple):
@@ -196,6 +207,7 @@ def make_trainer(config: TrainConfig) -> Trainer:
     model = models.make(cfg.method, system) if use_model else None
     model_opt = optax.adam(cfg.model_lr)
     s1 = system.initial_state()
+    zero_nonfinite = cfg.nonfinite_policy_grad == "zero"
 
     def init(key: Array) -> TrainState:
         k_run, k_policy, k_model = jax.random.split(key, 3)
@@ -206,7 +218,7 @@ def make_trainer(config: TrainConfig) -> Trainer:
             model_params=model_params, model_opt=model_opt.init(model_params) if use_model else (),
             buffer_states=jnp.zeros((capacity, H + 1, system.obs_dim), s1.dtype),
             buffer_actions=jnp.zeros((capacity, H, system.action_dim), s1.dtype),
-            obs=s1, sums=jnp.zeros(6, s1.dtype),
+            obs=s1, sums=jnp.zeros(7 if zero_nonfinite else 6, s1.dtype),
             first_nonfinite=jnp.array(-1, jnp.int32), nonfinite_what=jnp.array(-1, jnp.int32),
         )
 
@@ -252,9 +264,16 @@ def make_trainer(config: TrainConfig) -> Trainer:
             cosine, rel_err = gradient_agreement(grad, reference)
         else:
             cosine, rel_err = jnp.ones((), s1.dtype), jnp.zeros((), s1.dtype)
-        state = flag(state, i, jnp.isfinite(stats.grad_norm), 1)
+        finite = jnp.isfinite(stats.grad_norm)
+        if zero_nonfinite:  # the reference's handling; the update is counted, its statistics left out of the means
+            grad = jax.tree.map(lambda g: jnp.where(jnp.isfinite(g), g, 0.0), grad)
+            keep = lambda value: jnp.where(finite, value, 0.0)
+            sums = (state.sums.at[2].add(keep(stats.grad_norm)).at[3].add(keep(cosine)).at[4].add(keep(rel_err))
+                    .at[5].add(finite.astype(s1.dtype)).at[6].add(1.0 - finite.astype(s1.dtype)))
+        else:
+            state = flag(state, i, finite, 1)
+            sums = state.sums.at[2].add(stats.grad_norm).at[3].add(cosine).at[4].add(rel_err).at[5].add(1.0)
         params, opt = policy_update(state.policy_params, state.policy_opt, grad, pol_opt)
-        sums = state.sums.at[2].add(stats.grad_norm).at[3].add(cosine).at[4].add(rel_err).at[5].add(1.0)
         return state._replace(policy_params=params, policy_opt=opt, sums=sums)
 
     def iteration(state: TrainState, i):
@@ -278,8 +297,9 @@ def make_trainer(config: TrainConfig) -> Trainer:
         traj = rollout(system, policy.bind(state.policy_params, deterministic=True), s1, H, k_eval)
         m = state.sums
         mean = lambda total, count: jnp.where(count > 0, total / jnp.maximum(count, 1.0), jnp.nan)
+        zeroed = m[6].astype(jnp.int32) if zero_nonfinite else jnp.zeros((), jnp.int32)
         stats = ChunkStats(traj.ret, mean(m[0], m[1]), mean(m[2], m[5]), mean(m[3], m[5]), mean(m[4], m[5]),
-                           state.first_nonfinite, state.nonfinite_what)
+                           state.first_nonfinite, state.nonfinite_what, zeroed)
         return state._replace(key=key), stats
 
     return Trainer(cfg, system, init, chunk, -(-cfg.total_steps // cfg.eval_every),

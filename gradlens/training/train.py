@@ -1,4 +1,5 @@
-"""`train(config)`: drive the compiled BPO chunks, write the run store, stop loudly on NaN, resume after a kill.
+"""`train(config)`: drive the compiled BPO chunks, write the run store, stop loudly on NaN (or count zeroed
+policy gradients when asked), resume after a kill.
 
 The Python loop only dispatches one jitted, seed-vmapped chunk per evaluation period, turns its stats into metrics
 rows, and checkpoints. Seeds `seed, seed + 1, …` use keys PRNGKey(seed + i), so a seed trained in a batch follows the
@@ -16,6 +17,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from gradlens import runs
+from gradlens.training import baselines
 from gradlens.training.loop import NONFINITE, TrainConfig, make_trainer
 
 
@@ -27,16 +29,36 @@ def run_name(config: TrainConfig) -> str:
     """Deterministic folder name of a run, so `--resume` finds it again."""
     seeds = f"seed{config.seed}" if config.seeds == 1 else f"seeds{config.seed}-{config.seed + config.seeds - 1}"
     time_input = "" if config.policy_time_input == "raw" else f"-t{config.policy_time_input}"
-    return f"{config.system}-{config.method}-H{config.horizon}{time_input}-{seeds}"
+    nonfinite = "-zeronan" if zeroes_nonfinite(config) else ""
+    return f"{config.system}-{config.method}-H{config.horizon}{time_input}{nonfinite}-{seeds}"
+
+
+def zeroes_nonfinite(config: TrainConfig) -> bool:
+    """True when the run zeroes non-finite policy gradients (a BPO method with nonfinite_policy_grad="zero")."""
+    return config.nonfinite_policy_grad == "zero" and config.method not in baselines.names()
 
 
 def _rows(config: TrainConfig, stats, env_steps: int, wall: float) -> list[dict]:
-    return [{
+    rows = [{
         "env_steps": env_steps, "seed": config.seed + s, "return": float(stats.eval_return[s]),
         "model_loss": float(stats.model_loss[s]), "policy_grad_norm": float(stats.policy_grad_norm[s]),
         "cosine_to_simulator": float(stats.cosine_to_simulator[s]),
         "relative_error_to_simulator": float(stats.relative_error_to_simulator[s]), "wall_time": wall,
     } for s in range(config.seeds)]
+    if zeroes_nonfinite(config):
+        for s, row in enumerate(rows):
+            row["zeroed_policy_grads"] = int(stats.zeroed_policy_grads[s])
+    return rows
+
+
+def zeroed_line(metrics: pd.DataFrame) -> str | None:
+    """'policy gradients zeroed (non-finite): seed 4 in 37 updates, …' from a run's metrics; None if none were."""
+    if "zeroed_policy_grads" not in metrics or not metrics["zeroed_policy_grads"].fillna(0).any():
+        return None
+    per_seed = metrics.groupby("seed")["zeroed_policy_grads"].sum()
+    per_seed = per_seed[per_seed > 0]
+    return ("non-finite policy gradients zeroed (nonfinite_policy_grad='zero'): "
+            + ", ".join(f"seed {seed} in {int(n)} update(s)" for seed, n in per_seed.items()))
 
 
 def _mean(values) -> float:

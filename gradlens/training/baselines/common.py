@@ -66,7 +66,7 @@ def chunk_stats(eval_return: Array, sums: Array, state) -> ChunkStats:
     mean = lambda total, count: jnp.where(count > 0, total / jnp.maximum(count, 1.0), jnp.nan)
     nan = jnp.full((), jnp.nan, sums.dtype)
     return ChunkStats(eval_return, mean(sums[0], sums[1]), mean(sums[2], sums[3]), nan, nan,
-                      state.first_nonfinite, state.nonfinite_what)
+                      state.first_nonfinite, state.nonfinite_what, jnp.zeros((), jnp.int32))
 
 
 def config_from_dict(cls, data: dict, method: str):
