@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradlens import envs, models as model_registry
-from gradlens.analysis import gradients, jacobians, landscape, paths
+from gradlens.analysis import gradients, growth, jacobians, landscape, paths
 from gradlens.envs.base import System, check_positive
 from gradlens.models.base import WorldModel
 from gradlens.policies import POLICIES, make_policy
@@ -58,7 +58,7 @@ from gradlens.training.fit_record import (CHAOS_DELTA, FIT_BAR, FitRecord, diver
 
 SIMULATOR = "simulator"
 REPORT = "report.json"
-SCHEMA_VERSION = 2  # 2: fit records, system divergence, warnings
+SCHEMA_VERSION = 3  # 2: fit records, system divergence, warnings; 3: growth laws
 SECTIONS = ("fits", "gradients", "jacobians", "landscapes", "paths")
 _TOYS = ("double_pendulum", "one_bounce")  # terminal-reward tasks: the paper's toy data scheme
 
@@ -155,6 +155,10 @@ class AuditReport:
       landscapes: rows {method, horizon, kind ("action" | "direction" | "plane"), grid [G] or [[G1], [G2]],
         values [G] or [G1][G2], roughness {...} (`landscape.roughness`)}
       paths: rows of `paths.horizon_table` (time-step level) per model class; exact counts as integers
+      growth: rows {method, quantity ("gradient norm" | "gradient variance" | "Jacobian norm"), against ("H" |
+        "lag"), horizon (null for a series over the grid; H for a Jacobian chain's lags), verdict ("polynomial" |
+        "exponential" | "indistinguishable" | "no fit"), description, fit (`growth.GrowthFit.as_dict()`) or null,
+        reason (why there is no fit) or null} (schema >= 3)
       problems: [{diagnostic, method, horizon, message}] for every NaN/Inf or failed diagnostic
       warnings: [{kind ("unpredictable" | "not_converged" | "fit_bar"), method, horizon, message}] (schema >= 2)
       timings: seconds per section; meta: gradlens version, JAX version, created (UTC), schema version.
@@ -170,6 +174,7 @@ class AuditReport:
     jacobians: list = dataclasses.field(default_factory=list)
     landscapes: list = dataclasses.field(default_factory=list)
     paths: list = dataclasses.field(default_factory=list)
+    growth: list = dataclasses.field(default_factory=list)
     problems: list = dataclasses.field(default_factory=list)
     warnings: list = dataclasses.field(default_factory=list)
     timings: dict = dataclasses.field(default_factory=dict)
@@ -373,7 +378,8 @@ def audit(system, models: Sequence = ("markov", "hwm-transformer", "awm-transfor
               ("jacobians", lambda: _jacobians(report, dynamics_at, methods, policy, policy_params, k_noise, config)),
               ("landscapes", lambda: _landscapes(report, dynamics_at, methods, policy, policy_params, k_dir, k_noise,
                                                  config)),
-              ("paths", lambda: _paths(report, methods, kind, config))]
+              ("paths", lambda: _paths(report, methods, kind, config)),
+              ("growth", lambda: report.growth.extend(growth_rows(report)))]
     from tqdm.auto import tqdm
 
     for section, run in tqdm(stages, desc="audit", disable=not progress, leave=False):
@@ -574,6 +580,38 @@ def _paths(report, methods, kind: str, config: AuditConfig) -> None:
             continue
         for row in paths.horizon_table(method, report.horizons, level="time", policy=policy, stop_gradient=stop):
             report.paths.append(_plain({k: v for k, v in row.items() if k != "mean_length_per_action"}))
+
+
+def growth_rows(report: AuditReport) -> list[dict]:
+    """Growth laws (`gradlens.analysis.growth`) of each method's first-order gradient norm and variance against H
+    over the grid, and of its Jacobian norm against the lag t - k at each H; a row says why where no law can be
+    fitted (fewer than 3 horizons or lags with a finite positive value)."""
+    rows = []
+
+    def add(method, quantity, against, horizon, x, y):
+        row = {"method": method, "quantity": quantity, "against": against, "horizon": horizon, "fit": None,
+               "reason": None}
+        try:
+            fit = growth.fit_growth(x, y)
+        except ValueError as err:
+            rows.append({**row, "verdict": "no fit", "description": f"no fit: {err}", "reason": str(err)})
+            return
+        unit = "per step" if against == "lag" else "per unit of H"
+        rows.append({**row, "verdict": fit.verdict, "description": fit.describe(unit), "fit": fit.as_dict()})
+
+    grads = [r for r in report.gradients if r["estimator"] == "first-order"]
+    for method in report.methods:
+        mine = sorted((r for r in grads if r["method"] == method), key=lambda r: r["horizon"])
+        x = [r["horizon"] for r in mine]
+        for quantity, key in (("gradient norm", "mean_norm"), ("gradient variance", "variance")):
+            add(method, quantity, "H", None, x, [_number(r[key]) for r in mine])
+        for r in (r for r in report.jacobians if r["method"] == method):
+            add(method, "Jacobian norm", "lag", r["horizon"], r["lags"], np.exp(np.asarray(r["mean_log_norm"], float)))
+    return _plain(rows)
+
+
+def _number(value) -> float:
+    return float("nan") if value is None else float(value)
 
 
 def summary_rows(report: AuditReport) -> list[dict]:
