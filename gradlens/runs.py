@@ -16,7 +16,7 @@ On-disk format of a run folder `<root>/<name>/` (every file is written atomicall
     checkpoint.prev.npz  the checkpoint committed before it (the last good one if the newest is damaged)
     checkpoint.json      the commit marker, written last: {"step", "metrics_rows", "token", "saved",
                          "previous": {"step", "metrics_rows", "token"} | null}
-    anything else        report.json, *.html, ...: ignored by the store, free for other tools
+    anything else        report.json, *.html, ...: free for other tools (`scan` flags a report.json that is not JSON)
 
 `save_checkpoint` commits in this order, so a process killed at any instant leaves the marker's checkpoint and its
 first `metrics_rows` metrics rows (all with env_steps <= step) on disk: (1) metrics.parquet <- all rows so far;
@@ -28,9 +28,10 @@ PRNG keys: raw uint32 keys (`jax.random.PRNGKey`, `split`) are arrays like any o
 typed keys (`jax.random.key`) are stored as their key data and re-wrapped with the template leaf's implementation
 (the template must then hold a concrete key, not a `jax.ShapeDtypeStruct`). Loaded leaves are NumPy arrays.
 
-API: `create`, `set_status`, `save_checkpoint` write (trainer side); `load_checkpoint`, `load_config`, `status`,
-`load` (one run's metrics), `scan` (one row per run folder, damaged ones flagged "corrupt"), `scan_metrics` (all
-healthy runs' metrics) read (analysis, plots, app, CLI side). Bad paths and values raise ValueError.
+API: `create`, `set_status`, `save_checkpoint` write (trainer side); `check_same_run`, `load_checkpoint`,
+`load_config`, `status`, `load` (one run's metrics), `scan` (one row per run folder, damaged ones flagged "corrupt"),
+`scan_metrics` (all healthy runs' metrics) read (analysis, plots, app, CLI side). Bad paths and values raise
+ValueError.
 """
 from __future__ import annotations
 
@@ -60,6 +61,7 @@ SCAN_COLUMNS = ("name", "path", "kind", "state", "reason", "system", "method", "
 FILTERS = ("kind", "state", *CONFIG_COLUMNS)  # `scan_metrics` filters
 CONFIG, STATUS, METRICS = "config.json", "status.json", "metrics.parquet"
 CHECKPOINT, PREVIOUS, MARKER = "checkpoint.npz", "checkpoint.prev.npz", "checkpoint.json"
+REPORT = "report.json"  # an audit's report: not the store's, but `scan` flags a damaged one
 _UNREADABLE = (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile)
 
 
@@ -150,11 +152,19 @@ def _now() -> str:
 # ---------------------------------------------------------------------------------------------------- run folders
 def _run_dir(path) -> Path:
     run = Path(path)
+    if _printable(run.name) != run.name:
+        raise ValueError(f"{_printable(str(run))} is unreadable: its folder name is not valid UTF-8 "
+                         f"({os.fsencode(run.name)!r}); rename it")
     if not run.is_dir():
         raise ValueError(f"{run} is not a run folder: no such directory")
     if not (run / CONFIG).is_file():
         raise ValueError(f"{run} is not a gradlens run folder: it has no {CONFIG}")
     return run
+
+
+def _printable(text: str) -> str:
+    """`text` with the undecodable bytes of a file name (surrogate escapes) shown as U+FFFD."""
+    return os.fsencode(text).decode("utf-8", "replace")
 
 
 def create(root, config, name: str | None = None, kind: str = "train") -> Path:
@@ -181,14 +191,7 @@ def create(root, config, name: str | None = None, kind: str = "train") -> Path:
     except OSError as e:
         raise ValueError(f"cannot write to {run}: {e.strerror or e}") from e
     if (run / CONFIG).exists():
-        old = load_config(run)
-        if _dumps(old) != _dumps(config):
-            keys = sorted(k for k in set(old) | set(config) if old.get(k, ...) != config.get(k, ...))
-            raise ValueError(f"run folder {run} exists with a different config (differing keys: {', '.join(keys)}); "
-                             "resume it with the same config or choose another name / --out")
-        old_kind = _read_status_or_empty(run).get("kind", kind)
-        if old_kind != kind:
-            raise ValueError(f"run folder {run} holds a {old_kind!r} run, not {kind!r}; choose another name / --out")
+        check_same_run(run, config, kind)
         for tmp in run.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
         _write_status(run, "running", None, kind, {})
@@ -198,6 +201,19 @@ def create(root, config, name: str | None = None, kind: str = "train") -> Path:
     write_json_atomic(run / CONFIG, config)  # first: a folder with a config is a run; status is rewritten on resume
     _write_status(run, "running", None, kind, {})
     return run
+
+
+def check_same_run(run_dir, config, kind: str = "train") -> None:
+    """ValueError unless the run folder `run_dir` holds `config` (a dict or dataclass) and `kind`; writes nothing."""
+    run, config = Path(run_dir), _jsonable(config, "config")
+    old = load_config(run)
+    if _dumps(old) != _dumps(config):
+        keys = sorted(k for k in set(old) | set(config) if old.get(k, ...) != config.get(k, ...))
+        raise ValueError(f"run folder {run} exists with a different config (differing keys: {', '.join(keys)}); "
+                         "resume it with the same config or choose another name / --out")
+    old_kind = _read_status_or_empty(run).get("kind", kind)
+    if old_kind != kind:
+        raise ValueError(f"run folder {run} holds a {old_kind!r} run, not {kind!r}; choose another name / --out")
 
 
 def _fresh_name(root: Path, config: dict, kind: str) -> str:
@@ -499,7 +515,8 @@ def scan(root) -> pd.DataFrame:
     """One row per run folder under `root` (sorted by name; hidden and `_`-prefixed folders skipped), columns
     `SCAN_COLUMNS`. A damaged folder gets state "corrupt" and an `error` message instead of raising; `env_steps` is
     the last evaluation's, `final_return` the mean `return` over seeds there, `step` the checkpoint's, `updated` the
-    last status change or checkpoint. Missing or empty root: no rows."""
+    last status change or checkpoint. A folder whose name is not valid UTF-8 is listed "corrupt" too, its name with
+    U+FFFD for the bad bytes. Missing or empty root: no rows."""
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise ValueError(f"runs root {root} is a file, not a folder")
@@ -510,10 +527,12 @@ def scan(root) -> pd.DataFrame:
 
 def _scan_one(run: Path) -> dict:
     row = dict.fromkeys(SCAN_COLUMNS)
-    row.update(name=run.name, path=str(run))
+    row.update(name=_printable(run.name), path=_printable(str(run)))
     try:
         config, st, marker = load_config(run), status(run), _read_marker(run)
         frame = _committed_metrics(run, marker["metrics_rows"] if marker else 0)
+        if (run / REPORT).exists():
+            _read_json(run / REPORT)
         row.update({k: st.get(k) for k in ("kind", "state", "reason", "created", "updated")})
         row.update({k: config.get(k) for k in CONFIG_COLUMNS}, step=marker["step"] if marker else None)
         row["updated"] = max(str(st.get("updated")), str(marker.get("saved"))) if marker else st.get("updated")

@@ -102,8 +102,10 @@ def train(config: TrainConfig, out: str | Path | None = None, *, resume: bool = 
         if exists and not resume:
             raise ValueError(f"run folder {run} already exists: pass resume=True (--resume) to continue it, "
                              f"or choose another output folder")
+        if exists:  # read everything first: a resume that fails leaves the stored status as it was
+            runs.check_same_run(run, config.to_dict())
+        loaded = runs.load_checkpoint(run, like=state) if exists else None
         runs.create(out, config.to_dict(), name=run_name(config), kind="train")
-        loaded = runs.load_checkpoint(run, like=state) if resume else None
         if loaded is not None:
             numpy_state, step, metrics = loaded
             state = jax.tree.map(jnp.asarray, numpy_state)

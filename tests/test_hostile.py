@@ -1,0 +1,227 @@
+"""Hostile use (issue 17): bad inputs to every sub-command, unwritable outputs, damaged and absent runs.
+
+Every refusal is one line on stderr naming the bad value, a non-zero exit, no traceback and nothing left in --out.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jax.numpy as jnp
+import pytest
+
+import gradlens as gl
+from gradlens import cli, runs
+from gradlens.analysis.audit import AuditConfig
+from gradlens.training.loop import TrainConfig
+from gradlens.training.train import run_name, train
+
+TINY = dict(system="linear", method="simulator", horizon=8, total_steps=64, warmup_steps=16, eval_every=32,
+            policy="open_loop")
+SWEEP = ["sweep", "--systems", "linear", "--methods", "simulator", "--horizons", "8"]
+AUDIT = ["audit", "--system", "cancer", "--models", "markov", "--horizons", "5"]
+ROOT = Path(__file__).resolve().parents[1]  # subprocesses import this checkout's gradlens
+UNWRITABLE = "/sys/gradlens-no-such-dir/sub"  # even root cannot create it: "Operation not permitted"
+
+
+@pytest.fixture(scope="module")
+def done_run(tmp_path_factory) -> Path:
+    """A finished TINY run (trained once per module; copy it before changing it)."""
+    root = tmp_path_factory.mktemp("store")
+    train(TrainConfig(**TINY), root, progress=False)
+    return root / run_name(TrainConfig(**TINY))
+
+
+def _copy(run: Path, root: Path, name: str | None = None) -> Path:
+    return Path(shutil.copytree(run, root / (name or run.name)))
+
+
+def _fail(argv, capsys) -> str:
+    """Run the CLI in-process; assert a non-zero exit and one line on stderr without a traceback; return it."""
+    try:
+        code = cli.main([str(a) for a in argv])
+    except SystemExit as exit_:  # argparse's usage errors
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code not in (0, None), err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def _files(tmp_path: Path) -> dict:
+    """Helper files the bad inputs point at: a plain file, bad JSON, a JSON list, an empty folder."""
+    (tmp_path / "file").write_text("")
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "latin1.json").write_bytes(b'{"system": "\xff"}')
+    (tmp_path / "empty").mkdir()
+    return {"FILE": tmp_path / "file", "BADJSON": tmp_path / "bad.json", "LIST": tmp_path / "list.json",
+            "LATIN1": tmp_path / "latin1.json", "EMPTY": tmp_path / "empty", "OUT": tmp_path / "out",
+            "UNDERFILE": tmp_path / "file" / "sub"}
+
+
+def _substitute(arg: str, files: dict) -> str:
+    """`arg` with a leading placeholder (FILE, EMPTY/x, ...) replaced by its path."""
+    head, slash, tail = arg.partition("/")
+    return str(files[head]) + slash + tail if head in files else arg
+
+
+def _config(tmp_path: Path, values: dict) -> Path:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(values))
+    return path
+
+
+TRAIN_CONFIGS = [  # (config file fields, what the message names)
+    ({"learning_rate": 1.0}, "'learning_rate'"),
+    ({"policy_input_grad": 2.0}, "got 2.0"),
+    ({"policy_input_grad": "half"}, "'half'"),
+    ({"noise_std": -1.0}, "got -1.0"),
+    ({"policy": "rnn"}, "'rnn'"),
+    ({"policy_hidden": 64}, "got 64"),
+    ({"policy_hidden": [0, 8]}, "(0, 8)"),
+    ({"model_lr": "fast"}, "'fast'"),
+    ({"remat": "yes"}, "'yes'"),
+    ({"horizon": True}, "got True"),
+    ({"method": ["simulator"]}, "['simulator']"),
+    ({"method": "sac", "baseline": {"warp": 1}}, "'warp'"),
+    ({"simulator_grad_clip": 0}, "got 0"),
+    ({"entropy_coef": "inf"}, "'inf'"),
+    ({"total_steps": 900, "warmup_steps": 1000}, "total_steps (900) must exceed warmup_steps (1000)"),
+]
+
+CASES = [  # (argv with placeholders from `_files`, what the message must name)
+    (["systems", "--horizon", "0"], "got 0"),
+    (["systems", "--horizon", "-3"], "got -3"),
+    (["systems", "--horizon", "abc"], "'abc'"),
+    (["systems", "--horizon", "1.5"], "'1.5'"),
+    (["train", "--system", "pendulum"], "'pendulum'"),
+    (["train", "--method", "ppo"], "'ppo'"),
+    (["train", "--horizon", "0"], "horizon must be a positive integer, got 0"),
+    (["train", "--horizon", "-1"], "got -1"),
+    (["train", "--horizon", "x"], "'x'"),
+    (["train", "--seeds", "0"], "seeds must be a positive integer, got 0"),
+    (["train", "--seeds", "-2"], "got -2"),
+    (["train", "--steps", "0"], "got 0"),
+    (["train", "--steps", "-5"], "got -5"),
+    (["train", "--steps", "1000"], "total_steps (1000) must exceed warmup_steps (1500)"),
+    (["train", "--steps", "100", "--warmup", "100"], "total_steps (100) must exceed warmup_steps (100)"),
+    (["train", "--warmup", "-1"], "got -1"),
+    (["train", "--seed", "-1"], "seed must be an integer >= 0, got -1"),
+    (["train", "--policy-time", "hours"], "'hours'"),
+    (["train", "--policy-lr", "0"], "got 0.0"),
+    (["train", "--policy-lr", "nan"], "got nan"),
+    (["train", "--policy-lr=-1e-3"], "got -0.001"),
+    (["train", "--nonfinite-policy-grad", "skip"], "'skip'"),
+    (["train", "--config", "BADJSON"], "bad.json"),
+    (["train", "--config", "LIST"], "list.json"),
+    (["train", "--config", "LATIN1"], "latin1.json"),
+    (["train", "--config", "EMPTY/none.json"], "none.json"),
+    (["train", "--resume"], "cancer-awm-transformer-H100-seed0 is not a run folder"),
+    (["train", "--resume", "EMPTY/gone"], "gone is not a run folder"),
+    (["train", "--out", "UNDERFILE"], "file/sub: Not a directory"),
+    (["train", "--out", "FILE"], "file: File exists"),
+    (["train", "--out", UNWRITABLE], f"{UNWRITABLE}: Operation not permitted"),
+    ([*AUDIT[:2], "nope", *AUDIT[3:]], "'nope'"),
+    ([*AUDIT[:4], "magic", *AUDIT[5:]], "'magic'"),
+    ([*AUDIT[:4], ",", *AUDIT[5:]], "--models must be a comma-separated list, got ','"),
+    ([*AUDIT[:6], "0"], "got 0"),
+    ([*AUDIT[:6], "a,b"], "'a,b'"),
+    ([*AUDIT[:6], "5,-1"], "-1"),
+    ([*AUDIT, "--samples", "1"], "got 1"),
+    ([*AUDIT, "--episodes", "0"], "got 0"),
+    ([*AUDIT, "--epochs", "-1"], "got -1"),
+    ([*AUDIT, "--policy", "rnn"], "'rnn'"),
+    ([*AUDIT, "--seed", "x"], "'x'"),
+    (AUDIT[:5], "--horizons"),
+    ([*AUDIT, "--out", "UNDERFILE"], "file/sub: Not a directory"),
+    (["demo", "--seed", "abc"], "'abc'"),
+    (["demo", "--quick", "--seed", "1.5"], "'1.5'"),
+    (["demo", "--quick", "--out", "UNDERFILE"], "file/sub: Not a directory"),
+    ([*SWEEP[:2], "nope", *SWEEP[3:]], "'nope'"),
+    ([*SWEEP[:4], "magic", *SWEEP[5:]], "'magic'"),
+    ([*SWEEP[:6], "0"], "got [0]"),
+    ([*SWEEP[:6], "x,y"], "'x,y'"),
+    ([*SWEEP, "--seeds", "0"], "got 0"),
+    ([*SWEEP, "--steps", "10"], "total_steps (10) must exceed warmup_steps (1500)"),
+    ([*SWEEP, "--warmup", "-1"], "got -1"),
+    ([*SWEEP, "--jobs", "0"], "jobs must be a positive integer, got 0"),
+    ([*SWEEP, "--backend", "spark"], "'spark'"),
+    ([*SWEEP, "--policy-lr", "0"], "got 0.0"),
+    ([*SWEEP, "--nonfinite-policy-grad", "skip"], "'skip'"),
+    ([*SWEEP, "--out", "UNDERFILE"], "file/sub: Not a directory"),
+    ([*SWEEP, "--out", UNWRITABLE], f"{UNWRITABLE}: Operation not permitted"),
+    (["plot", "curves", "EMPTY/nope", "--out", "OUT/c.html"], "nope is neither a run folder"),
+    (["plot", "curves", "EMPTY", "--out", "OUT/c.html"], "no metrics found in"),
+    (["plot", "curves", "FILE", "--out", "OUT/c.html"], "file is neither a run folder"),
+    (["plot", "bars", "EMPTY"], "'bars'"),
+    (["plot", "curves", "EMPTY"], "--out"),
+    (["app", "--port", "abc"], "'abc'"),
+    (["app", "--port", "0"], "got 0"),
+    (["app", "--port", "70000"], "got 70000"),
+    (["app", "--runs", "FILE"], "file is a file, not a folder"),
+    (["bogus"], "'bogus'"),
+    ([], "command"),
+]
+
+
+@pytest.mark.parametrize("argv, message", CASES, ids=[" ".join(argv)[:60] for argv, _ in CASES])
+def test_bad_input_is_one_line_and_writes_nothing(argv, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # commands without --out write to ./gradlens-runs: it must not appear either
+    files = _files(tmp_path)
+    argv = [_substitute(a, files) for a in argv]
+    uses_out = "--out" in argv or argv[:1] in (["train"], ["audit"], ["demo"], ["sweep"])
+    if uses_out and "--out" not in argv:
+        argv += ["--out", str(files["OUT"])]
+    err = _fail(argv, capsys)
+    assert message in err
+    assert not files["OUT"].exists() and not (tmp_path / "gradlens-runs").exists()
+    assert not any(files["EMPTY"].iterdir())
+
+
+@pytest.mark.parametrize("values, message", TRAIN_CONFIGS, ids=[next(iter(v)) for v, _ in TRAIN_CONFIGS])
+def test_bad_config_file_is_refused_before_the_run_folder_exists(values, message, tmp_path, capsys):
+    out = tmp_path / "out"
+    err = _fail(["train", "--config", _config(tmp_path, values), "--out", out, "--quiet"], capsys)
+    assert message in err and not out.exists()
+
+
+def test_errors_from_a_real_process_have_no_traceback(tmp_path):
+    for argv in (["train", "--steps", "64"], ["plot", "curves", "nope", "--out", "x.html"], ["train", "--resume"]):
+        proc = subprocess.run([sys.executable, "-m", "gradlens.cli", *argv], capture_output=True, text=True,
+                              cwd=tmp_path, env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)},
+                              timeout=120)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+        assert not any(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------------------------------- item 4: validation
+@pytest.mark.parametrize("values", [
+    {"policy_input_grad": 1.5}, {"noise_std": -0.1}, {"policy": "rnn"}, {"horizon": 0}, {"total_steps": 16},
+    {"total_steps": 64, "warmup_steps": 64}, {"seed": -1}, {"policy_hidden": 8},
+])
+def test_train_config_validates_everything_up_front(values):
+    with pytest.raises(ValueError):
+        TrainConfig(**{**TINY, **values})
+
+
+def test_warmup_just_below_the_steps_is_allowed():
+    assert TrainConfig(**{**TINY, "total_steps": 17, "warmup_steps": 16}).total_steps == 17
+
+
+def test_audit_config_checks_the_collection_scheme():
+    with pytest.raises(ValueError, match="unknown collection scheme 'bogus'"):
+        AuditConfig(data="bogus")
+
+
+@pytest.mark.parametrize("call", ["step", "reward", "rollout"])
+def test_actions_outside_the_bounds_are_refused(call):
+    system = gl.envs.make("cancer", horizon=4)
+    s1 = system.initial_state()
+    run = {"step": lambda: system.step(s1, jnp.array([1.5])), "reward": lambda: system.reward(s1, jnp.array([-2.0])),
+           "rollout": lambda: gl.rollout(system, jnp.full((4, 1), 3.0), s1, 4)}[call]
+    with pytest.raises(ValueError, match=r"must lie in \[-1, 1\].*got (1.5|-2.0|3.0)"):
+        run()
+    assert system.step(s1, jnp.array([1.0])).shape == s1.shape  # the bounds themselves are fine
