@@ -15,6 +15,7 @@ import pytest
 import gradlens as gl
 from gradlens import cli, runs
 from gradlens.analysis.audit import AuditConfig
+from gradlens.sweep import SweepSpec, run_sweep
 from gradlens.training.loop import TrainConfig
 from gradlens.training.train import run_name, train
 
@@ -225,3 +226,135 @@ def test_actions_outside_the_bounds_are_refused(call):
     with pytest.raises(ValueError, match=r"must lie in \[-1, 1\].*got (1.5|-2.0|3.0)"):
         run()
     assert system.step(s1, jnp.array([1.0])).shape == s1.shape  # the bounds themselves are fine
+
+
+# ------------------------------------------------------------------------------------------- item 6: unwritable outputs
+@pytest.mark.parametrize("out, reason", [(f"{UNWRITABLE}/c.html", "Operation not permitted"),
+                                         ("FILE/c.html", "File exists"), ("EMPTY/c.html", "Is a directory")])
+def test_unwritable_figure_is_one_line_naming_the_path_and_reason(out, reason, done_run, tmp_path, capsys):
+    files = _files(tmp_path)
+    (files["EMPTY"] / "c.html").mkdir()
+    out = _substitute(out, files)
+    err = _fail(["plot", "curves", done_run, "--out", out], capsys)
+    assert f"cannot write figure {out}: {reason}" in err
+
+
+def test_unwritable_sweep_store_through_the_api(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    spec = SweepSpec(("linear",), ("simulator",), (8,), overrides={"total_steps": 64, "warmup_steps": 16})
+    with pytest.raises(ValueError, match=f"cannot create the run store {blocker / 'store'}: Not a directory"):
+        run_sweep(spec, blocker / "store", progress=False)
+
+
+def test_a_failed_report_write_is_one_line(tmp_path, capsys, monkeypatch):
+    """A write the command could not foresee (here: the disk filling up under the report) is one line too."""
+    import gradlens.report
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(tmp_path / "out" / "report.html"))
+
+    monkeypatch.setattr(gradlens.report, "run_audit", full)
+    err = _fail([*AUDIT, "--out", tmp_path / "out", "--quiet"], capsys)
+    assert f"{tmp_path / 'out' / 'report.html'}: No space left on device" in err
+
+
+# ------------------------------------------------------------------------------------------- item 3: honest resume
+def _resume(run: Path, capsys, *extra) -> str:
+    return _fail(["train", "--resume", run, "--quiet", *extra], capsys)
+
+
+def test_resume_of_a_finished_run_is_refused_and_changes_nothing(done_run, tmp_path, capsys):
+    run = _copy(done_run, tmp_path)
+    before = runs.status(run)
+    assert "already finished (state done)" in _resume(run, capsys)
+    assert runs.status(run) == before
+
+
+def test_resume_of_a_run_folder_given_as_out_creates_no_nested_run(done_run, tmp_path, capsys):
+    """The old failure: `--resume --out RUN` started a fresh default run inside RUN and flipped its status."""
+    run = _copy(done_run, tmp_path)
+    before = runs.status(run)
+    err = _fail(["train", "--resume", "--out", run, "--quiet"], capsys)
+    assert "already finished" in err and runs.status(run) == before
+    assert sorted(p.name for p in run.iterdir() if p.is_dir()) == []
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("checkpoint", "no readable checkpoint"),
+    ("config", "config.json is corrupt"),
+    ("status", "status.json is corrupt"),
+    ("marker", "checkpoint.json is corrupt"),
+])
+def test_resume_of_a_damaged_run_fails_and_keeps_its_status(damage, message, done_run, tmp_path, capsys):
+    run = _copy(done_run, tmp_path)
+    runs.set_status(run, "failed", reason="interrupted after env step 32; resume with --resume")
+    before = (run / runs.STATUS).read_bytes()
+    if damage == "checkpoint":
+        for name in (runs.CHECKPOINT, runs.PREVIOUS):
+            (run / name).write_bytes(b"PK\x03\x04 truncated")
+    else:
+        path = run / {"config": runs.CONFIG, "status": runs.STATUS, "marker": runs.MARKER}[damage]
+        path.write_text(path.read_text()[:20])
+        before = (run / runs.STATUS).read_bytes()
+    err = _resume(run, capsys)
+    assert message in err and str(run) in err
+    assert (run / runs.STATUS).read_bytes() == before  # not flipped to "running"
+    assert [p.name for p in run.iterdir() if p.is_dir()] == []
+
+
+def test_resume_takes_the_stored_configuration_and_refuses_other_flags(done_run, tmp_path, capsys):
+    run = _copy(done_run, tmp_path)
+    runs.set_status(run, "failed", reason="interrupted after env step 64; resume with --resume")
+    assert "drop --horizon" in _resume(run, capsys, "--horizon", "12")
+    assert cli.main(["train", "--resume", str(run), "--quiet"]) == 0  # the last checkpoint is the end: nothing to run
+    assert runs.status(run)["state"] == "done"
+    assert [p.name for p in tmp_path.iterdir()] == [run.name]
+
+
+def test_resume_of_a_renamed_run_is_refused(done_run, tmp_path, capsys):
+    run = _copy(done_run, tmp_path, "renamed")
+    runs.set_status(run, "failed", reason="interrupted")
+    assert "its config names the run 'linear-simulator-H8-seed0', not 'renamed'" in _resume(run, capsys)
+    assert [p.name for p in tmp_path.iterdir()] == ["renamed"]
+
+
+# ------------------------------------------------------------------------------------------- item 2: damaged folders
+def test_scan_lists_a_non_utf8_folder_as_unreadable_and_reads_the_others(done_run, tmp_path):
+    _copy(done_run, tmp_path)
+    bad = _copy(done_run, tmp_path, os.fsdecode(b"bad\xff"))
+    found = runs.scan(tmp_path).set_index("name")
+    assert found.loc[done_run.name, "state"] == "done"
+    row = found.loc["bad\ufffd"]
+    assert row["state"] == "corrupt" and "folder name is not valid UTF-8 (b'bad\\xff')" in row["error"]
+    metrics = runs.scan_metrics(tmp_path)
+    assert set(metrics["run"]) == {done_run.name} and len(metrics.attrs["problems"]) == 1
+    with pytest.raises(ValueError, match="not valid UTF-8"):
+        runs.load(bad)
+
+
+@pytest.mark.parametrize("file, content", [
+    (runs.REPORT, "{\"system\": {\"name\""), (runs.STATUS, "{\"state\": \"do"), (runs.METRICS, "PAR1 not parquet"),
+    (runs.CONFIG, "[]"),
+])
+def test_scan_flags_a_truncated_or_foreign_file(file, content, done_run, tmp_path):
+    healthy = _copy(done_run, tmp_path, "a")
+    damaged = _copy(done_run, tmp_path, "b")
+    (damaged / file).write_text(content)
+    found = runs.scan(tmp_path).set_index("name")
+    assert found.loc["a", "state"] == "done" and found.loc["b", "state"] == "corrupt"
+    assert file in found.loc["b", "error"]
+    assert set(runs.scan_metrics(tmp_path)["run"]) == {healthy.name}
+
+
+def test_plot_curves_plots_the_healthy_runs_and_names_the_damaged_one(done_run, tmp_path, capsys):
+    healthy = _copy(done_run, tmp_path, "a")
+    truncated = _copy(done_run, tmp_path, "b")
+    (truncated / runs.METRICS).write_bytes((truncated / runs.METRICS).read_bytes()[:100])
+    unnamed = _copy(done_run, tmp_path, os.fsdecode(b"c\xff"))
+    out = tmp_path / "fig" / "curves.html"
+    assert cli.main(["plot", "curves", str(healthy), str(truncated), str(unnamed), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"skipped a damaged run: {truncated / runs.METRICS} is unreadable" in err
+    assert "c\ufffd is unreadable: its folder name is not valid UTF-8" in err
+    assert "linear" in out.read_text()
