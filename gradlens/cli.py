@@ -234,6 +234,60 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _age(updated) -> str:
+    """'12s', '5m', '3h' or '2d' since the ISO-8601 time `updated`; '?' when there is none."""
+    import datetime
+
+    try:
+        seconds = max(time.time() - datetime.datetime.fromisoformat(str(updated)).timestamp(), 0.0)
+    except ValueError:
+        return "?"
+    unit, size = next(((u, n) for u, n in (("d", 86400), ("h", 3600), ("m", 60)) if seconds >= n), ("s", 1))
+    return f"{seconds // size:.0f}{unit}"
+
+
+def _cell(value) -> str:
+    """A table cell: '-' for a missing value, integers without '.0'."""
+    if value is None or value != value:  # None or NaN
+        return "-"
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def _runs_rows(table, runs) -> list[tuple[str, ...]]:
+    """(run, state, system, method, H, steps, seeds, progress, age) per scan row."""
+    rows = []
+    for r in table.itertuples():
+        config = {} if r.state == "corrupt" else runs.load_config(r.path)
+        steps, done = config.get("total_steps"), 0 if r.env_steps != r.env_steps else r.env_steps
+        progress = f"{100 * min(done / steps, 1.0):.0f}%" if isinstance(steps, int) and steps > 0 else None
+        cells = (r.name, r.state, r.system, r.method, r.horizon, steps, config.get("seeds", r.n_seeds), progress)
+        rows.append((*map(_cell, cells), _age(r.updated) if r.updated else "-"))
+    return rows
+
+
+def _cmd_runs(args) -> int:
+    from gradlens import runs
+
+    root = Path(args.root)
+    if not root.exists():
+        raise ValueError(f"no run store at {root}: no such folder")
+    table = runs.scan(root)
+    if table.empty:
+        print(f"no runs in {root}")
+        return 0
+    header = ("run", "state", "system", "method", "H", "steps", "seeds", "progress", "age")
+    rows = [header, *_runs_rows(table, runs)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    for r in table.itertuples():
+        if r.state in ("interrupted", "failed"):
+            print(f"{r.state}: {r.name}: {r.reason}")
+        elif r.state == "corrupt":
+            print(f"unreadable: {r.name}: {r.error}")
+    return 0
+
+
 def _cmd_app(args) -> int:
     from gradlens.app.server import serve
 
@@ -354,6 +408,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("runs", nargs="+", help="run folders or run-store folders")
     q.add_argument("--out", required=True, help="output FILE.html (a .png is written beside it when possible)")
     q.set_defaults(func=_cmd_plot)
+
+    p = sub.add_parser("runs", help="the run store as a table: state (a run whose process died is \"interrupted\", "
+                                    "with the command that resumes it), system, method, horizon, steps, seeds, "
+                                    "progress and age")
+    p.add_argument("root", nargs="?", default="gradlens-runs", help="run-store folder (default ./gradlens-runs)")
+    p.set_defaults(func=_cmd_runs)
 
     p = sub.add_parser("app", help="the Streamlit app: HWM vs AWM gradients beside learning curves, live audits")
     p.add_argument("--runs", default="gradlens-runs", help="run-store folder (default ./gradlens-runs)")

@@ -5,6 +5,8 @@ Every refusal is one line on stderr naming the bad value, a non-zero exit, no tr
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -159,6 +161,9 @@ CASES = [  # (argv with placeholders from `_files`, what the message must name)
     (["plot", "curves", "FILE", "--out", "OUT/c.html"], "file is neither a run folder"),
     (["plot", "bars", "EMPTY"], "'bars'"),
     (["plot", "curves", "EMPTY"], "--out"),
+    (["runs", "FILE"], "file is a file, not a folder"),
+    (["runs", "EMPTY/nope"], "no run store at"),
+    (["runs", "EMPTY", "extra"], "unrecognized arguments: extra"),
     (["app", "--port", "abc"], "'abc'"),
     (["app", "--port", "0"], "got 0"),
     (["app", "--port", "70000"], "got 70000"),
@@ -334,7 +339,7 @@ def test_scan_lists_a_non_utf8_folder_as_unreadable_and_reads_the_others(done_ru
 
 
 @pytest.mark.parametrize("file, content", [
-    (runs.REPORT, "{\"system\": {\"name\""), (runs.STATUS, "{\"state\": \"do"), (runs.METRICS, "PAR1 not parquet"),
+    ("report.json", "{\"system\": {\"name\""), (runs.STATUS, "{\"state\": \"do"), (runs.METRICS, "PAR1 not parquet"),
     (runs.CONFIG, "[]"),
 ])
 def test_scan_flags_a_truncated_or_foreign_file(file, content, done_run, tmp_path):
@@ -358,3 +363,51 @@ def test_plot_curves_plots_the_healthy_runs_and_names_the_damaged_one(done_run, 
     assert f"skipped a damaged run: {truncated / runs.METRICS} is unreadable" in err
     assert "c\ufffd is unreadable: its folder name is not valid UTF-8" in err
     assert "linear" in out.read_text()
+
+
+# ------------------------------------------------------------------------------------------- item 5: liveness
+def test_a_run_whose_process_was_killed_is_interrupted_with_the_resume_command(done_run, tmp_path, capsys):
+    run = _copy(done_run, tmp_path)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", "import signal, sys; from gradlens import runs; runs.set_status(sys.argv[1], "
+         "'running'); print('ready', flush=True); signal.pause()", str(run)],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"})
+    assert writer.stdout.readline() == "ready\n"
+    st = runs.status(run)
+    assert (st["state"], st["pid"], st["host"]) == ("running", writer.pid, socket.gethostname())
+    assert runs.scan(tmp_path).loc[0, "state"] == "running"  # alive
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    row = runs.scan(tmp_path).iloc[0]
+    command = f"gradlens train --resume {run}"
+    assert row["state"] == "interrupted" and f"its process {writer.pid} is gone" in row["reason"]
+    assert command in row["reason"]
+    assert cli.main(["runs", str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    assert f"{run.name}  interrupted  linear  simulator  8  64     1      100%" in table and command in table
+    assert cli.main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert runs.scan(tmp_path).loc[0, "state"] == "done"
+
+
+@pytest.mark.parametrize("minutes, state", [(1, "running"), (60, "interrupted")])
+def test_a_run_of_another_host_is_interrupted_when_its_heartbeat_is_stale(minutes, state, done_run, tmp_path):
+    import datetime
+
+    run = _copy(done_run, tmp_path)
+    st = runs.set_status(run, "running")
+    beat = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=minutes)
+    (run / runs.STATUS).write_text(json.dumps({**st, "host": "elsewhere", "updated": beat.isoformat()}))
+    row = runs.scan(tmp_path).iloc[0]
+    assert row["state"] == state
+    if state == "interrupted":
+        assert row["reason"].startswith("no heartbeat from elsewhere for 60 min")
+
+
+def test_heartbeat_renews_a_running_status_and_keeps_its_state(done_run, tmp_path):
+    run = _copy(done_run, tmp_path)
+    first = runs.set_status(run, "running")
+    beat = runs.heartbeat(run, env_steps=32)
+    assert (beat["state"], beat["env_steps"], beat["pid"]) == ("running", 32, os.getpid())
+    assert beat["updated"] >= first["updated"] and beat["created"] == first["created"]
+    with pytest.raises(ValueError, match="managed by the run store"):
+        runs.set_status(run, "done", pid=1)
