@@ -99,18 +99,20 @@ def _resume_config(args):
             run = Path(args.out) / run_name(config)
             runs.load_config(run)
         else:
-            flags = [f"--{flag.replace('_', '-')}" for flag, _ in (*_TRAIN_OPTIONS, *_POLICY_OPTIONS, ("config", 0))
-                     if getattr(args, flag) is not None]
+            names = [*(flag for flag, _ in (*_TRAIN_OPTIONS, *_POLICY_OPTIONS)), "config"]
+            flags = [f"--{name.replace('_', '-')}" for name in names if getattr(args, name) is not None]
             if flags:
                 raise ValueError(f"--resume {run} continues the run's stored configuration; drop {', '.join(flags)}")
             config = TrainConfig.from_dict(runs.load_config(run))
-        state = runs.status(run)["state"]
+        status = runs.status(run)
     except ValueError as err:
         raise ValueError(f"cannot resume: {err}") from None
     if run.name != run_name(config):
         raise ValueError(f"cannot resume {run}: its config names the run {run_name(config)!r}, not {run.name!r}")
-    if state == "done":
+    if status["state"] == "done":
         raise ValueError(f"cannot resume {run}: the run is already finished (state done)")
+    if status["state"] == "running" and "pid" in status and runs.interrupted(status) is None:
+        raise ValueError(f"cannot resume {run}: it is still running (process {status['pid']} on {status['host']})")
     return config, run.parent
 
 

@@ -553,8 +553,8 @@ def scan(root) -> pd.DataFrame:
     `SCAN_COLUMNS`. A damaged folder gets state "corrupt" and an `error` message instead of raising; `env_steps` is
     the last evaluation's, `final_return` the mean `return` over seeds there, `step` the checkpoint's, `updated` the
     last status change, heartbeat or checkpoint. A "running" run whose writer is gone (`interrupted`) gets state
-    "interrupted" and, for training runs, the `gradlens train --resume` command in `reason`. A folder whose name is not valid UTF-8 is listed "corrupt" too, its name with
-    U+FFFD for the bad bytes. Missing or empty root: no rows."""
+    "interrupted" and, for training runs, the `gradlens train --resume` command in `reason`. A folder whose name is
+    not valid UTF-8 is listed "corrupt" too, its name with U+FFFD for the bad bytes. Missing or empty root: no rows."""
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise ValueError(f"runs root {root} is a file, not a folder")

@@ -411,3 +411,10 @@ def test_heartbeat_renews_a_running_status_and_keeps_its_state(done_run, tmp_pat
     assert beat["updated"] >= first["updated"] and beat["created"] == first["created"]
     with pytest.raises(ValueError, match="managed by the run store"):
         runs.set_status(run, "done", pid=1)
+
+
+def test_resume_of_a_run_that_is_still_running_is_refused(done_run, tmp_path, capsys):
+    run = _copy(done_run, tmp_path)
+    before = runs.set_status(run, "running")  # this process: alive
+    assert f"it is still running (process {os.getpid()} on {socket.gethostname()})" in _resume(run, capsys)
+    assert runs.status(run) == before
