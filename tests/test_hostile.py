@@ -418,3 +418,14 @@ def test_resume_of_a_run_that_is_still_running_is_refused(done_run, tmp_path, ca
     before = runs.set_status(run, "running")  # this process: alive
     assert f"it is still running (process {os.getpid()} on {socket.gethostname()})" in _resume(run, capsys)
     assert runs.status(run) == before
+
+
+def test_training_renews_its_heartbeat(tmp_path, monkeypatch):
+    from gradlens.training import train as train_module
+
+    beats = []
+    monkeypatch.setattr(train_module, "HEARTBEAT_S", -1.0)  # renew after every evaluation
+    monkeypatch.setattr(runs, "heartbeat", lambda run, **extra: beats.append((Path(run).name, extra)))
+    config = TrainConfig(**TINY)
+    train(config, tmp_path, progress=False)
+    assert beats == [(run_name(config), {"env_steps": 32}), (run_name(config), {"env_steps": 64})]
