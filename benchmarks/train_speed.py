@@ -5,7 +5,7 @@
                                                   run for tests)
 
 For each method and seed count: compile time (ahead of time, apart), wall time of the whole run after it,
-and where it goes. "rest" is measured directly: the same compiled schedule with warmup_steps = total_steps, so no
+and where it goes. "rest" is measured directly: the same compiled schedule with warmup_steps = total_steps - 1, so no
 update runs (env steps, evaluations, the schedule's branches, Python dispatch; checkpoints are off); its share is
 rest / run. The world-model and policy columns time one jitted update alone (vmapped over the seeds, on the final
 state) times the schedule's update counts: an estimate, which can exceed the in-loop cost (XLA fuses the update
@@ -31,7 +31,8 @@ def measure(method: str, seeds: int, steps: int, horizon: int = 100, warmup: int
     trainer, state, _, compile_s, run_s = run_schedule(cfg)
 
     # the rest: the same schedule and state with every update switched off
-    rest_s = run_schedule(dataclasses.replace(cfg, warmup_steps=steps), state)[4]
+    # (updates need env step i > warmup_steps and i < total_steps: with warmup_steps = steps - 1 none runs)
+    rest_s = run_schedule(dataclasses.replace(cfg, warmup_steps=steps - 1), state)[4]
 
     # the update steps alone, on the final state (full buffer), vmapped over seeds like inside the chunk
     n_ep = jnp.int32(steps // cfg.horizon)

@@ -59,27 +59,75 @@ def _writable_dir(path: str) -> Path:
     return folder
 
 
-def _cmd_train(args) -> int:
-    from gradlens import outcomes
+# (flag attribute, TrainConfig field) of the `train` options that make up a run's configuration
+_TRAIN_OPTIONS = (("system", "system"), ("method", "method"), ("horizon", "horizon"), ("seeds", "seeds"),
+                  ("steps", "total_steps"), ("warmup", "warmup_steps"), ("seed", "seed"))
+
+
+def _train_config(args):
+    """The TrainConfig of `--config` and the flags (flags win)."""
     from gradlens.training.loop import TrainConfig
-    from gradlens.training.train import run_name, train, zeroed_line
 
     values = {}
     if args.config:
         try:
             values = json.loads(Path(args.config).read_text())
-        except (OSError, json.JSONDecodeError) as err:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ValueError(f"cannot read config file {args.config}: {err}") from None
         if not isinstance(values, dict):
             raise ValueError(f"config file {args.config} must hold a JSON object")
-    for flag, key in (("system", "system"), ("method", "method"), ("horizon", "horizon"), ("seeds", "seeds"),
-                      ("steps", "total_steps"), ("warmup", "warmup_steps"), ("seed", "seed"), *_POLICY_OPTIONS):
+    for flag, key in (*_TRAIN_OPTIONS, *_POLICY_OPTIONS):
         if getattr(args, flag) is not None:
             values[key] = getattr(args, flag)
-    config = TrainConfig.from_dict(values)
-    out = _writable_dir(args.out)
+    return TrainConfig.from_dict(values)
+
+
+def _resume_config(args):
+    """(config, run-store root) of the run `--resume` continues; ValueError, with nothing written, when there is no
+    such run, it is damaged or already done. The run is `--resume RUN`, else `--out` if it is a run folder, else the
+    folder the flags name in `--out`."""
+    from gradlens import runs
+    from gradlens.training.loop import TrainConfig
+    from gradlens.training.train import run_name
+
+    run = Path(args.resume) if args.resume else None
+    if run is None and (Path(args.out) / runs.CONFIG).is_file():
+        run = Path(args.out)
+    try:
+        if run is None:
+            config = _train_config(args)
+            run = Path(args.out) / run_name(config)
+            runs.load_config(run)
+        else:
+            names = [*(flag for flag, _ in (*_TRAIN_OPTIONS, *_POLICY_OPTIONS)), "config"]
+            flags = [f"--{name.replace('_', '-')}" for name in names if getattr(args, name) is not None]
+            if flags:
+                raise ValueError(f"--resume {run} continues the run's stored configuration; drop {', '.join(flags)}")
+            config = TrainConfig.from_dict(runs.load_config(run))
+        status = runs.status(run)
+    except ValueError as err:
+        raise ValueError(f"cannot resume: {err}") from None
+    if run.name != run_name(config):
+        raise ValueError(f"cannot resume {run}: its config names the run {run_name(config)!r}, not {run.name!r}")
+    if status["state"] == "done":
+        raise ValueError(f"cannot resume {run}: the run is already finished (state done)")
+    if status["state"] == "running" and "pid" in status and runs.interrupted(status) is None:
+        raise ValueError(f"cannot resume {run}: it is still running (process {status['pid']} on {status['host']})")
+    return config, run.parent
+
+
+def _cmd_train(args) -> int:
+    from gradlens import outcomes
+    from gradlens.training.train import run_name, train, zeroed_line
+
+    if args.resume is None:
+        config = _train_config(args)
+        out = _writable_dir(args.out)
+    else:
+        config, out = _resume_config(args)
     print(f"training {run_name(config)}: {config.total_steps} env steps, {config.seeds} seed(s) -> {out}")
-    metrics = train(config, out, resume=args.resume, progress=not args.quiet, log=None if args.quiet else print)
+    metrics = train(config, out, resume=args.resume is not None, progress=not args.quiet,
+                    log=None if args.quiet else print)
     setting = metrics.assign(system=config.system, method=config.method, horizon=config.horizon)
     print(f"done: {outcomes.outcome_line(outcomes.seed_outcomes(setting, fallback=False))}")
     if zeroed_line(metrics) is not None:
@@ -96,8 +144,12 @@ def _cmd_plot(args) -> int:
     frames = []
     for path in args.runs:
         folder = Path(path)
-        if (folder / "config.json").exists():
-            frames.append(runs.load(folder))
+        if (folder / runs.CONFIG).exists():
+            try:
+                runs.status(folder)
+                frames.append(runs.load(folder))
+            except ValueError as err:  # a damaged run is named and skipped; the healthy ones are plotted
+                print(f"warning: skipped a damaged run: {err}", file=sys.stderr)
         elif folder.is_dir():
             found = runs.scan_metrics(folder)
             for problem in found.attrs.get("problems", []):
@@ -108,7 +160,11 @@ def _cmd_plot(args) -> int:
     metrics = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if metrics.empty:
         raise ValueError(f"no metrics found in {', '.join(args.runs)}")
-    written = plots.write_figure(plots.learning_curves_figure(metrics), args.out)
+    try:
+        written = plots.write_figure(plots.learning_curves_figure(metrics), args.out)
+    except OSError as err:
+        where = f" ({err.filename})" if err.filename and str(err.filename) != args.out else ""
+        raise ValueError(f"cannot write figure {args.out}: {err.strerror or err}{where}") from None
     print("wrote " + ", ".join(written))
     found = outcomes.seed_outcomes(metrics)
     by = [c for c in found.columns if c not in outcomes.OUTCOME_COLUMNS]
@@ -141,9 +197,10 @@ def _audit_config(args, quick: bool):
 
 def _run_and_print(system, models, horizons, args, quick: bool):
     from gradlens.report import format_summary, run_audit
-    from gradlens.analysis.audit import AuditReport
+    from gradlens.analysis.audit import AuditReport, prepare
 
     config = _audit_config(args, quick)
+    prepare(system, models, horizons, None, config)  # bad input fails before anything is written
     out = _writable_dir(args.out)
     log = None if args.quiet else (lambda line: print(line, flush=True))
     start = time.perf_counter()
@@ -179,6 +236,60 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _age(updated) -> str:
+    """'12s', '5m', '3h' or '2d' since the ISO-8601 time `updated`; '?' when there is none."""
+    import datetime
+
+    try:
+        seconds = max(time.time() - datetime.datetime.fromisoformat(str(updated)).timestamp(), 0.0)
+    except ValueError:
+        return "?"
+    unit, size = next(((u, n) for u, n in (("d", 86400), ("h", 3600), ("m", 60)) if seconds >= n), ("s", 1))
+    return f"{seconds // size:.0f}{unit}"
+
+
+def _cell(value) -> str:
+    """A table cell: '-' for a missing value, integers without '.0'."""
+    if value is None or value != value:  # None or NaN
+        return "-"
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def _runs_rows(table, runs) -> list[tuple[str, ...]]:
+    """(run, state, system, method, H, steps, seeds, progress, age) per scan row."""
+    rows = []
+    for r in table.itertuples():
+        config = {} if r.state == "corrupt" else runs.load_config(r.path)
+        steps, done = config.get("total_steps"), 0 if r.env_steps != r.env_steps else r.env_steps
+        progress = f"{100 * min(done / steps, 1.0):.0f}%" if isinstance(steps, int) and steps > 0 else None
+        cells = (r.name, r.state, r.system, r.method, r.horizon, steps, config.get("seeds", r.n_seeds), progress)
+        rows.append((*map(_cell, cells), _age(r.updated) if r.updated else "-"))
+    return rows
+
+
+def _cmd_runs(args) -> int:
+    from gradlens import runs
+
+    root = Path(args.root)
+    if not root.exists():
+        raise ValueError(f"no run store at {root}: no such folder")
+    table = runs.scan(root)
+    if table.empty:
+        print(f"no runs in {root}")
+        return 0
+    header = ("run", "state", "system", "method", "H", "steps", "seeds", "progress", "age")
+    rows = [header, *_runs_rows(table, runs)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    for r in table.itertuples():
+        if r.state in ("interrupted", "failed"):
+            print(f"{r.state}: {r.name}: {r.reason}")
+        elif r.state == "corrupt":
+            print(f"unreadable: {r.name}: {r.error}")
+    return 0
+
+
 def _cmd_app(args) -> int:
     from gradlens.app.server import serve
 
@@ -187,13 +298,14 @@ def _cmd_app(args) -> int:
 
 
 def _cmd_sweep(args) -> int:
-    from gradlens.sweep import SweepSpec, run_sweep
+    from gradlens.sweep import SweepSpec, check_options, run_sweep
 
     overrides = {key: getattr(args, flag) for flag, key in (("steps", "total_steps"), ("warmup", "warmup_steps"),
                                                             *_POLICY_OPTIONS)
                  if getattr(args, flag) is not None}
     spec = SweepSpec(systems=tuple(_csv(args.systems, "systems")), methods=tuple(_csv(args.methods, "methods")),
                      horizons=tuple(_csv(args.horizons, "horizons", int)), seeds=args.seeds, overrides=overrides)
+    check_options(args.backend, args.jobs)
     out = _writable_dir(args.out)
     n = len(spec.configs())
     print(f"sweep: {n} run(s) of {spec.seeds} seed(s) -> {out} ({args.backend} backend)")
@@ -224,8 +336,15 @@ def _add_policy_options(p: argparse.ArgumentParser) -> None:
                         "counted per seed (the reference implementation's handling)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, like the sub-commands' own."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gradlens", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="gradlens", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("systems", help="list every system with its dimensions, horizon and dt; roll each out once")
     p.add_argument("--horizon", type=int, default=None, help="override every system's horizon")
@@ -243,7 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_policy_options(p)
     p.add_argument("--config", help="JSON file of TrainConfig fields (flags override it)")
     p.add_argument("--out", default="gradlens-runs", help="run-store folder (default ./gradlens-runs)")
-    p.add_argument("--resume", action="store_true", help="continue the run's last checkpoint")
+    p.add_argument("--resume", nargs="?", const="", metavar="RUN",
+                   help="continue a run from its last checkpoint: the run folder RUN (its stored configuration), or "
+                        "the run the other flags name in --out; an absent, damaged or finished run is an error")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-evaluation lines")
     p.set_defaults(func=_cmd_train)
 
@@ -290,6 +411,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", required=True, help="output FILE.html (a .png is written beside it when possible)")
     q.set_defaults(func=_cmd_plot)
 
+    p = sub.add_parser("runs", help="the run store as a table: state (a run whose process died is \"interrupted\", "
+                                    "with the command that resumes it), system, method, horizon, steps, seeds, "
+                                    "progress and age")
+    p.add_argument("root", nargs="?", default="gradlens-runs", help="run-store folder (default ./gradlens-runs)")
+    p.set_defaults(func=_cmd_runs)
+
     p = sub.add_parser("app", help="the Streamlit app: HWM vs AWM gradients beside learning curves, live audits")
     p.add_argument("--runs", default="gradlens-runs", help="run-store folder (default ./gradlens-runs)")
     p.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
@@ -305,6 +432,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ValueError as err:
         print(f"gradlens {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a read or write the command's own checks did not foresee (disk full, permissions)
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"gradlens {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"gradlens {args.command}: interrupted", file=sys.stderr)

@@ -15,7 +15,7 @@ from typing import Any, Callable, NamedTuple, Protocol, Union, runtime_checkable
 import jax
 import jax.numpy as jnp
 
-from gradlens.envs.base import System, check_finite, check_shape
+from gradlens.envs.base import System, check_action_bounds, check_finite, check_shape
 
 Array = jax.Array
 Policy = Callable[[Array, Array], Array]  # (obs [O], key) -> action [A]
@@ -182,6 +182,7 @@ def rollout(
         actions = jnp.asarray(policy)
         check_shape(actions, (horizon, dyn.action_dim), "open-loop actions [horizon, action_dim]")
         check_finite(actions, "open-loop actions")
+        check_action_bounds(actions, "open-loop actions")
     if key is None:
         if getattr(dyn, "needs_key", False):
             raise ValueError("these dynamics have process noise (noise_std > 0): pass key=jax.random.PRNGKey(...)")

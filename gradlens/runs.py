@@ -5,7 +5,9 @@ On-disk format of a run folder `<root>/<name>/` (every file is written atomicall
 
     config.json          the run's configuration, JSON with sorted keys; fixed at creation (resume needs the same one)
     status.json          {"state": "running" | "done" | "failed", "kind": "train" | ..., "created": ISO-8601 UTC,
-                          "updated": ISO-8601 UTC, "reason": str | null, ...extra keys of the last `set_status`}
+                          "updated": ISO-8601 UTC (the heartbeat: a running writer renews it, `heartbeat`),
+                          "pid": int, "host": str (the writing process), "reason": str | null,
+                          ...extra keys of the last `set_status` / `heartbeat`}
     metrics.parquet      one row per (seed, evaluation), long format: `env_steps` (int64), `seed` (int64), then float
                          columns such as return, model_loss, policy_grad_norm, cosine_to_simulator,
                          relative_error_to_simulator, wall_time (seconds). Only the first `metrics_rows` rows named
@@ -16,7 +18,7 @@ On-disk format of a run folder `<root>/<name>/` (every file is written atomicall
     checkpoint.prev.npz  the checkpoint committed before it (the last good one if the newest is damaged)
     checkpoint.json      the commit marker, written last: {"step", "metrics_rows", "token", "saved",
                          "previous": {"step", "metrics_rows", "token"} | null}
-    anything else        report.json, *.html, ...: ignored by the store, free for other tools
+    anything else        report.json, *.html, ...: free for other tools (`scan` flags a report.json that is not JSON)
 
 `save_checkpoint` commits in this order, so a process killed at any instant leaves the marker's checkpoint and its
 first `metrics_rows` metrics rows (all with env_steps <= step) on disk: (1) metrics.parquet <- all rows so far;
@@ -28,9 +30,10 @@ PRNG keys: raw uint32 keys (`jax.random.PRNGKey`, `split`) are arrays like any o
 typed keys (`jax.random.key`) are stored as their key data and re-wrapped with the template leaf's implementation
 (the template must then hold a concrete key, not a `jax.ShapeDtypeStruct`). Loaded leaves are NumPy arrays.
 
-API: `create`, `set_status`, `save_checkpoint` write (trainer side); `load_checkpoint`, `load_config`, `status`,
-`load` (one run's metrics), `scan` (one row per run folder, damaged ones flagged "corrupt"), `scan_metrics` (all
-healthy runs' metrics) read (analysis, plots, app, CLI side). Bad paths and values raise ValueError.
+API: `create`, `set_status`, `heartbeat`, `save_checkpoint` write (trainer side); `check_same_run`,
+`load_checkpoint`, `load_config`, `status`, `interrupted`, `load` (one run's metrics), `scan` (one row per run folder,
+damaged ones flagged "corrupt", dead ones "interrupted"), `scan_metrics` (all healthy runs' metrics) read (analysis,
+plots, app, CLI side). Bad paths and values raise ValueError.
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ import json
 import os
 import re
 import secrets
+import socket
 import time
 import warnings
 import zipfile
@@ -60,7 +64,9 @@ SCAN_COLUMNS = ("name", "path", "kind", "state", "reason", "system", "method", "
 FILTERS = ("kind", "state", *CONFIG_COLUMNS)  # `scan_metrics` filters
 CONFIG, STATUS, METRICS = "config.json", "status.json", "metrics.parquet"
 CHECKPOINT, PREVIOUS, MARKER = "checkpoint.npz", "checkpoint.prev.npz", "checkpoint.json"
+REPORT = "report.json"  # an audit's report: not the store's, but `scan` flags a damaged one
 _UNREADABLE = (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile)
+STALE_S = 1800.0  # a "running" run of another host whose heartbeat is older than this (seconds) is "interrupted"
 
 
 # ---------------------------------------------------------------------------------------------------- atomic files
@@ -150,11 +156,19 @@ def _now() -> str:
 # ---------------------------------------------------------------------------------------------------- run folders
 def _run_dir(path) -> Path:
     run = Path(path)
+    if _printable(run.name) != run.name:
+        raise ValueError(f"{_printable(str(run))} is unreadable: its folder name is not valid UTF-8 "
+                         f"({os.fsencode(run.name)!r}); rename it")
     if not run.is_dir():
         raise ValueError(f"{run} is not a run folder: no such directory")
     if not (run / CONFIG).is_file():
         raise ValueError(f"{run} is not a gradlens run folder: it has no {CONFIG}")
     return run
+
+
+def _printable(text: str) -> str:
+    """`text` with the undecodable bytes of a file name (surrogate escapes) shown as U+FFFD."""
+    return os.fsencode(text).decode("utf-8", "replace")
 
 
 def create(root, config, name: str | None = None, kind: str = "train") -> Path:
@@ -181,14 +195,7 @@ def create(root, config, name: str | None = None, kind: str = "train") -> Path:
     except OSError as e:
         raise ValueError(f"cannot write to {run}: {e.strerror or e}") from e
     if (run / CONFIG).exists():
-        old = load_config(run)
-        if _dumps(old) != _dumps(config):
-            keys = sorted(k for k in set(old) | set(config) if old.get(k, ...) != config.get(k, ...))
-            raise ValueError(f"run folder {run} exists with a different config (differing keys: {', '.join(keys)}); "
-                             "resume it with the same config or choose another name / --out")
-        old_kind = _read_status_or_empty(run).get("kind", kind)
-        if old_kind != kind:
-            raise ValueError(f"run folder {run} holds a {old_kind!r} run, not {kind!r}; choose another name / --out")
+        check_same_run(run, config, kind)
         for tmp in run.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
         _write_status(run, "running", None, kind, {})
@@ -198,6 +205,19 @@ def create(root, config, name: str | None = None, kind: str = "train") -> Path:
     write_json_atomic(run / CONFIG, config)  # first: a folder with a config is a run; status is rewritten on resume
     _write_status(run, "running", None, kind, {})
     return run
+
+
+def check_same_run(run_dir, config, kind: str = "train") -> None:
+    """ValueError unless the run folder `run_dir` holds `config` (a dict or dataclass) and `kind`; writes nothing."""
+    run, config = Path(run_dir), _jsonable(config, "config")
+    old = load_config(run)
+    if _dumps(old) != _dumps(config):
+        keys = sorted(k for k in set(old) | set(config) if old.get(k, ...) != config.get(k, ...))
+        raise ValueError(f"run folder {run} exists with a different config (differing keys: {', '.join(keys)}); "
+                         "resume it with the same config or choose another name / --out")
+    old_kind = _read_status_or_empty(run).get("kind", kind)
+    if old_kind != kind:
+        raise ValueError(f"run folder {run} holds a {old_kind!r} run, not {kind!r}; choose another name / --out")
 
 
 def _fresh_name(root: Path, config: dict, kind: str) -> str:
@@ -231,17 +251,49 @@ def status(path) -> dict:
 def set_status(run_dir, state: str, reason: str | None = None, **extra) -> dict:
     """Set the run's state ("running", "done" or "failed"; a failure needs a `reason`) and return the new status.
 
-    `extra` keys (JSON-able, e.g. step=..., pid=...) are stored beside it, replacing those of the previous call.
+    `extra` keys (JSON-able, e.g. step=...) are stored beside it, replacing those of the previous call.
     """
     run = _run_dir(run_dir)
     if state not in STATES:
         raise ValueError(f"state must be one of {', '.join(STATES)}; got {state!r}")
     if state == "failed" and not reason:
         raise ValueError("a failed run needs a reason (what failed, at which step)")
-    clash = sorted({"kind", "created", "updated"} & set(extra))
+    clash = sorted({"kind", "created", "updated", "pid", "host"} & set(extra))
     if clash:
         raise ValueError(f"status keys {', '.join(clash)} are managed by the run store; pass other extra keys")
     return _write_status(run, state, reason, None, extra)
+
+
+def heartbeat(run_dir, **extra) -> dict:
+    """Renew a running run's `updated` time (its heartbeat) and writer pid/host, state and reason kept; `extra` keys
+    as in `set_status`. Returns the new status."""
+    st = status(run_dir)
+    return set_status(run_dir, st["state"], st.get("reason"), **extra)
+
+
+def interrupted(st: dict) -> str | None:
+    """Why a "running" status belongs to no live writer (its process is gone from this host, or, on another host,
+    its heartbeat is older than STALE_S), else None (a live run, a finished one, or one of an older store)."""
+    pid, host = st.get("pid"), st.get("host")
+    if st.get("state") != "running" or not isinstance(pid, int) or not isinstance(host, str):
+        return None
+    if host == socket.gethostname():
+        return None if _alive(pid) else f"its process {pid} is gone"
+    try:
+        age = time.time() - datetime.datetime.fromisoformat(st["updated"]).timestamp()
+    except (KeyError, TypeError, ValueError):
+        return None
+    return f"no heartbeat from {host} for {age / 60:.0f} min" if age > STALE_S else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process: it exists
+        return True
+    return True
 
 
 def _read_status_or_empty(run: Path) -> dict:
@@ -255,7 +307,8 @@ def _read_status_or_empty(run: Path) -> dict:
 def _write_status(run: Path, state: str, reason, kind: str | None, extra: dict) -> dict:
     old, now = _read_status_or_empty(run), _now()
     new = {**_jsonable(extra, "status"), "state": state, "kind": kind or old.get("kind", "train"),
-           "created": old.get("created", now), "updated": now, "reason": None if reason is None else str(reason)}
+           "created": old.get("created", now), "updated": now, "reason": None if reason is None else str(reason),
+           "pid": os.getpid(), "host": socket.gethostname()}
     write_json_atomic(run / STATUS, new)
     return new
 
@@ -499,7 +552,9 @@ def scan(root) -> pd.DataFrame:
     """One row per run folder under `root` (sorted by name; hidden and `_`-prefixed folders skipped), columns
     `SCAN_COLUMNS`. A damaged folder gets state "corrupt" and an `error` message instead of raising; `env_steps` is
     the last evaluation's, `final_return` the mean `return` over seeds there, `step` the checkpoint's, `updated` the
-    last status change or checkpoint. Missing or empty root: no rows."""
+    last status change, heartbeat or checkpoint. A "running" run whose writer is gone (`interrupted`) gets state
+    "interrupted" and, for training runs, the `gradlens train --resume` command in `reason`. A folder whose name is
+    not valid UTF-8 is listed "corrupt" too, its name with U+FFFD for the bad bytes. Missing or empty root: no rows."""
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise ValueError(f"runs root {root} is a file, not a folder")
@@ -510,11 +565,17 @@ def scan(root) -> pd.DataFrame:
 
 def _scan_one(run: Path) -> dict:
     row = dict.fromkeys(SCAN_COLUMNS)
-    row.update(name=run.name, path=str(run))
+    row.update(name=_printable(run.name), path=_printable(str(run)))
     try:
         config, st, marker = load_config(run), status(run), _read_marker(run)
         frame = _committed_metrics(run, marker["metrics_rows"] if marker else 0)
+        if (run / REPORT).exists():
+            _read_json(run / REPORT)
         row.update({k: st.get(k) for k in ("kind", "state", "reason", "created", "updated")})
+        gone = interrupted(st)
+        if gone is not None:
+            row.update(state="interrupted", reason=f"{gone}; continue it with: gradlens train --resume {run}"
+                       if st.get("kind") == "train" else gone)
         row.update({k: config.get(k) for k in CONFIG_COLUMNS}, step=marker["step"] if marker else None)
         row["updated"] = max(str(st.get("updated")), str(marker.get("saved"))) if marker else st.get("updated")
         if len(frame):

@@ -102,6 +102,14 @@ def _done(out: Path, config: TrainConfig) -> dict | None:
             "state": "skipped (done)", "seconds": 0.0, "final_return": float(last["return"].mean()), "error": None}
 
 
+def check_options(backend: str, jobs: int | None) -> None:
+    """ValueError for a backend not in BACKENDS or a `jobs` that is not a positive integer (None: one per core)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
+
+
 def run_sweep(spec: SweepSpec, out, *, backend: str = "local", jobs: int | None = None,
               ray_address: str | None = None, progress: bool = True, log=None) -> pd.DataFrame:
     """Run every cell of `spec` not yet done into the run store `out`; one result row per cell (RESULT_COLUMNS).
@@ -110,12 +118,12 @@ def run_sweep(spec: SweepSpec, out, *, backend: str = "local", jobs: int | None 
     whole cells; "ray": one Ray task per cell (`ray.init(address=ray_address)`, None = a local Ray). `log` is called
     with one line per finished cell.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
-        raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
+    check_options(backend, jobs)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"cannot create the run store {out}: {err.strerror or err}") from None
     configs = spec.configs()
     results = {i: row for i, row in ((i, _done(out, c)) for i, c in enumerate(configs)) if row is not None}
     pending = [(i, c.to_dict()) for i, c in enumerate(configs) if i not in results]

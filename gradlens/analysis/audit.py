@@ -51,7 +51,7 @@ from gradlens.envs.base import System, check_positive
 from gradlens.models.base import WorldModel
 from gradlens.policies import POLICIES, make_policy
 from gradlens.rollout import check_policy_input_grad
-from gradlens.training.data import Trajectories, collect
+from gradlens.training.data import Trajectories, as_scheme, collect
 from gradlens.training.fit import FitConfig, FitDiverged, baseline_mse, fit, fit_split, mse
 from gradlens.training.fit_record import (CHAOS_DELTA, FIT_BAR, FitRecord, divergence, fit_record, horizon_ratio,
                                           open_loop_error, repeat_error)
@@ -132,6 +132,8 @@ class AuditConfig:
         if isinstance(self.s1_noise, bool) or not isinstance(self.s1_noise, (int, float)) \
                 or not 0 <= self.s1_noise < math.inf:
             raise ValueError(f"AuditConfig.s1_noise must be a finite number >= 0, got {self.s1_noise!r}")
+        if self.data != "auto":
+            as_scheme(self.data)
 
 
 @dataclasses.dataclass

@@ -43,6 +43,18 @@ def check_finite(x, what: str) -> None:
         raise ValueError(f"{what} must be finite, got {np.asarray(x)!r}")
 
 
+def check_action_bounds(actions, what: str) -> None:
+    """Raise `ValueError` if a concrete action array leaves [-1, 1] (where every system's control range is mapped);
+    tracers pass through unchecked."""
+    if not is_concrete(actions):
+        return
+    values = np.asarray(actions)
+    if values.size and np.abs(values).max() > 1.0:
+        worst = values.flat[int(np.abs(values).argmax())]
+        raise ValueError(f"{what} must lie in [-1, 1] (each system maps [-1, 1] onto its control range), "
+                         f"got {float(worst)!r}")
+
+
 def check_shape(x, shape: tuple[int, ...], what: str) -> None:
     """Raise `ValueError` unless `x` has exactly `shape`."""
     if tuple(jnp.shape(x)) != tuple(shape):
@@ -142,6 +154,7 @@ class System:
         check_shape(obs, (self.obs_dim,), f"{self.name}: state (obs_dim = state_dim + 1 time index)")
         check_shape(action, (self.action_dim,), f"{self.name}: action")
         check_finite(action, f"{self.name}: action")
+        check_action_bounds(action, f"{self.name}: action")
 
 
 def affine_to_bounds(a: Array, low, high) -> Array:

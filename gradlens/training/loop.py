@@ -24,7 +24,7 @@ import optax
 from gradlens import envs
 from gradlens.envs.base import System
 from gradlens.policies import check_time_input, make_policy
-from gradlens.rollout import rollout
+from gradlens.rollout import check_policy_input_grad, rollout
 from gradlens.training.bpo import gradient_agreement, policy_gradient, policy_optimizer, policy_update
 from gradlens.training.fit import model_loss
 
@@ -71,6 +71,9 @@ class TrainConfig:
     def __post_init__(self):
         from gradlens.training import baselines  # lazy: the baselines import this module
 
+        for name in ("system", "method"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a name (a string), got {getattr(self, name)!r}")
         if self.warmup_steps is None:
             default = baselines.default_warmup(self.method)
             object.__setattr__(self, "warmup_steps", BPO_WARMUP_STEPS if default is None else default)
@@ -81,6 +84,11 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
+        if self.total_steps <= self.warmup_steps:
+            raise ValueError(f"total_steps ({self.total_steps}) must exceed warmup_steps ({self.warmup_steps}): no "
+                             "update would run; raise --steps or lower --warmup")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         for name in ("model_lr", "policy_lr", "grad_clip"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
@@ -102,6 +110,12 @@ class TrainConfig:
             raise ValueError(f"unknown method {self.method!r}; valid methods: {', '.join(methods())}")
         if self.system not in envs.names():
             raise ValueError(f"unknown system {self.system!r}; valid systems: {', '.join(envs.names())}")
+        check_policy_input_grad(self.policy_input_grad)
+        # building the system and the policy checks horizon, noise_std, policy and policy_hidden before any run starts
+        if not isinstance(self.policy_hidden, (tuple, list)):
+            raise ValueError(f"policy_hidden must be a list of positive integers, got {self.policy_hidden!r}")
+        system = envs.make(self.system, horizon=self.horizon, noise_std=self.noise_std)
+        make_policy(self.policy, system, tuple(self.policy_hidden), time_input=self.policy_time_input)
         object.__setattr__(self, "baseline", baselines.resolve(self))
 
     def to_dict(self) -> dict:
@@ -124,7 +138,7 @@ class TrainConfig:
             raise ValueError(f"unknown config key(s) {', '.join(map(repr, unknown))}; valid keys: "
                              f"{', '.join(sorted(fields))}")
         data = dict(data)
-        if "policy_hidden" in data:
+        if isinstance(data.get("policy_hidden"), list):
             data["policy_hidden"] = tuple(data["policy_hidden"])
         return cls(**data)
 

@@ -21,6 +21,9 @@ from gradlens.training import baselines
 from gradlens.training.loop import NONFINITE, TrainConfig, make_trainer
 
 
+HEARTBEAT_S = 30.0  # seconds between renewals of a running run's heartbeat (runs.heartbeat)
+
+
 class TrainingDiverged(ValueError):
     """A loss or gradient became NaN/Inf; the message names the env step, seed and quantity."""
 
@@ -102,15 +105,17 @@ def train(config: TrainConfig, out: str | Path | None = None, *, resume: bool = 
         if exists and not resume:
             raise ValueError(f"run folder {run} already exists: pass resume=True (--resume) to continue it, "
                              f"or choose another output folder")
+        if exists:  # read everything first: a resume that fails leaves the stored status as it was
+            runs.check_same_run(run, config.to_dict())
+        loaded = runs.load_checkpoint(run, like=state) if exists else None
         runs.create(out, config.to_dict(), name=run_name(config), kind="train")
-        loaded = runs.load_checkpoint(run, like=state) if resume else None
         if loaded is not None:
             numpy_state, step, metrics = loaded
             state = jax.tree.map(jnp.asarray, numpy_state)
             rows = metrics.to_dict("records")
             first = -(-step // config.eval_every)
             wall_offset = float(metrics["wall_time"].max()) if len(metrics) else 0.0
-    start = time.perf_counter()
+    start, beat = time.perf_counter(), time.monotonic()
     bar = tqdm(range(first, trainer.n_chunks), desc=run_name(config), unit="eval", disable=not progress,
                initial=first, total=trainer.n_chunks)
     env_steps = 0
@@ -136,6 +141,9 @@ def train(config: TrainConfig, out: str | Path | None = None, *, resume: bool = 
             last = c == trainer.n_chunks - 1
             if run is not None and ((c + 1 - first) % checkpoint_every == 0 or last):
                 runs.save_checkpoint(run, jax.device_get(state), env_steps, rows)
+            if run is not None and time.monotonic() - beat > HEARTBEAT_S:
+                runs.heartbeat(run, env_steps=env_steps)
+                beat = time.monotonic()
     except KeyboardInterrupt:
         if run is not None:
             runs.set_status(run, "failed", reason=f"interrupted after env step {env_steps}; resume with --resume")
