@@ -14,6 +14,7 @@ from pathlib import Path
 
 from gradlens import plots, runs
 from gradlens.analysis.audit import AuditConfig, AuditReport, audit, prepare, summary_rows
+from gradlens.conclusions import conclusions
 from gradlens.training.fit_record import FitRecord, horizon_ratio
 
 DEMO = {"system": "double_pendulum", "models": ("markov", "hwm-transformer", "awm-transformer"),
@@ -165,14 +166,28 @@ def _html_table(table: list[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _item_list(lines: list[str], css: str) -> str:
+    return f"<ul class='{css}'>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>"
+
+
 def _warning_list(lines: list[str]) -> str:
-    return "<ul class='warnings'>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>" \
-        if lines else ""
+    return _item_list(lines, "warnings") if lines else ""
+
+
+NOTHING_TO_READ = "No finite gradient statistics to read."
+
+
+def conclusion_html(report: AuditReport) -> str:
+    """The report's first section: `conclusions` as two lists, what the numbers show and what not to conclude."""
+    found = conclusions(report)
+    shown = _item_list(found.findings, "findings") if found.findings else f"<p>{NOTHING_TO_READ}</p>"
+    caveats = f"<h3>What not to conclude</h3>{_item_list(found.caveats, 'warnings')}" if found.caveats else ""
+    return f"<h2 id='conclusions'>Conclusions</h2>{shown}{caveats}"
 
 
 def report_html(report: AuditReport, figures: dict | None = None) -> str:
-    """One self-contained HTML page: header, problems, fit records with their warnings, summary table, then every
-    figure with a short reading; the fit warnings are repeated next to the gradient conclusions."""
+    """One self-contained HTML page: header, conclusions, problems, fit records with their warnings, summary table,
+    then every figure with a short reading; the fit warnings are repeated next to the gradient conclusions."""
     figures = audit_figures(report) if figures is None else figures
     esc = html.escape
     problems = "".join(f"<li><b>{esc(str(p['diagnostic']))}</b> · {esc(str(p['method']))} · "
@@ -201,6 +216,7 @@ def report_html(report: AuditReport, figures: dict | None = None) -> str:
         f"<p>Models: {esc(', '.join(report.models))}; horizons {esc(str(report.horizons))}; policy "
         f"{esc(str(report.system.get('policy')))}; horizon mode {esc(report.system['horizon_mode'])}; created "
         f"{esc(str(report.meta.get('created')))}.</p>",
+        conclusion_html(report),
         "<h2 id='problems'>Problems</h2>",
         f"<ul class='problems'>{problems}</ul>" if problems else "<p>No NaN, Inf or failed diagnostic.</p>",
         f"<h2 id='fits'>World-model fits</h2>{fits}"

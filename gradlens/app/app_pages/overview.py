@@ -49,8 +49,7 @@ def overview(report, path: str) -> None:
     fig.update_xaxes(tickvals=report.horizons)
     st.plotly_chart(fig, theme=None)
     st.subheader("Reading")
-    sentences = reading.overview(report)
-    st.markdown("\n".join(f"- {s}" for s in sentences) if sentences else "No finite gradient statistics to read.")
+    st.markdown(reading.markdown(report))
     st.caption("Solid lines: first-order (backpropagated) gradients; dotted: the zeroth-order reference through the "
                "simulator at the same budget. Axes are logarithmic except the cosine's.")
     table = summary_table(report)
