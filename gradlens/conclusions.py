@@ -20,6 +20,7 @@ from gradlens.analysis.audit import SIMULATOR
 COSINE_GOOD = 0.9  # a gradient this aligned with the simulator's descends the true landscape
 REL_ERROR_BAD = 0.5  # a relative error above this is a gradient mostly off the simulator's
 VARIANCE_BAD = 10.0  # a variance this many times the simulator's needs that many more samples for the same SNR
+TIE = 1.05  # landscapes whose roughness differs by less than 5 % are equally smooth
 SMOOTHER = 0.5  # a model landscape under half the simulator's roughness has smoothed its structure away
 
 
@@ -87,7 +88,10 @@ def _closest(report, grads) -> list[str]:
             f"{_num(cos[best])}, relative error {_num(grads[best, h].get('relative_error'))}")
     if others:
         text += f" (cosine {', '.join(f'{m} {_num(cos[m])}' for m in others)})"
-    text += "; " + _reach(report, grads, best) + _qualifier(report, best, report.horizons)
+    text += "; " + _reach(report, grads, best)
+    costs = _error_cost(report, grads, best) + _variance_cost(grads, best, h)
+    text += ("; but " + "; ".join(costs) + ": it is close in direction, not in size or noise" if costs else "") \
+        + _qualifier(report, best, report.horizons)
     fit = [m for m in others if h not in _failing(report, m)]
     if h in _failing(report, best) and fit:
         text += (f"; of the models that pass the fit bar at H = {h}, {fit[0]}'s is the closest (cosine "
@@ -178,11 +182,14 @@ def _smoothest(report, grads) -> list[str]:
     if not models:
         return []
     best = min(models, key=models.get)
+    if len(models) > 1 and max(models.values()) <= TIE * models[best]:
+        return [f"No model's return landscape {what} is clearly the smoothest at H = {h}: normalised total variation "
+                f"{_span(models.values())} (simulator {_num(tv.get(SIMULATOR))}; 1 is a monotone slice)."]
     others = ", ".join(f"{m} {_num(models[m])}" for m in sorted(models, key=models.get) if m != best)
     ref = tv.get(SIMULATOR)
     text = (f"{best}'s return landscape {what} is the smoothest at H = {h}: normalised total variation "
             f"{_num(models[best])} (simulator {_num(ref)}{', ' + others if others else ''}; 1 is a monotone slice)")
-    costs = _costs(report, grads, best, h)
+    costs = _cosine_cost(grads, best, h) + _error_cost(report, grads, best) + _variance_cost(grads, best, h)
     if _finite(ref) and models[best] < SMOOTHER * ref:
         costs.insert(0, f"it is smoother than the true landscape ({_num(models[best] / ref)}x its roughness)")
     if costs:
@@ -191,21 +198,23 @@ def _smoothest(report, grads) -> list[str]:
     return [text + _qualifier(report, best, [h]) + "."]
 
 
-def _costs(report, grads, method: str, h: int) -> list[str]:
-    """What speaks against a model's gradient: low cosine at H, large relative errors, variance far above the
-    simulator's at H."""
-    row, sim = grads.get((method, h), {}), grads.get((SIMULATOR, h), {})
-    out = []
-    if _finite(row.get("cosine")) and row["cosine"] < COSINE_GOOD:
-        out.append(f"its gradient's cosine to the simulator's is {_num(row['cosine'])} at H = {h}")
+def _cosine_cost(grads, method: str, h: int) -> list[str]:
+    cos = grads.get((method, h), {}).get("cosine")
+    return [f"its gradient's cosine to the simulator's is {_num(cos)} at H = {h}"] \
+        if _finite(cos) and cos < COSINE_GOOD else []
+
+
+def _error_cost(report, grads, method: str) -> list[str]:
     rel = [(g, grads[method, g]["relative_error"]) for g in report.horizons
            if _finite(grads.get((method, g), {}).get("relative_error"))]
-    if rel and max(r for _, r in rel) > REL_ERROR_BAD:
-        out.append(f"its relative error is {_span([r for _, r in rel])} over {_hs([g for g, _ in rel])}")
-    var, ref = row.get("variance"), sim.get("variance")
-    if _finite(var) and _finite(ref) and ref > 0 and var > VARIANCE_BAD * ref:
-        out.append(f"its gradient variance is ×{_num(var / ref)} the simulator's at H = {h}")
-    return out
+    return [f"its relative error is {_span([r for _, r in rel])} over {_hs([g for g, _ in rel])}"] \
+        if rel and max(r for _, r in rel) > REL_ERROR_BAD else []
+
+
+def _variance_cost(grads, method: str, h: int) -> list[str]:
+    var, ref = grads.get((method, h), {}).get("variance"), grads.get((SIMULATOR, h), {}).get("variance")
+    return [f"its gradient variance is ×{_num(var / ref)} the simulator's at H = {h}"] \
+        if _finite(var) and _finite(ref) and ref > 0 and var > VARIANCE_BAD * ref else []
 
 
 # --------------------------------------------------------------------------------------------------- caveats

@@ -61,6 +61,10 @@ def test_the_closest_model_is_named_with_its_cosine_relative_error_and_reach():
     hwm = {r["horizon"]: r for r in report.gradients if r["method"] == "hwm-transformer"}
     hwm[10]["cosine"], hwm[20]["cosine"] = 0.85, 0.8
     assert "its cosine stays >= 0.9 up to H = 5 and is 0.85 at H = 10" in conclusions(report).findings[0]
+    hwm[5]["relative_error"], hwm[20]["variance"] = 0.9, 3000.0  # right direction, wrong size, 30x the variance
+    assert conclusions(report).findings[0].endswith(
+        "; but its relative error is 0.08-0.9 over H = 5, 10, 20; its gradient variance is ×30 the simulator's at "
+        "H = 20: it is close in direction, not in size or noise.")
 
 
 def test_the_numbers_in_the_sentences_are_the_reports():
@@ -83,6 +87,10 @@ def test_a_smooth_but_wrong_model_is_weighed_on_both_sides():
         assert cost in smooth
     good = _report(landscapes=[_land("simulator", 3.0), _land("hwm-transformer", 2.5), _land("awm-transformer", 4)])
     assert "but" not in conclusions(good).findings[2]  # hwm-transformer: smooth and accurate
+    tie = _report(landscapes=[_land("simulator", 3.0), _land("hwm-transformer", 2.0), _land("markov", 2.05)])
+    assert conclusions(tie).findings[2] == ("No model's return landscape along a random policy direction is clearly "
+                                            "the smoothest at H = 20: normalised total variation 2-2.05 (simulator "
+                                            "3; 1 is a monotone slice).")
 
 
 def test_every_unfit_model_is_named_in_the_caveats_and_its_findings_are_qualified():
