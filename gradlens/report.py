@@ -145,15 +145,17 @@ SECTION_TEXT = {
                   "own divergence from starts a hair apart. Vertical lines mark the audited horizons: ✓ where the "
                   "model beats repeating the last state 2x over steps 1-H, ✗ where it does not."),
     "gradients": ("Policy-gradient statistics", "Norm of the mean gradient, variance of one sample and cosine to the "
-                  "true simulator's mean gradient, per method and horizon. A model whose cosine stays near 1 as H "
-                  "grows gives the simulator's descent direction; exploding variance is chaos or a bad model."),
+                  "true simulator's mean gradient, per method and horizon, each shaded about one standard error "
+                  "(from the samples' spread, clipped to the quantity's range). A model whose cosine stays near 1 as "
+                  "H grows gives the simulator's descent direction; exploding variance is chaos or a bad model."),
     "jacobians": ("Jacobian chains", "log10 ‖d ŝ_t / d a_k‖ for every state t and action k at the largest "
                   "horizon; a positive growth rate means gradients explode with the lag t − k."),
     "landscape_action": ("Return landscape J(a_1)", "The return as the first action varies, other actions zero: the "
                          "toy tasks' landscape. The normalised total variation is 1 for a monotone slice."),
     "landscape_direction": ("Return along a random policy direction", "J(θ + α d) for one filter-normalised "
                             "direction d in policy-parameter space."),
-    "landscape_plane": ("Return on a random plane", "J(θ + α d1 + β d2) at the largest horizon."),
+    "landscape_plane": ("Return on a random plane", "J(θ + α d1 + β d2) at the largest horizon, on one colour "
+                        "range shared by the panels compared; a panel on its own range says so in its title."),
     "paths": ("Gradient paths", "Exact number of paths a_k → J on the unrolled time-step graph, and their longest "
               "and mean length: exponential in H for history models, polynomial for action models."),
 }
