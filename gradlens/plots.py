@@ -120,7 +120,7 @@ def learning_curves_figure(metrics, title="Return in the true system during trai
                            y="return", best=None, rtol=outcomes.DEFAULT_RTOL):
     """The paper's learning-curve figure as a distribution over seeds: `y` (default the deterministic policy's real
     return) against env steps, a thin line per seed and a thick line for the median over seeds, per run group
-    (method, and system / horizon when several are present).
+    (method, and system / horizon when several are present), each median in its own dash and marker.
 
     metrics: a pandas DataFrame as `gradlens.runs.load` / `scan_metrics` return (columns env_steps, seed, method,
     system, `y`). For y = "return" each group's legend entry gives its fraction of seeds converged and median final
@@ -137,6 +137,7 @@ def learning_curves_figure(metrics, title="Return in the true system during trai
     fig = go.Figure()
     groups = list(metrics.groupby(by, sort=True, dropna=False) if by else [((), metrics)])
     one_per_method = len(groups) == metrics["method"].nunique()  # else colours by group: methods repeat
+    styles = line_styles(_group_name(dict(zip(by, k if isinstance(k, tuple) else (k,))), varying) for k, _ in groups)
     for i, (key, part) in enumerate(groups):
         key = key if isinstance(key, tuple) else (key,)
         setting = dict(zip(by, key))
@@ -157,8 +158,11 @@ def learning_curves_figure(metrics, title="Return in the true system during trai
             label += f", {converged}/{n} converged, median final {row['median']:.4g}"
             rule = ("<br>converged: final >= best-known - tolerance = "
                     f"{row['best']:.5g} - {row['tolerance']:.3g} ({row['best_source']})")
-        fig.add_trace(go.Scatter(x=list(median.index), y=list(median), mode="lines", name=label + ")",
-                                 legendgroup=name, line={"color": color, "width": 2.5},
+        style = styles[name]
+        fig.add_trace(go.Scatter(x=list(median.index), y=list(median), mode="lines+markers", name=label + ")",
+                                 legendgroup=name, line={"color": color, "width": style["width"] + 1,
+                                                         "dash": style["dash"]},
+                                 marker={"symbol": style["symbol"], "size": style["size"], "maxdisplayed": 12},
                                  hovertemplate=f"{name}: median over {n} seed(s)<br>step %{{x}}<br>{y} %{{y:.5g}}"
                                                f"{rule}<extra></extra>"))
     fig.update_xaxes(title_text="environment steps")

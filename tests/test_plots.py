@@ -112,3 +112,15 @@ def test_figures_still_draw_with_missing_numbers(kind):
     report.landscapes[1]["values"][0][0] = math.nan
     fig = plots.gradient_stats_figure(report) if kind == "gradients" else plots.plane_figure(report)
     assert fig.to_dict()["data"]
+
+
+def test_coinciding_learning_curves_have_distinct_medians():
+    import pandas as pd
+
+    frame = pd.DataFrame([{"system": "linear", "method": m, "horizon": 8, "env_steps": 10 * (i + 1), "seed": s,
+                           "cosine_to_simulator": 0.9} for m in ("awm-rnn", "markov") for s in (0, 1)
+                          for i in range(3)])
+    fig = plots.learning_curves_figure(frame, y="cosine_to_simulator").to_dict()
+    medians = [t for t in fig["data"] if t.get("showlegend") is not False]
+    assert [list(t["y"]) for t in medians] == [[0.9] * 3] * 2  # the two medians coincide
+    assert len({(t["line"]["dash"], t["marker"]["symbol"]) for t in medians}) == 2
