@@ -1,5 +1,7 @@
 """Figures of gradlens results: one function per figure, each returning a plotly Figure in a clean paper style
 (white template, boxed axes, outside ticks, one colour per model class)."""
+import contextlib
+import logging
 import math
 
 import pandas as pd
@@ -377,8 +379,8 @@ def write_figure(fig, path, plotlyjs="embed") -> list[str]:
     """Write `fig` to `path` (.html) and beside it a .png when a Chromium for kaleido is available.
 
     plotlyjs: "embed" (a self-contained page, about 4.7 MB) or "directory" (pages in one folder share a
-    plotly.min.js written beside them: small, still offline). Returns the paths written; the PNG is skipped with a
-    one-line note on stderr when it cannot be rendered.
+    plotly.min.js written beside them: small, still offline). Returns the paths written; when the PNG cannot be
+    rendered the HTML is kept and one line on stderr says why and how to get one (`png_note`), no traceback.
     """
     if plotlyjs not in ("embed", "directory"):
         raise ValueError(f"plotlyjs must be 'embed' or 'directory', got {plotlyjs!r}")
@@ -392,12 +394,36 @@ def write_figure(fig, path, plotlyjs="embed") -> list[str]:
     written = [str(html)]
     png = path.with_suffix(".png")
     try:
-        fig.write_image(png)
+        with _quiet_exporters():
+            fig.write_image(png)
         written.append(str(png))
-    except Exception as err:  # kaleido missing, or no Chromium for it: HTML is still complete
-        print(f"note: no PNG for {html.name} (static export unavailable: {type(err).__name__}); HTML written",
-              file=sys.stderr)
+    except Exception as err:  # kaleido missing, no Chromium for it, or a JavaScript error: the HTML is complete
+        print(png_note(html.name, err), file=sys.stderr)
     return written
+
+
+PNG_HELP = "for PNGs: pip install kaleido, then plotly_get_chrome"
+
+
+def png_note(name: str, err: BaseException) -> str:
+    """One line: why `name` has no PNG (the error's first line, shortened) and how to get one."""
+    why = next((line.strip() for line in str(err).splitlines() if line.strip()), "") or type(err).__name__
+    why = why if len(why) <= 100 else why[:99] + "…"
+    return f"note: no PNG for {name} ({why}); the HTML is written ({PNG_HELP})"
+
+
+@contextlib.contextmanager
+def _quiet_exporters():
+    """Silence kaleido's and choreographer's own logging (tracebacks of a failed export) while one figure exports."""
+    loggers = [logging.getLogger(name) for name in ("kaleido", "choreographer", "logistro")]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels):
+            log.setLevel(level)
 
 
 def fit_error_figure(report, title="Open-loop validation error versus horizon", height=340):

@@ -124,3 +124,16 @@ def test_coinciding_learning_curves_have_distinct_medians():
     medians = [t for t in fig["data"] if t.get("showlegend") is not False]
     assert [list(t["y"]) for t in medians] == [[0.9] * 3] * 2  # the two medians coincide
     assert len({(t["line"]["dash"], t["marker"]["symbol"]) for t in medians}) == 2
+
+
+def test_a_failed_png_export_writes_the_html_and_says_why_in_one_line(tmp_path, monkeypatch, capsys):
+    def no_chrome(self, *args, **kwargs):
+        raise RuntimeError("\n\nKaleido requires Google Chrome to be installed.\n\nEither download ... \n")
+
+    monkeypatch.setattr(plots.go.Figure, "write_image", no_chrome)
+    written = plots.write_figure(plots.path_counts_figure(horizon_table("markov", H)), tmp_path / "paths.html")
+    assert written == [str(tmp_path / "paths.html")] and (tmp_path / "paths.html").stat().st_size > 1e6
+    err = capsys.readouterr().err
+    assert err == ("note: no PNG for paths.html (Kaleido requires Google Chrome to be installed.); the HTML is "
+                   f"written ({plots.PNG_HELP})\n")
+    assert "Traceback" not in err
