@@ -1,9 +1,11 @@
-"""An audit as files: the run folder (`report.json`, one HTML/PNG per figure) and one self-contained `report.html`.
+"""An audit as files: the run folder (`report.json`, one HTML/PNG per figure) and `report.html`, which opens on the
+audit's conclusions.
 
     run = run_audit("double_pendulum", ["markov", "awm-transformer"], [5, 10, 20], root="gradlens-runs")
     # gradlens-runs/<system>-audit-<UTC time>/{config.json, status.json, report.json, report.html, figures/...}
 
-`report.html` embeds plotly.js once and every figure after it, so it opens offline in any browser.
+Every page of a run loads the run's one copy of plotly.js, `figures/plotly.min.js`, so the folder opens offline in
+any browser; `standalone_html` gives report.html with it inlined, one file to send.
 """
 from __future__ import annotations
 
@@ -187,9 +189,10 @@ def conclusion_html(report: AuditReport) -> str:
     return f"<h2 id='conclusions'>Conclusions</h2>{shown}{caveats}"
 
 
-def report_html(report: AuditReport, figures: dict | None = None) -> str:
-    """One self-contained HTML page: header, conclusions, problems, fit records with their warnings, summary table,
-    then every figure with a short reading; the fit warnings are repeated next to the gradient conclusions."""
+def report_html(report: AuditReport, figures: dict | None = None, plotlyjs: str | None = None) -> str:
+    """One HTML page: header, conclusions, problems, fit records with their warnings, summary table, then every
+    figure with a short reading; the fit warnings are repeated next to the gradient conclusions. plotly.js is
+    embedded once (a page that stands alone), or, with `plotlyjs` a path relative to the page, loaded from there."""
     figures = audit_figures(report) if figures is None else figures
     esc = html.escape
     problems = "".join(f"<li><b>{esc(str(p['diagnostic']))}</b> · {esc(str(p['method']))} · "
@@ -212,8 +215,8 @@ def report_html(report: AuditReport, figures: dict | None = None) -> str:
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>gradlens audit: "
         f"{esc(report.system['name'])}</title><style>body{{font-family:Arial,sans-serif;margin:24px;max-width:1200px}}"
         "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-        "td:first-child,th:first-child{text-align:left}.problems{color:#b00}.warnings{color:#a60}</style></head>"
-        "<body>",
+        "td:first-child,th:first-child{text-align:left}.problems{color:#b00}.warnings{color:#a60}</style>"
+        + (_script(plotlyjs) if plotlyjs else "") + "</head><body>",
         f"<h1>gradlens audit: {esc(report.system['name'])}</h1>",
         f"<p>Models: {esc(', '.join(report.models))}; horizons {esc(str(report.horizons))}; policy "
         f"{esc(str(report.system.get('policy')))}; horizon mode {esc(report.system['horizon_mode'])}; created "
@@ -225,7 +228,7 @@ def report_html(report: AuditReport, figures: dict | None = None) -> str:
         + (f"<ul>{legacy}</ul>" if legacy else "" if records else "<p>No world model in this audit.</p>"),
         f"<h2 id='summary'>Summary</h2>{caveat}{_html_table(summary_table(report))}",
     ]
-    first = True
+    first = plotlyjs is None
     for name, fig in figures.items():
         heading, text = SECTION_TEXT.get(name, (name, ""))
         parts.append(f"<h2 id='{esc(name)}'>{esc(heading)}</h2><p>{esc(text)}</p>")
@@ -237,17 +240,35 @@ def report_html(report: AuditReport, figures: dict | None = None) -> str:
     return "\n".join(parts)
 
 
+PLOTLY_JS = "figures/plotly.min.js"  # a run's one copy of plotly.js, shared by report.html and figures/*.html
+
+
+def _script(src: str) -> str:
+    return f'<script src="{html.escape(src)}"></script>'
+
+
 def write_report(report: AuditReport, folder) -> list[str]:
-    """report.json, figures/<name>.html (sharing figures/plotly.min.js; + .png where Chromium is available) and the
-    self-contained report.html into `folder`."""
+    """report.json, figures/<name>.html (+ .png where Chromium is available) and report.html into `folder`, every
+    page loading the run's one copy of plotly.js, `PLOTLY_JS` (offline; `standalone_html` inlines it)."""
     folder = Path(folder)
     written = [str(report.save(folder))]
     figures = audit_figures(report)
     for name, fig in figures.items():
         written += plots.write_figure(fig, folder / "figures" / f"{name}.html", plotlyjs="directory")
-    runs.write_bytes_atomic(folder / "report.html", report_html(report, figures).encode())
+    runs.write_bytes_atomic(folder / "report.html", report_html(report, figures, plotlyjs=PLOTLY_JS).encode())
     written.append(str(folder / "report.html"))
     return written
+
+
+def standalone_html(folder) -> bytes:
+    """The run's report.html with its shared plotly.js inlined: one file that opens offline anywhere."""
+    folder = Path(folder)
+    page = (folder / "report.html").read_text(encoding="utf-8")
+    tag = _script(PLOTLY_JS)
+    if tag not in page:  # a report written before plotly.js was shared: already stands alone
+        return page.encode()
+    js = (folder / PLOTLY_JS).read_text(encoding="utf-8")
+    return page.replace(tag, f'<script type="text/javascript">{js}</script>', 1).encode()
 
 
 def run_audit(system, models, horizons, root, *, config: AuditConfig = AuditConfig(), name: str | None = None,

@@ -137,3 +137,20 @@ def test_a_failed_png_export_writes_the_html_and_says_why_in_one_line(tmp_path, 
     assert err == ("note: no PNG for paths.html (Kaleido requires Google Chrome to be installed.); the HTML is "
                    f"written ({plots.PNG_HELP})\n")
     assert "Traceback" not in err
+
+
+def test_a_run_folder_holds_one_copy_of_plotly_js_and_report_html_can_stand_alone(tmp_path, monkeypatch):
+    from gradlens.report import PLOTLY_JS, standalone_html, write_report
+
+    monkeypatch.setattr(plots.go.Figure, "write_image", lambda self, *a, **k: None)
+    rows = [{"method": m, "horizon": 8, "norms": [[1.0] * 8] * 9, "growth_rate": 0.1} for m in METHODS]
+    write_report(_report(jacobians=rows, system={"name": "toy", "horizon_mode": "rebuilt"}), tmp_path)
+    pages = [tmp_path / "report.html", *sorted((tmp_path / "figures").glob("*.html"))]
+    assert len(pages) >= 3
+    js = (tmp_path / PLOTLY_JS).read_text()
+    marker = js[:200]  # plotly.js's licence header: present wherever the library is embedded
+    assert all(marker not in page.read_text() for page in pages)  # no page embeds it: they load the one copy
+    assert f'<script src="{PLOTLY_JS}"></script>' in pages[0].read_text()
+    assert all(p.stat().st_size < 1e6 for p in pages) and len(js) > 3e6
+    alone = standalone_html(tmp_path).decode()
+    assert alone.count(marker) == 1 and "<script src=" not in alone and "id='conclusions'" in alone

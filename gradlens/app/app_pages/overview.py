@@ -8,7 +8,8 @@ import streamlit as st
 from gradlens import plots
 from gradlens.analysis import paths
 from gradlens.app import live, reading, selection
-from gradlens.report import fit_caveat, fits_table, predictability_sentence, summary_table, warning_lines
+from gradlens.report import (fit_caveat, fits_table, predictability_sentence, standalone_html, summary_table,
+                             warning_lines)
 
 st.title("Gradient audit overview")
 selection.flash()
@@ -72,7 +73,7 @@ def overview(report, path: str) -> None:
         st.write("No world model in this audit.")
     html = Path(path) / "report.html"
     if html.is_file():
-        st.download_button("Download report.html (opens offline)", html.read_bytes,  # read on click only
+        st.download_button("Download report.html (opens offline)", lambda: standalone_html(path),  # on click only
                            file_name=f"{Path(path).name}.html", mime="text/html")
 
 
