@@ -49,6 +49,14 @@ def _num(x) -> str:
     return f"{x:.3g}" if _finite(x) else "n/a"
 
 
+def _cos(x) -> str:
+    """A cosine with as many decimals as its distance from ±1 needs: 0.99996 stays 0.99996, not 1."""
+    if not _finite(x) or abs(x) >= 1:
+        return _num(x)
+    decimals = min(8, max(3, math.ceil(-math.log10(1 - abs(x))) + 1))
+    return f"{x:.{decimals}f}".rstrip("0").rstrip(".")
+
+
 def _hs(horizons) -> str:
     return "H = " + ", ".join(map(str, horizons))
 
@@ -85,9 +93,9 @@ def _closest(report, grads) -> list[str]:
     best = max(cos, key=cos.get)
     others = sorted((m for m in cos if m != best), key=cos.get, reverse=True)
     text = (f"{best}'s gradient is the closest to the simulator's at the largest horizon, H = {h}: cosine "
-            f"{_num(cos[best])}, relative error {_num(grads[best, h].get('relative_error'))}")
+            f"{_cos(cos[best])}, relative error {_num(grads[best, h].get('relative_error'))}")
     if others:
-        text += f" (cosine {', '.join(f'{m} {_num(cos[m])}' for m in others)})"
+        text += f" (cosine {', '.join(f'{m} {_cos(cos[m])}' for m in others)})"
     text += "; " + _reach(report, grads, best)
     costs = _error_cost(report, grads, best) + _variance_cost(grads, best, h)
     text += ("; but " + "; ".join(costs) + ": it is close in direction, not in size or noise" if costs else "") \
@@ -95,7 +103,7 @@ def _closest(report, grads) -> list[str]:
     fit = [m for m in others if h not in _failing(report, m)]
     if h in _failing(report, best) and fit:
         text += (f"; of the models that pass the fit bar at H = {h}, {fit[0]}'s is the closest (cosine "
-                 f"{_num(cos[fit[0]])}, relative error {_num(grads[fit[0], h].get('relative_error'))})")
+                 f"{_cos(cos[fit[0]])}, relative error {_num(grads[fit[0], h].get('relative_error'))})")
     return [text + "."]
 
 
@@ -106,9 +114,9 @@ def _reach(report, grads, method: str) -> str:
     if bad is None:
         return f"its cosine stays >= {COSINE_GOOD} at every audited horizon up to H = {report.horizons[-1]}"
     if bad[0] == report.horizons[0]:
-        return f"its cosine is below {COSINE_GOOD} from the smallest horizon on ({_num(bad[1])} at H = {bad[0]})"
+        return f"its cosine is below {COSINE_GOOD} from the smallest horizon on ({_cos(bad[1])} at H = {bad[0]})"
     last = report.horizons[report.horizons.index(bad[0]) - 1]
-    return f"its cosine stays >= {COSINE_GOOD} up to H = {last} and is {_num(bad[1])} at H = {bad[0]}"
+    return f"its cosine stays >= {COSINE_GOOD} up to H = {last} and is {_cos(bad[1])} at H = {bad[0]}"
 
 
 def growth_law(horizons, values) -> dict:
@@ -200,7 +208,7 @@ def _smoothest(report, grads) -> list[str]:
 
 def _cosine_cost(grads, method: str, h: int) -> list[str]:
     cos = grads.get((method, h), {}).get("cosine")
-    return [f"its gradient's cosine to the simulator's is {_num(cos)} at H = {h}"] \
+    return [f"its gradient's cosine to the simulator's is {_cos(cos)} at H = {h}"] \
         if _finite(cos) and cos < COSINE_GOOD else []
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 MAX_ROWS = 12  # more rows print as the first and last MAX_ROWS // 2
 WIDTH = 120  # columns that do not fit are named, not drawn
+FIRST = ("method", "model_class", "estimator", "kind", "horizon")  # the columns that say what a row is, leftmost
 
 
 def _cell(value) -> str:
@@ -28,7 +29,8 @@ def summary(rows) -> str:
     """The compact text of a list of row dicts (what `Table` prints)."""
     if not rows:
         return "Table: 0 rows"
-    columns = list(dict.fromkeys(k for row in rows for k in row))
+    columns = sorted(dict.fromkeys(k for row in rows for k in row), key=lambda c: FIRST.index(c) if c in FIRST
+                     else len(FIRST))
     scalar = [c for c in columns if all(_scalar(row.get(c)) for row in rows)]
     same = [c for c in scalar if len(rows) > 1 and len({_cell(row.get(c)) for row in rows}) == 1]
     shown = [c for c in scalar if c not in same]
