@@ -277,8 +277,8 @@ def _sample_size(report, grads) -> list[str]:
     n = sizes[0] if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
     policy = report.system.get("policy")
     return [f"Every gradient statistic comes from {n} samples per method and horizon, at one policy"
-            f"{f' ({policy}, at initialisation)' if policy else ''} and without a confidence band: small differences "
-            "between models are not evidence."]
+            f"{f' ({policy}, at initialisation)' if policy else ''}: differences within the gradient figure's "
+            "standard-error bands are not evidence."]
 
 
 __all__ = ["COSINE_GOOD", "Conclusions", "conclusions", "growth_law"]

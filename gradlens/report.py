@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import math
+import textwrap
 from pathlib import Path
 
 from gradlens import plots, runs
@@ -94,8 +95,20 @@ def fit_caveat(report: AuditReport) -> str:
             "state 2x there: they measure its fit quality, not its architecture (see World-model fits).")
 
 
+def format_conclusions(report: AuditReport, width: int = 120) -> str:
+    """`conclusions` as plain text wrapped to `width`: "Conclusions:" and "What not to conclude:", a bullet each."""
+    found = conclusions(report)
+    lines = []
+    for heading, sentences in (("Conclusions:", found.findings), ("What not to conclude:", found.caveats)):
+        if sentences:
+            lines += [heading, *(textwrap.fill(s, width, initial_indent="- ", subsequent_indent="  ")
+                                 for s in sentences)]
+    return "\n".join(lines)
+
+
 def format_summary(report: AuditReport) -> str:
-    """The summary table as aligned plain text, then the fit note and every warning (what `gradlens audit` prints)."""
+    """The summary table as aligned plain text, then the fit note, every warning and the conclusions (what
+    `gradlens audit` prints)."""
     table = summary_table(report)
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in table]
@@ -103,7 +116,8 @@ def format_summary(report: AuditReport) -> str:
     if report.fits:
         lines.append(FIT_NOTE)
     lines += [f"WARNING: {line}" for line in warning_lines(report)]
-    return "\n".join(lines)
+    text = format_conclusions(report)
+    return "\n".join(lines + (["", text] if text else []))
 
 
 def predictability_sentence(report: AuditReport) -> str:

@@ -6,7 +6,7 @@ import pytest
 from gradlens.analysis.audit import AuditReport
 from gradlens.app import reading
 from gradlens.conclusions import conclusions, growth_law
-from gradlens.report import report_html
+from gradlens.report import format_summary, report_html
 
 H = [5, 10, 20]
 
@@ -154,3 +154,13 @@ def test_the_report_opens_on_the_conclusion_and_the_app_reads_the_same_sentences
     assert text.startswith("- hwm-transformer's gradient is the closest") and "**What not to conclude**" in text
     assert text.count("\n- ") == len(found.findings) + len(found.caveats) - 1
     assert "holding s\\_1" in reading.markdown(_report(fits={"markov": {"open_loop_mse": 3.0, "baseline_mse": 2.0}}))
+
+
+def test_the_console_summary_ends_with_the_conclusions_wrapped():
+    report = _report(fits={})
+    text = format_summary(report)
+    tail = text.split("\n\nConclusions:\n", 1)[1]
+    assert tail.startswith("- hwm-transformer's gradient is the closest") and "\nWhat not to conclude:\n- " in tail
+    assert max(map(len, tail.splitlines())) <= 120
+    assert " ".join(line[2:] for line in tail.splitlines() if line[:2] in ("- ", "  ")).startswith(
+        conclusions(report).findings[0])
