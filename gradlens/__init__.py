@@ -5,6 +5,7 @@ Gradients?" (ICML 2024), in JAX and Haiku.
 """
 from gradlens import analysis, envs, models, policies, runs
 from gradlens.analysis.audit import AuditConfig, AuditReport, audit
+from gradlens.conclusions import conclusions
 from gradlens.rollout import Trajectory, rollout
 from gradlens.training.data import Trajectories, collect, trajectories
 from gradlens.training.fit import FitConfig, FitHistory, fit
@@ -13,5 +14,5 @@ from gradlens.training.train import train
 
 __version__ = "0.1.0"
 __all__ = ["AuditConfig", "AuditReport", "FitConfig", "FitHistory", "TrainConfig", "Trajectories", "Trajectory",
-           "analysis", "audit", "collect", "envs", "fit", "models", "policies", "rollout", "runs", "train",
-           "trajectories"]
+           "analysis", "audit", "collect", "conclusions", "envs", "fit", "models", "policies", "rollout", "runs",
+           "train", "trajectories"]

@@ -5,7 +5,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from gradlens.outcomes import AGGREGATES
-from gradlens.plots import _color, _paper_layout
+from gradlens.plots import _band, _color, _paper_layout
 
 _METRIC_TITLES = {"iqm": "IQM", "median": "median", "mean": "mean", "optimality_gap": "optimality gap"}
 
@@ -73,9 +73,7 @@ def performance_profiles_figure(profiles, title="Performance profiles", width=64
     for method in dict.fromkeys(profiles["method"]):
         part = profiles[profiles["method"] == method].sort_values("tau")
         tau = list(part["tau"])
-        fig.add_trace(go.Scatter(x=tau + tau[::-1], y=list(part["high"]) + list(part["low"])[::-1], fill="toself",
-                                 fillcolor=_color(method), opacity=0.15, line={"width": 0}, hoverinfo="skip",
-                                 showlegend=False, legendgroup=method))
+        fig.add_trace(_band(tau, part["low"], part["high"], "fraction", _color(method), method, "confidence band"))
         fig.add_trace(go.Scatter(x=tau, y=list(part["value"]), mode="lines", name=method, legendgroup=method,
                                  line={"color": _color(method), "width": 2}))
     fig.update_xaxes(title_text="normalised score τ")

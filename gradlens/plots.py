@@ -1,5 +1,7 @@
 """Figures of gradlens results: one function per figure, each returning a plotly Figure in a clean paper style
 (white template, boxed axes, outside ticks, one colour per model class)."""
+import contextlib
+import logging
 import math
 
 import pandas as pd
@@ -19,6 +21,33 @@ CLASS_COLORS = {
 }
 GROUP_COLORS = ("#000000", "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 _AXIS = {"showline": True, "mirror": True, "ticks": "outside", "linecolor": "black", "gridcolor": "#eeeeee"}
+DASHES = ("solid", "dash", "dashdot", "longdash", "longdashdot", "6px,3px,1px,3px")  # "dot": zeroth-order, divergence
+SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "star", "triangle-down", "pentagon", "hexagon")
+RANGES = {"cosine": (-1.0, 1.0), "mean_norm": (0.0, math.inf), "variance": (0.0, math.inf), "fraction": (0.0, 1.0)}
+
+
+def line_styles(names) -> dict:
+    """name -> {dash, symbol, width, size}: a distinct (dash, marker) pair per name, the first drawn widest and
+    largest, so that lines which coincide stay visible as nested outlines and every legend entry has a trace to see."""
+    names = list(dict.fromkeys(names))
+    last = max(len(names) - 1, 1)
+    return {name: {"dash": DASHES[i % len(DASHES)], "symbol": SYMBOLS[i % len(SYMBOLS)],
+                   "width": 1.5 + 2.0 * (len(names) - 1 - i) / last, "size": 6 + 6 * (len(names) - 1 - i) / last}
+            for i, name in enumerate(names)}
+
+
+def clip_band(low, high, quantity: str) -> tuple[list, list]:
+    """(low, high) clipped to the quantity's range (`RANGES`: a cosine within [-1, 1], norms and variances >= 0)."""
+    lo, hi = RANGES[quantity]
+    return [min(max(x, lo), hi) for x in low], [min(max(x, lo), hi) for x in high]
+
+
+def _band(x, low, high, quantity: str, color: str, group: str, what: str = "± 1 s.e.") -> go.Scatter:
+    """A shaded band `what` between `low` and `high` (clipped to the quantity's range), without a legend entry."""
+    low, high = clip_band(low, high, quantity)
+    return go.Scatter(x=list(x) + list(x)[::-1], y=high + low[::-1], mode="lines", fill="toself", fillcolor=color,
+                      opacity=0.15, line={"width": 0}, hoverinfo="skip", showlegend=False, legendgroup=group,
+                      name=f"{group} {what}")
 
 
 def _paper_layout(fig, title, width, height):
@@ -50,27 +79,30 @@ def path_counts_figure(table, title="Gradient paths from the actions to the retu
     """The "exponential vs polynomial" figure: paths a_k -> J against the horizon H, one line per setting.
 
     table: rows of gradlens.analysis.paths.horizon_table (keys model_class, level, policy, stop_gradient, layers,
-    horizon, log10_paths, longest, mean_length), for any mix of classes and settings. Left: Σ_k #(a_k -> J); right:
-    the longest (solid) and mean (dotted) path length. All axes logarithmic. The count axis is drawn from log10_paths
+    horizon, log10_paths, longest, mean_length), for any mix of classes and settings, each setting in its own dash
+    and marker (`line_styles`: settings with equal counts stay visible). Left: Σ_k #(a_k -> J); right: the longest
+    and (dotted) mean path length. All axes logarithmic. The count axis is drawn from log10_paths
     with ticks labelled 1eN, because the counts pass float64's 1.8e308 (3^H does at H = 647).
     """
     series = {}
     for row in sorted(table, key=lambda r: r["horizon"]):
         series.setdefault(_setting_name(row), []).append(row)
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
-                        subplot_titles=("number of paths Σ_k #(a_k → J)", "path length a_k → J"))
+                        subplot_titles=("number of paths Σ_k #(a_k → J)", "path length a_k → J (dotted: mean)"))
+    styles = line_styles(series)
     for name, rows in series.items():
-        color = CLASS_COLORS.get(rows[0]["model_class"], "#9467bd")
-        dash = "dash" if " closed loop" in name else "solid"
+        color, style = CLASS_COLORS.get(rows[0]["model_class"], "#9467bd"), styles[name]
+        line = {"color": color, "dash": style["dash"], "width": style["width"]}
         horizons = [r["horizon"] for r in rows]
-        common = {"x": horizons, "mode": "lines+markers", "legendgroup": name, "marker": {"size": 5}}
-        fig.add_trace(go.Scatter(y=[r["log10_paths"] for r in rows], name=name, line={"color": color, "dash": dash},
+        common = {"x": horizons, "mode": "lines+markers", "legendgroup": name,
+                  "marker": {"size": style["size"], "symbol": style["symbol"]}}
+        fig.add_trace(go.Scatter(y=[r["log10_paths"] for r in rows], name=name, line=line,
                                  hovertemplate="H=%{x}<br>log10 paths=%{y:.2f}<extra>" + name + "</extra>",
                                  **common), row=1, col=1)
-        fig.add_trace(go.Scatter(y=[r["longest"] for r in rows], name=name, showlegend=False,
-                                 line={"color": color, "dash": dash}, **common), row=1, col=2)
+        fig.add_trace(go.Scatter(y=[r["longest"] for r in rows], name=name, showlegend=False, line=line, **common),
+                      row=1, col=2)
         fig.add_trace(go.Scatter(y=[r["mean_length"] for r in rows], name=name + " (mean)", showlegend=False,
-                                 line={"color": color, "dash": "dot"}, **common), row=1, col=2)
+                                 line={**line, "dash": "dot"}, **common), row=1, col=2)
     top = max((r["log10_paths"] for r in table), default=1.0)
     fig.update_xaxes(type="log", title_text="horizon H")
     fig.update_yaxes(title_text="paths (log scale)", tickprefix="1e", tickformat="d", tick0=0,
@@ -90,7 +122,7 @@ def learning_curves_figure(metrics, title="Return in the true system during trai
                            y="return", best=None, rtol=outcomes.DEFAULT_RTOL):
     """The paper's learning-curve figure as a distribution over seeds: `y` (default the deterministic policy's real
     return) against env steps, a thin line per seed and a thick line for the median over seeds, per run group
-    (method, and system / horizon when several are present).
+    (method, and system / horizon when several are present), each median in its own dash and marker.
 
     metrics: a pandas DataFrame as `gradlens.runs.load` / `scan_metrics` return (columns env_steps, seed, method,
     system, `y`). For y = "return" each group's legend entry gives its fraction of seeds converged and median final
@@ -107,6 +139,7 @@ def learning_curves_figure(metrics, title="Return in the true system during trai
     fig = go.Figure()
     groups = list(metrics.groupby(by, sort=True, dropna=False) if by else [((), metrics)])
     one_per_method = len(groups) == metrics["method"].nunique()  # else colours by group: methods repeat
+    styles = line_styles(_group_name(dict(zip(by, k if isinstance(k, tuple) else (k,))), varying) for k, _ in groups)
     for i, (key, part) in enumerate(groups):
         key = key if isinstance(key, tuple) else (key,)
         setting = dict(zip(by, key))
@@ -127,8 +160,11 @@ def learning_curves_figure(metrics, title="Return in the true system during trai
             label += f", {converged}/{n} converged, median final {row['median']:.4g}"
             rule = ("<br>converged: final >= best-known - tolerance = "
                     f"{row['best']:.5g} - {row['tolerance']:.3g} ({row['best_source']})")
-        fig.add_trace(go.Scatter(x=list(median.index), y=list(median), mode="lines", name=label + ")",
-                                 legendgroup=name, line={"color": color, "width": 2.5},
+        style = styles[name]
+        fig.add_trace(go.Scatter(x=list(median.index), y=list(median), mode="lines+markers", name=label + ")",
+                                 legendgroup=name, line={"color": color, "width": style["width"] + 1,
+                                                         "dash": style["dash"]},
+                                 marker={"symbol": style["symbol"], "size": style["size"], "maxdisplayed": 12},
                                  hovertemplate=f"{name}: median over {n} seed(s)<br>step %{{x}}<br>{y} %{{y:.5g}}"
                                                f"{rule}<extra></extra>"))
     fig.update_xaxes(title_text="environment steps")
@@ -151,28 +187,74 @@ def _methods(rows):
 
 def gradient_stats_figure(report, title="Policy-gradient statistics versus horizon", width=1100, height=420):
     """Three panels against the horizon H (log axes): norm of the mean gradient ‖ḡ‖, variance tr Σ̂ of one sample,
-    and the cosine of ḡ to the simulator's mean gradient; one line per method, dotted for the zeroth-order
-    (Gaussian-smoothing) estimator. `report`: an `AuditReport` (its `gradients` rows)."""
+    and the cosine of ḡ to the simulator's mean gradient; one line per method (its own colour, dash and marker),
+    dotted with open markers for the zeroth-order (Gaussian-smoothing) estimator. First-order lines carry a shaded
+    band of about one standard error (`_standard_errors`), clipped to the quantity's range. `report`: an
+    `AuditReport` (its `gradients` rows)."""
     fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.08,
                         subplot_titles=("gradient norm ‖ḡ‖", "variance tr Σ (one sample)", "cosine to simulator"))
     rows = report.gradients
-    for method in _methods(rows):
-        for estimator, dash in (("first-order", "solid"), ("zeroth-order", "dot")):
+    styles = line_styles(_methods(rows))
+    sim = {r["horizon"]: r for r in rows if r["method"] == "simulator" and r["estimator"] == "first-order"}
+    for method, style in styles.items():
+        for estimator in ("first-order", "zeroth-order"):
             part = sorted((r for r in rows if r["method"] == method and r["estimator"] == estimator),
                           key=lambda r: r["horizon"])
             if not part:
                 continue
-            name = method if estimator == "first-order" else f"{method} (zeroth-order)"
+            first = estimator == "first-order"
+            name = method if first else f"{method} (zeroth-order)"
             x = [r["horizon"] for r in part]
             for col, key in ((1, "mean_norm"), (2, "variance"), (3, "cosine")):
-                fig.add_trace(go.Scatter(x=x, y=[r[key] for r in part], mode="lines+markers", name=name,
-                                         legendgroup=name, showlegend=col == 1, marker={"size": 6},
-                                         line={"color": _color(method), "dash": dash}), row=1, col=col)
+                if first and not (key == "cosine" and method == "simulator"):  # its own mean: cosine 1 exactly
+                    low, high = _standard_errors(part, key, sim)
+                    fig.add_trace(_band(x, low, high, key, _color(method), name), row=1, col=col)
+                fig.add_trace(go.Scatter(
+                    x=x, y=[r[key] for r in part], mode="lines+markers", name=name, legendgroup=name,
+                    showlegend=col == 1, line={"color": _color(method), "dash": style["dash"] if first else "dot",
+                                               "width": style["width"]},
+                    marker={"size": style["size"], "symbol": style["symbol"] + ("" if first else "-open")}),
+                    row=1, col=col)
     fig.update_xaxes(type="log", title_text="horizon H")
     fig.update_yaxes(type="log", row=1, col=1)
     fig.update_yaxes(type="log", row=1, col=2)
     fig.update_yaxes(range=[-1.05, 1.05], row=1, col=3)
-    return _paper_layout(fig, title, width, height)
+    fig = _paper_layout(fig, title, width, height + 30)
+    return fig.update_layout(margin={"t": 110}, legend={"y": 1.12})  # the legend above the panel titles
+
+
+def _standard_errors(part, key: str, sim: dict) -> tuple[list, list]:
+    """(low, high) of about one standard error s around each row's `key`, from its n samples: s = sqrt(tr Σ / n) for
+    ‖ḡ‖ and tr Σ sqrt(2 / (n - 1)) for tr Σ (a Gaussian variance's), both as the factor 1 + s / value either way (so
+    the band stays positive on the log axes); cosine ± (1 / SNR + 1 / SNR_sim) / sqrt(n) (the angles of ḡ and of
+    the simulator's mean, to first order). NaN where a statistic is missing."""
+    low, high = [], []
+    for r in part:
+        n, value = r.get("n") or 0, r[key]
+        spread = math.nan
+        if n >= 2 and _finite(value):
+            if key == "mean_norm":
+                spread = math.sqrt(r["variance"] / n)
+            elif key == "variance":
+                spread = value * math.sqrt(2 / (n - 1))
+            else:
+                ref = sim.get(r["horizon"], {})
+                spread = sum(math.sqrt(row["variance"] / row["n"]) / row["mean_norm"] for row in (r, ref)
+                             if row.get("n") and row.get("mean_norm"))
+        if not _finite(spread):
+            low.append(math.nan)
+            high.append(math.nan)
+        elif key == "cosine":
+            low.append(value - spread)
+            high.append(value + spread)
+        else:
+            low.append(value / (1 + spread / value) if value > 0 else 0.0)
+            high.append(value + spread)
+    return low, high
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
 
 
 def jacobian_heatmaps_figure(report, horizon=None, title=None, width=None, height=360):
@@ -184,8 +266,8 @@ def jacobian_heatmaps_figure(report, horizon=None, title=None, width=None, heigh
     rows = [r for r in report.jacobians if r["horizon"] == horizon]
     if not rows:
         raise ValueError(f"no Jacobians at horizon {horizon}; the report has horizons {report.horizons}")
-    fig = make_subplots(rows=1, cols=len(rows), horizontal_spacing=0.04,
-                        subplot_titles=[f"{r['method']} (growth {r['growth_rate']:.3g}/step)" for r in rows])
+    fig = make_subplots(rows=1, cols=len(rows), horizontal_spacing=0.07,
+                        subplot_titles=[f"{r['method']}<br>growth {r['growth_rate']:.3g} per step" for r in rows])
     logs = []
     for r in rows:
         n = np.asarray(r["norms"], dtype=float)
@@ -203,7 +285,8 @@ def jacobian_heatmaps_figure(report, horizon=None, title=None, width=None, heigh
     fig.update_yaxes(title_text="state ŝ_t", autorange="reversed", col=1)
     fig.update_yaxes(autorange="reversed")
     title = title or f"Jacobian norms ‖d ŝ_t / d a_k‖ at H = {horizon}"
-    return _paper_layout(fig, title, width or 300 * len(rows) + 120, height)
+    fig = _paper_layout(fig, title, width or 300 * len(rows) + 120, height)
+    return fig.update_layout(margin={"t": 100})  # the two-line panel titles, clear of the figure's title
 
 
 def landscapes_figure(report, kind="action", title=None, width=None, height=340):
@@ -216,12 +299,16 @@ def landscapes_figure(report, kind="action", title=None, width=None, height=340)
     horizons = sorted({r["horizon"] for r in rows})
     fig = make_subplots(rows=1, cols=len(horizons), horizontal_spacing=0.05,
                         subplot_titles=[f"H = {h}" for h in horizons])
+    styles = line_styles(_methods(rows))
     for col, h in enumerate(horizons, start=1):
         for r in sorted((r for r in rows if r["horizon"] == h), key=lambda r: r["method"] != "simulator"):
             rough = r["roughness"].get("normalized_tv")
-            fig.add_trace(go.Scatter(x=r["grid"], y=r["values"], mode="lines", name=r["method"],
+            style = styles[r["method"]]
+            fig.add_trace(go.Scatter(x=r["grid"], y=r["values"], mode="lines+markers", name=r["method"],
                                      legendgroup=r["method"], showlegend=col == 1,
-                                     line={"color": _color(r["method"]), "width": 1.5},
+                                     line={"color": _color(r["method"]), "width": style["width"],
+                                           "dash": style["dash"]},
+                                     marker={"symbol": style["symbol"], "size": style["size"], "maxdisplayed": 12},
                                      hovertemplate=f"{r['method']}, H={h}<br>x=%{{x:.3f}}<br>J=%{{y:.4g}}<br>"
                                      f"normalised TV={rough:.3g}<extra></extra>"), row=1, col=col)
     fig.update_xaxes(title_text="first action a_1" if kind == "action" else "step α along d")
@@ -230,33 +317,70 @@ def landscapes_figure(report, kind="action", title=None, width=None, height=340)
     return _paper_layout(fig, title, width or max(420, 300 * len(horizons)), height)
 
 
-def plane_figure(report, horizon=None, title=None, height=340):
-    """2-D slices J(θ + α d1 + β d2) at `horizon` (default the largest), one contour panel per method."""
+def plane_figure(report, horizon=None, title=None, height=360):
+    """2-D slices J(θ + α d1 + β d2) at `horizon` (default the largest), one contour panel per method. Panels are
+    compared on one colour range with one colour bar (`shared_ranges`); a panel whose values span more than
+    `OWN_RANGE`x or less than 1/`OWN_RANGE` of the simulator's (the median panel's without it) is drawn on its own
+    range, stated in its title."""
     horizon = max(report.horizons) if horizon is None else horizon
     rows = [r for r in report.landscapes if r["kind"] == "plane" and r["horizon"] == horizon]
     if not rows:
         raise ValueError(f"no 2-D slices at horizon {horizon} in this report")
     rows.sort(key=lambda r: r["method"] != "simulator")
-    fig = make_subplots(rows=1, cols=len(rows), horizontal_spacing=0.04,
-                        subplot_titles=[f"{r['method']} (TV {r['roughness']['normalized_tv']:.3g})" for r in rows])
+    ranges, shared = shared_ranges({r["method"]: r["values"] for r in rows})
+    titles = [f"{r['method']} (TV {r['roughness']['normalized_tv']:.3g})" + (
+        "" if r["method"] in shared else f"<br>own colour range {ranges[r['method']][0]:.3g} to "
+                                         f"{ranges[r['method']][1]:.3g}") for r in rows]
+    fig = make_subplots(rows=1, cols=len(rows), horizontal_spacing=0.06, subplot_titles=titles)
+    bar = next((r["method"] for r in reversed(rows) if r["method"] in shared), None)
     for i, r in enumerate(rows):
         alphas, betas = r["grid"]
-        fig.add_trace(go.Contour(z=r["values"], x=betas, y=alphas, colorscale="RdBu", showscale=False,
-                                 contours={"coloring": "heatmap"}, ncontours=20,
+        lo, hi = ranges[r["method"]]
+        fig.add_trace(go.Contour(z=r["values"], x=betas, y=alphas, colorscale="RdBu", zmin=lo, zmax=hi,
+                                 autocontour=False, contours={"coloring": "heatmap", "start": lo, "end": hi,
+                                                              "size": (hi - lo) / 20 or 1.0},
+                                 showscale=r["method"] == bar, colorbar={"title": {"text": "return J"}},
+                                 name=r["method"],
                                  hovertemplate="α=%{y:.2f}, β=%{x:.2f}<br>J=%{z:.4g}<extra>" + r["method"]
                                  + "</extra>"), row=1, col=i + 1)
     fig.update_xaxes(title_text="β (direction 2)")
     fig.update_yaxes(title_text="α (direction 1)", col=1)
-    return _paper_layout(fig, title or f"Return on a random plane in θ at H = {horizon}", 280 * len(rows) + 100,
-                         height)
+    fig = _paper_layout(fig, title or f"Return on a random plane in θ at H = {horizon}", 280 * len(rows) + 160,
+                        height)
+    return fig.update_layout(margin={"t": 100})
+
+
+OWN_RANGE = 10.0
+
+
+def shared_ranges(values: dict) -> tuple[dict, list]:
+    """({name: (zmin, zmax)}, names compared on one range) for 2-D arrays of values: the panels whose finite values
+    span within a factor `OWN_RANGE` of the reference span (the "simulator"'s, else the median) share the union of
+    their ranges; any other panel, or one with no finite value, keeps its own."""
+    import numpy as np
+
+    own, spans = {}, {}
+    for name, v in values.items():
+        v = np.asarray(v, np.float64)
+        v = v[np.isfinite(v)]
+        own[name] = (float(v.min()), float(v.max())) if v.size else (0.0, 1.0)
+        if v.size:
+            spans[name] = own[name][1] - own[name][0]
+    ref = spans.get("simulator", float(np.median(list(spans.values()))) if spans else 0.0)
+    shared = [n for n, span in spans.items() if (span == ref == 0) or
+              (ref > 0 and ref / OWN_RANGE <= span <= ref * OWN_RANGE)]
+    if shared:
+        lo, hi = min(own[n][0] for n in shared), max(own[n][1] for n in shared)
+        own.update({n: (lo, hi) for n in shared})
+    return own, shared
 
 
 def write_figure(fig, path, plotlyjs="embed") -> list[str]:
     """Write `fig` to `path` (.html) and beside it a .png when a Chromium for kaleido is available.
 
     plotlyjs: "embed" (a self-contained page, about 4.7 MB) or "directory" (pages in one folder share a
-    plotly.min.js written beside them: small, still offline). Returns the paths written; the PNG is skipped with a
-    one-line note on stderr when it cannot be rendered.
+    plotly.min.js written beside them: small, still offline). Returns the paths written; when the PNG cannot be
+    rendered the HTML is kept and one line on stderr says why and how to get one (`png_note`), no traceback.
     """
     if plotlyjs not in ("embed", "directory"):
         raise ValueError(f"plotlyjs must be 'embed' or 'directory', got {plotlyjs!r}")
@@ -270,12 +394,36 @@ def write_figure(fig, path, plotlyjs="embed") -> list[str]:
     written = [str(html)]
     png = path.with_suffix(".png")
     try:
-        fig.write_image(png)
+        with _quiet_exporters():
+            fig.write_image(png)
         written.append(str(png))
-    except Exception as err:  # kaleido missing, or no Chromium for it: HTML is still complete
-        print(f"note: no PNG for {html.name} (static export unavailable: {type(err).__name__}); HTML written",
-              file=sys.stderr)
+    except Exception as err:  # kaleido missing, no Chromium for it, or a JavaScript error: the HTML is complete
+        print(png_note(html.name, err), file=sys.stderr)
     return written
+
+
+PNG_HELP = "for PNGs: pip install kaleido, then plotly_get_chrome"
+
+
+def png_note(name: str, err: BaseException) -> str:
+    """One line: why `name` has no PNG (the error's first line, shortened) and how to get one."""
+    why = next((line.strip() for line in str(err).splitlines() if line.strip()), "") or type(err).__name__
+    why = why if len(why) <= 100 else why[:99] + "…"
+    return f"note: no PNG for {name} ({why}); the HTML is written ({PNG_HELP})"
+
+
+@contextlib.contextmanager
+def _quiet_exporters():
+    """Silence kaleido's and choreographer's own logging (tracebacks of a failed export) while one figure exports."""
+    loggers = [logging.getLogger(name) for name in ("kaleido", "choreographer", "logistro")]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels):
+            log.setLevel(level)
 
 
 def fit_error_figure(report, title="Open-loop validation error versus horizon", height=340):

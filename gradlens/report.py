@@ -1,19 +1,23 @@
-"""An audit as files: the run folder (`report.json`, one HTML/PNG per figure) and one self-contained `report.html`.
+"""An audit as files: the run folder (`report.json`, one HTML/PNG per figure) and `report.html`, which opens on the
+audit's conclusions.
 
     run = run_audit("double_pendulum", ["markov", "awm-transformer"], [5, 10, 20], root="gradlens-runs")
     # gradlens-runs/<system>-audit-<UTC time>/{config.json, status.json, report.json, report.html, figures/...}
 
-`report.html` embeds plotly.js once and every figure after it, so it opens offline in any browser.
+Every page of a run loads the run's one copy of plotly.js, `figures/plotly.min.js`, so the folder opens offline in
+any browser; `standalone_html` gives report.html with it inlined, one file to send.
 """
 from __future__ import annotations
 
 import dataclasses
 import html
 import math
+import textwrap
 from pathlib import Path
 
 from gradlens import plots, runs
 from gradlens.analysis.audit import AuditConfig, AuditReport, audit, prepare, summary_rows
+from gradlens.conclusions import conclusions
 from gradlens.training.fit_record import FitRecord, horizon_ratio
 
 DEMO = {"system": "double_pendulum", "models": ("markov", "hwm-transformer", "awm-transformer"),
@@ -91,8 +95,20 @@ def fit_caveat(report: AuditReport) -> str:
             "state 2x there: they measure its fit quality, not its architecture (see World-model fits).")
 
 
+def format_conclusions(report: AuditReport, width: int = 120) -> str:
+    """`conclusions` as plain text wrapped to `width`: "Conclusions:" and "What not to conclude:", a bullet each."""
+    found = conclusions(report)
+    lines = []
+    for heading, sentences in (("Conclusions:", found.findings), ("What not to conclude:", found.caveats)):
+        if sentences:
+            lines += [heading, *(textwrap.fill(s, width, initial_indent="- ", subsequent_indent="  ")
+                                 for s in sentences)]
+    return "\n".join(lines)
+
+
 def format_summary(report: AuditReport) -> str:
-    """The summary table as aligned plain text, then the fit note and every warning (what `gradlens audit` prints)."""
+    """The summary table as aligned plain text, then the fit note, every warning and the conclusions (what
+    `gradlens audit` prints)."""
     table = summary_table(report)
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in table]
@@ -100,7 +116,8 @@ def format_summary(report: AuditReport) -> str:
     if report.fits:
         lines.append(FIT_NOTE)
     lines += [f"WARNING: {line}" for line in warning_lines(report)]
-    return "\n".join(lines)
+    text = format_conclusions(report)
+    return "\n".join(lines + (["", text] if text else []))
 
 
 def predictability_sentence(report: AuditReport) -> str:
@@ -144,15 +161,17 @@ SECTION_TEXT = {
                   "own divergence from starts a hair apart. Vertical lines mark the audited horizons: ✓ where the "
                   "model beats repeating the last state 2x over steps 1-H, ✗ where it does not."),
     "gradients": ("Policy-gradient statistics", "Norm of the mean gradient, variance of one sample and cosine to the "
-                  "true simulator's mean gradient, per method and horizon. A model whose cosine stays near 1 as H "
-                  "grows gives the simulator's descent direction; exploding variance is chaos or a bad model."),
+                  "true simulator's mean gradient, per method and horizon, each shaded about one standard error "
+                  "(from the samples' spread, clipped to the quantity's range). A model whose cosine stays near 1 as "
+                  "H grows gives the simulator's descent direction; exploding variance is chaos or a bad model."),
     "jacobians": ("Jacobian chains", "log10 ‖d ŝ_t / d a_k‖ for every state t and action k at the largest "
                   "horizon; a positive growth rate means gradients explode with the lag t − k."),
     "landscape_action": ("Return landscape J(a_1)", "The return as the first action varies, other actions zero: the "
                          "toy tasks' landscape. The normalised total variation is 1 for a monotone slice."),
     "landscape_direction": ("Return along a random policy direction", "J(θ + α d) for one filter-normalised "
                             "direction d in policy-parameter space."),
-    "landscape_plane": ("Return on a random plane", "J(θ + α d1 + β d2) at the largest horizon."),
+    "landscape_plane": ("Return on a random plane", "J(θ + α d1 + β d2) at the largest horizon, on one colour "
+                        "range shared by the panels compared; a panel on its own range says so in its title."),
     "paths": ("Gradient paths", "Exact number of paths a_k → J on the unrolled time-step graph, and their longest "
               "and mean length: exponential in H for history models, polynomial for action models."),
 }
@@ -165,14 +184,29 @@ def _html_table(table: list[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _item_list(lines: list[str], css: str) -> str:
+    return f"<ul class='{css}'>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>"
+
+
 def _warning_list(lines: list[str]) -> str:
-    return "<ul class='warnings'>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>" \
-        if lines else ""
+    return _item_list(lines, "warnings") if lines else ""
 
 
-def report_html(report: AuditReport, figures: dict | None = None) -> str:
-    """One self-contained HTML page: header, problems, fit records with their warnings, summary table, then every
-    figure with a short reading; the fit warnings are repeated next to the gradient conclusions."""
+NOTHING_TO_READ = "No finite gradient statistics to read."
+
+
+def conclusion_html(report: AuditReport) -> str:
+    """The report's first section: `conclusions` as two lists, what the numbers show and what not to conclude."""
+    found = conclusions(report)
+    shown = _item_list(found.findings, "findings") if found.findings else f"<p>{NOTHING_TO_READ}</p>"
+    caveats = f"<h3>What not to conclude</h3>{_item_list(found.caveats, 'warnings')}" if found.caveats else ""
+    return f"<h2 id='conclusions'>Conclusions</h2>{shown}{caveats}"
+
+
+def report_html(report: AuditReport, figures: dict | None = None, plotlyjs: str | None = None) -> str:
+    """One HTML page: header, conclusions, problems, fit records with their warnings, summary table, then every
+    figure with a short reading; the fit warnings are repeated next to the gradient conclusions. plotly.js is
+    embedded once (a page that stands alone), or, with `plotlyjs` a path relative to the page, loaded from there."""
     figures = audit_figures(report) if figures is None else figures
     esc = html.escape
     problems = "".join(f"<li><b>{esc(str(p['diagnostic']))}</b> · {esc(str(p['method']))} · "
@@ -195,19 +229,20 @@ def report_html(report: AuditReport, figures: dict | None = None) -> str:
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>gradlens audit: "
         f"{esc(report.system['name'])}</title><style>body{{font-family:Arial,sans-serif;margin:24px;max-width:1200px}}"
         "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-        "td:first-child,th:first-child{text-align:left}.problems{color:#b00}.warnings{color:#a60}</style></head>"
-        "<body>",
+        "td:first-child,th:first-child{text-align:left}.problems{color:#b00}.warnings{color:#a60}</style>"
+        + (_script(plotlyjs) if plotlyjs else "") + "</head><body>",
         f"<h1>gradlens audit: {esc(report.system['name'])}</h1>",
         f"<p>Models: {esc(', '.join(report.models))}; horizons {esc(str(report.horizons))}; policy "
         f"{esc(str(report.system.get('policy')))}; horizon mode {esc(report.system['horizon_mode'])}; created "
         f"{esc(str(report.meta.get('created')))}.</p>",
+        conclusion_html(report),
         "<h2 id='problems'>Problems</h2>",
         f"<ul class='problems'>{problems}</ul>" if problems else "<p>No NaN, Inf or failed diagnostic.</p>",
         f"<h2 id='fits'>World-model fits</h2>{fits}"
         + (f"<ul>{legacy}</ul>" if legacy else "" if records else "<p>No world model in this audit.</p>"),
         f"<h2 id='summary'>Summary</h2>{caveat}{_html_table(summary_table(report))}",
     ]
-    first = True
+    first = plotlyjs is None
     for name, fig in figures.items():
         heading, text = SECTION_TEXT.get(name, (name, ""))
         parts.append(f"<h2 id='{esc(name)}'>{esc(heading)}</h2><p>{esc(text)}</p>")
@@ -219,17 +254,35 @@ def report_html(report: AuditReport, figures: dict | None = None) -> str:
     return "\n".join(parts)
 
 
+PLOTLY_JS = "figures/plotly.min.js"  # a run's one copy of plotly.js, shared by report.html and figures/*.html
+
+
+def _script(src: str) -> str:
+    return f'<script src="{html.escape(src)}"></script>'
+
+
 def write_report(report: AuditReport, folder) -> list[str]:
-    """report.json, figures/<name>.html (sharing figures/plotly.min.js; + .png where Chromium is available) and the
-    self-contained report.html into `folder`."""
+    """report.json, figures/<name>.html (+ .png where Chromium is available) and report.html into `folder`, every
+    page loading the run's one copy of plotly.js, `PLOTLY_JS` (offline; `standalone_html` inlines it)."""
     folder = Path(folder)
     written = [str(report.save(folder))]
     figures = audit_figures(report)
     for name, fig in figures.items():
         written += plots.write_figure(fig, folder / "figures" / f"{name}.html", plotlyjs="directory")
-    runs.write_bytes_atomic(folder / "report.html", report_html(report, figures).encode())
+    runs.write_bytes_atomic(folder / "report.html", report_html(report, figures, plotlyjs=PLOTLY_JS).encode())
     written.append(str(folder / "report.html"))
     return written
+
+
+def standalone_html(folder) -> bytes:
+    """The run's report.html with its shared plotly.js inlined: one file that opens offline anywhere."""
+    folder = Path(folder)
+    page = (folder / "report.html").read_text(encoding="utf-8")
+    tag = _script(PLOTLY_JS)
+    if tag not in page:  # a report written before plotly.js was shared: already stands alone
+        return page.encode()
+    js = (folder / PLOTLY_JS).read_text(encoding="utf-8")
+    return page.replace(tag, f'<script type="text/javascript">{js}</script>', 1).encode()
 
 
 def run_audit(system, models, horizons, root, *, config: AuditConfig = AuditConfig(), name: str | None = None,

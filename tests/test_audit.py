@@ -14,7 +14,7 @@ import gradlens as gl
 from gradlens import cli
 from gradlens.analysis.audit import AuditConfig, AuditReport, audit, summary_rows
 from gradlens.envs.base import System
-from gradlens.report import SECTION_TEXT, format_summary, report_html
+from gradlens.report import PLOTLY_JS, SECTION_TEXT, format_summary, report_html
 from gradlens.training.fit_record import FIT_BAR, FitRecord
 
 SMALL = AuditConfig(n_episodes=16, fit_epochs=2, n_samples=8, landscape_points=11, landscape_2d_points=0)
@@ -153,7 +153,7 @@ def test_demo_quick_writes_a_complete_run(tmp_path, capsys):
     for section in ("problems", "fits", "summary"):
         assert f"id='{section}'" in page
     assert page.count("<script") >= len(SECTION_TEXT)
-    assert re.search(r"<script[^>]*\bsrc=", page) is None  # offline: plotly.js embedded, nothing fetched
+    assert re.findall(r"<script[^>]*\bsrc=\"([^\"]*)\"", page) == [PLOTLY_JS]  # offline: the run's own copy
     assert (run / "figures" / "gradients.html").exists() and (run / "figures" / "plotly.min.js").exists()
     assert gl.runs.scan(tmp_path).loc[0, "kind"] == "audit"
 

@@ -51,6 +51,7 @@ from gradlens.envs.base import System, check_positive
 from gradlens.models.base import WorldModel
 from gradlens.policies import POLICIES, make_policy
 from gradlens.rollout import check_policy_input_grad
+from gradlens.tables import Table
 from gradlens.training.data import Trajectories, as_scheme, collect
 from gradlens.training.fit import FitConfig, FitDiverged, baseline_mse, fit, fit_split, mse
 from gradlens.training.fit_record import (CHAOS_DELTA, FIT_BAR, FitRecord, divergence, fit_record, horizon_ratio,
@@ -182,6 +183,16 @@ class AuditReport:
     timings: dict = dataclasses.field(default_factory=dict)
     meta: dict = dataclasses.field(default_factory=dict)
 
+    def __post_init__(self):
+        for name in _ROW_SECTIONS:
+            setattr(self, name, Table(getattr(self, name)))
+
+    def __repr__(self) -> str:
+        """One line per section with its size: the rows themselves print as compact tables (`report.gradients`)."""
+        sections = ", ".join(f"{name} {len(getattr(self, name))} rows" for name in _ROW_SECTIONS)
+        return (f"AuditReport({self.system.get('name')!r}, models {self.models}, horizons {self.horizons}: fits of "
+                f"{len(self.fits)} models, {sections})")
+
     @property
     def methods(self) -> list[str]:
         """The simulator, then the audited models."""
@@ -223,6 +234,9 @@ class AuditReport:
             raise ValueError(f"{path} is missing: not an audit run folder") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ValueError(f"{path} is corrupt: {err}") from None
+
+
+_ROW_SECTIONS = (*SECTIONS[1:], "growth", "problems", "warnings")  # lists of row dicts, held as `Table`s
 
 
 def _plain(value):

@@ -10,6 +10,7 @@ import math
 import networkx as nx
 
 from gradlens.analysis.paths._builders import skeleton
+from gradlens.tables import Table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,8 +154,9 @@ def horizon_table(model_class, horizons, level="time", policy="closed", stop_gra
     mean_length = mean length over all those Σ_k #(a_k -> J) paths pooled (so dominated by the early actions in an
     exponential class); per action k = 1..H: paths_per_action, longest_per_action, mean_length_per_action.
     Same arguments and errors as `graph`; the DP runs on the graph's index lists, without building networkx objects.
+    Returns a `gradlens.tables.Table` (a list of the rows that prints as a compact summary).
     """
-    rows = []
+    rows = Table()
     for horizon in horizons:
         sk = skeleton(model_class, horizon, level, policy, stop_gradient, layers)
         n = len(sk.names)

@@ -8,7 +8,8 @@ import streamlit as st
 from gradlens import plots
 from gradlens.analysis import paths
 from gradlens.app import live, reading, selection
-from gradlens.report import fit_caveat, fits_table, predictability_sentence, summary_table, warning_lines
+from gradlens.report import (fit_caveat, fits_table, predictability_sentence, standalone_html, summary_table,
+                             warning_lines)
 
 st.title("Gradient audit overview")
 selection.flash()
@@ -49,10 +50,10 @@ def overview(report, path: str) -> None:
     fig.update_xaxes(tickvals=report.horizons)
     st.plotly_chart(fig, theme=None)
     st.subheader("Reading")
-    sentences = reading.overview(report)
-    st.markdown("\n".join(f"- {s}" for s in sentences) if sentences else "No finite gradient statistics to read.")
-    st.caption("Solid lines: first-order (backpropagated) gradients; dotted: the zeroth-order reference through the "
-               "simulator at the same budget. Axes are logarithmic except the cosine's.")
+    st.markdown(reading.markdown(report))
+    st.caption("One dash and marker per model: first-order (backpropagated) gradients, shaded about one standard "
+               "error; dotted with open markers: the zeroth-order reference through the simulator at the same budget. "
+               "Axes are logarithmic except the cosine's.")
     table = summary_table(report)
     st.subheader("Summary")
     st.dataframe(pd.DataFrame(table[1:], columns=table[0]), hide_index=True)
@@ -72,7 +73,7 @@ def overview(report, path: str) -> None:
         st.write("No world model in this audit.")
     html = Path(path) / "report.html"
     if html.is_file():
-        st.download_button("Download report.html (opens offline)", html.read_bytes,  # read on click only
+        st.download_button("Download report.html (opens offline)", lambda: standalone_html(path),  # on click only
                            file_name=f"{Path(path).name}.html", mime="text/html")
 
 
