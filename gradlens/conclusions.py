@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from gradlens.analysis import growth
 from gradlens.analysis.audit import SIMULATOR
 
 COSINE_GOOD = 0.9  # a gradient this aligned with the simulator's descends the true landscape
@@ -119,27 +120,22 @@ def _reach(report, grads, method: str) -> str:
     return f"its cosine stays >= {COSINE_GOOD} up to H = {last} and is {_cos(bad[1])} at H = {bad[0]}"
 
 
-def growth_law(horizons, values) -> dict:
-    """Least-squares fits of log(values) against H (exponential: ×`per_step` each step) and against log H (power
-    law: ∝ H^`power`), with their R²; `law` is the better fit ("exponential" | "power"), None with two horizons
-    (both fit exactly)."""
-    h, y = np.asarray(horizons, np.float64), np.log(np.asarray(values, np.float64))
-    out = {}
-    for name, x in (("exponential", h), ("power", np.log(h))):
-        slope, icept = np.polyfit(x, y, 1)
-        total = float(np.sum((y - y.mean()) ** 2))
-        out[name] = (float(slope), 1.0 - float(np.sum((y - slope * x - icept) ** 2)) / total if total else 1.0)
-    law = None if len(h) < 3 else max(out, key=lambda k: out[k][1])
-    return {"per_step": math.exp(out["exponential"][0]), "power": out["power"][0], "law": law,
-            "r2": out[law][1] if law else 1.0}
+def _law_text(pts) -> str:
+    """The growth law of [(H, variance)]: `growth.fit_growth`'s verdict with its rate interval from 3 horizons on."""
+    (h0, v0), (h1, v1) = pts[0], pts[-1]
+    if len(pts) < growth.MIN_POINTS:
+        return (f"two horizons fit exponential growth ×{math.exp(math.log(v1 / v0) / (h1 - h0)):.3g} per step and a "
+                f"power law ∝ H^{math.log(v1 / v0) / math.log(h1 / h0):.2g} equally well")
+    fit = growth.fit_growth(*zip(*pts))
+    return f"growth law over {len(pts)} horizons: {fit.describe('per unit of H')}"
 
 
-def _law_text(fit: dict, n: int) -> str:
-    exp, power = f"×{fit['per_step']:.3g} per step", f"∝ H^{fit['power']:.2g}"
-    if fit["law"] is None:
-        return f"two horizons fit exponential growth {exp} and a power law {power} equally well"
-    law = f"exponential growth {exp}" if fit["law"] == "exponential" else f"a power law {power}"
-    return f"best fitted by {law} (R² {fit['r2']:.2f} over {n} horizons)"
+def _rate(pts) -> float:
+    """Exponential rate per unit of H of [(H, variance)] (least squares from 3 points, else the two-point slope)."""
+    if len(pts) >= growth.MIN_POINTS:
+        return growth.fit_growth(*zip(*pts)).exponential.rate
+    (h0, v0), (h1, v1) = pts[0], pts[-1]
+    return math.log(v1 / v0) / (h1 - h0)
 
 
 def _variance_series(report, grads) -> dict:
@@ -158,13 +154,12 @@ def _variance_growth(report, grads) -> list[str]:
     series = _variance_series(report, grads)
     if not series:
         return []
-    laws = {m: growth_law(*zip(*pts)) for m, pts in series.items()}
-    fastest = max(laws, key=lambda m: laws[m]["per_step"])
+    fastest = max(series, key=lambda m: _rate(series[m]))
     pts = series[fastest]
     (h0, v0), (h1, v1) = pts[0], pts[-1]
     who = "the simulator" if fastest == SIMULATOR else fastest
     text = (f"Gradient variance grows fastest for {who}: from {_num(v0)} at H = {h0} to {_num(v1)} at H = {h1} "
-            f"(×{_num(v1 / v0)}), {_law_text(laws[fastest], len(pts))}")
+            f"(×{_num(v1 / v0)}), {_law_text(pts)}")
     sim = dict(series.get(SIMULATOR, []))
     if fastest != SIMULATOR and h0 in sim and h1 in sim:
         text += (f"; at H = {h1} it is ×{_num(v1 / sim[h1])} the simulator's, which grows ×{_num(sim[h1] / sim[h0])} "

@@ -1,11 +1,13 @@
 """`gradlens.conclusions` on synthetic audit reports with known answers, and where its sentences are shown."""
 import re
 
+import numpy as np
 import pytest
 
 from gradlens.analysis.audit import AuditReport
+from gradlens.analysis.growth import fit_growth
 from gradlens.app import reading
-from gradlens.conclusions import conclusions, growth_law
+from gradlens.conclusions import conclusions
 from gradlens.report import format_summary, report_html
 
 H = [5, 10, 20]
@@ -74,8 +76,7 @@ def test_the_numbers_in_the_sentences_are_the_reports():
     assert _numbers(closest)[:4] == [20, 0.99, 0.12, 0.7]  # H, cosine, relative error, next model's cosine
     assert "Gradient variance grows fastest for markov: from 1 at H = 5 to 1e+09 at H = 20 (×1e+09)" in growth
     assert "at H = 20 it is ×1e+07 the simulator's, which grows ×100 from H = 5 to 20" in growth
-    law = growth_law(H, [1, 1e4, 1e9])
-    assert f"R² {law['r2']:.2f} over 3 horizons" in growth
+    assert f"growth law over 3 horizons: {fit_growth(H, [1, 1e4, 1e9]).describe('per unit of H')}" in growth
     assert smooth.startswith("awm-transformer's return landscape along a random policy direction is the smoothest at "
                              "H = 20: normalised total variation 1 (simulator 3, hwm-transformer 2.5, markov 4")
 
@@ -129,17 +130,18 @@ def test_a_simulator_only_or_empty_report_says_what_it_can():
     sim = _report(models=[], fits={}, gradients=_series("simulator", [1.0] * 3, [0.0] * 3, [1, 10, 100]),
                   landscapes=[])
     found = conclusions(sim)
+    law = fit_growth(H, [1, 10, 100])
+    assert law.verdict == "polynomial" and law.power.rate == pytest.approx(np.log(100) / np.log(4))
     assert found.findings == ["Gradient variance grows fastest for the simulator: from 1 at H = 5 to 100 at H = 20 "
-                              "(×100), best fitted by a power law ∝ H^3.3 (R² 1.00 over 3 horizons)."]
+                              f"(×100), growth law over 3 horizons: {law.describe('per unit of H')}."]
     assert conclusions(_report(gradients=[], landscapes=[])).findings == []
 
 
-@pytest.mark.parametrize("law, values", [("exponential", [2 ** h for h in H]), ("power", [h ** 3 for h in H])])
-def test_growth_law_recognises_its_law(law, values):
-    fit = growth_law(H, values)
-    assert fit["law"] == law and fit["r2"] == pytest.approx(1.0)
-    assert (fit["per_step"] == pytest.approx(2.0)) if law == "exponential" else fit["power"] == pytest.approx(3.0)
-    assert growth_law([5, 20], [1, 4])["law"] is None
+def test_two_horizons_cannot_choose_a_growth_law():
+    two = _report(models=[], fits={}, gradients=[_row("simulator", 5, 1.0, 0.0, 1), _row("simulator", 20, 1.0, 0.0, 4)],
+                  landscapes=[])
+    assert "two horizons fit exponential growth ×1.1 per step and a power law ∝ H^1 equally well" in \
+        conclusions(two).findings[0]
 
 
 def test_the_report_opens_on_the_conclusion_and_the_app_reads_the_same_sentences():

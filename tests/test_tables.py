@@ -37,4 +37,5 @@ def test_report_sections_are_tables_and_the_report_prints_in_one_line():
     assert isinstance(back.gradients, Table) and back.gradients == report.gradients
     assert json.loads(report.to_json())["gradients"] == [{"method": "markov", "horizon": 2, "cosine": 0.5}]
     assert repr(report) == ("AuditReport('toy', models ['markov'], horizons [2]: fits of 0 models, gradients 1 rows, "
-                            "jacobians 0 rows, landscapes 0 rows, paths 0 rows, problems 0 rows, warnings 0 rows)")
+                            "jacobians 0 rows, landscapes 0 rows, paths 0 rows, growth 0 rows, problems 0 rows, "
+                            "warnings 0 rows)")
