@@ -241,6 +241,7 @@ def report_html(report: AuditReport, figures: dict | None = None, plotlyjs: str 
         f"<h2 id='fits'>World-model fits</h2>{fits}"
         + (f"<ul>{legacy}</ul>" if legacy else "" if records else "<p>No world model in this audit.</p>"),
         f"<h2 id='summary'>Summary</h2>{caveat}{_html_table(summary_table(report))}",
+        growth_html(report),
     ]
     first = plotlyjs is None
     for name, fig in figures.items():
@@ -252,6 +253,28 @@ def report_html(report: AuditReport, figures: dict | None = None, plotlyjs: str 
         first = False
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+GROWTH_NOTE = ("Each series fitted by a power law and by an exponential (least squares on its logarithm); the verdict "
+               "is the law with the lower AIC by more than 2, else indistinguishable; intervals are 95 %")
+
+
+def growth_table(report: AuditReport) -> list[list[str]]:
+    """Header + one row per growth-law fit of the report (`AuditReport.growth`); [] for reports without them."""
+    if not report.growth:
+        return []
+    rows = [["method", "quantity", "against", "verdict", "law"]]
+    for r in report.growth:
+        against = r["against"] if r["horizon"] is None else f"{r['against']} (H = {r['horizon']})"
+        rows.append([r["method"], r["quantity"], against, r["verdict"], r["description"]])
+    return rows
+
+
+def growth_html(report: AuditReport) -> str:
+    table = growth_table(report)
+    if not table:
+        return ""
+    return f"<h2 id='growth'>Growth laws</h2><p>{html.escape(GROWTH_NOTE)}.</p>{_html_table(table)}"
 
 
 PLOTLY_JS = "figures/plotly.min.js"  # a run's one copy of plotly.js, shared by report.html and figures/*.html

@@ -106,3 +106,18 @@ def test_audit_growth_rows_name_each_law_and_say_why_when_there_is_none():
     no_fit = rows["awm-rnn", "Jacobian norm"]
     assert no_fit["verdict"] == "no fit" and no_fit["fit"] is None and "got 2 of 2 points usable" in no_fit["reason"]
     assert AuditReport.from_json(report.to_json()).growth == report.growth
+
+
+def test_report_html_tabulates_the_growth_laws():
+    from gradlens.analysis.audit import AuditReport, growth_rows
+    from gradlens.report import growth_html
+
+    horizons = [5, 10, 20]
+    grads = [{"method": "simulator", "estimator": "first-order", "horizon": h, "mean_norm": 2.0 ** h,
+              "variance": 4.0 ** h} for h in horizons]
+    report = AuditReport(system={}, models=[], horizons=horizons, config={}, gradients=grads)
+    assert growth_html(report) == ""  # a report from before growth laws: no section
+    report.growth.extend(growth_rows(report))
+    page = growth_html(report)
+    assert "<h2 id='growth'>Growth laws</h2>" in page and page.count("<tr>") == 1 + 2
+    assert f"<td>{report.growth[1]['description']}</td>" in page and "exponential, λ = 1.39 [" in page

@@ -1,11 +1,12 @@
 """Jacobians: heatmaps of ‖d ŝ_t / d a_k‖ for a chosen model (or all side by side) at a chosen horizon of the audit in
-view, with each chain's growth rate."""
+view, with each chain's growth rate, and the audit's growth laws (power law or exponential, by AIC)."""
 import math
 
 import pandas as pd
 import streamlit as st
 
 from gradlens import plots
+from gradlens import report as report_module
 from gradlens.app import figures, selection
 
 st.title("Jacobian chains")
@@ -28,3 +29,9 @@ if report is not None:
         st.dataframe(pd.DataFrame(rows), hide_index=True)
     else:
         st.warning(f"This audit holds no Jacobians for {method} at H = {horizon}.")
+    if report.growth:
+        st.subheader("Growth laws")
+        st.markdown(f"{report_module.GROWTH_NOTE}: gradient norm and variance against H over the audit's horizons, "
+                    "Jacobian norm against the lag t − k at each H.")
+        table = report_module.growth_table(report)
+        st.dataframe(pd.DataFrame(table[1:], columns=table[0]), hide_index=True)
