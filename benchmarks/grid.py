@@ -124,7 +124,8 @@ def exported(grid: Grid, out: Path) -> pd.DataFrame:
     if not files:
         return pd.DataFrame(columns=list(EXPORT_COLUMNS))
     found = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-    found["zeroed_policy_grads"] = found.get("zeroed_policy_grads", pd.Series(0, index=found.index)).fillna(0)
+    zeroed = found.get("zeroed_policy_grads", pd.Series(0, index=found.index))
+    found["zeroed_policy_grads"] = zeroed.fillna(0).astype(int)
     return found
 
 

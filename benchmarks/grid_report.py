@@ -43,7 +43,7 @@ def ci(value: float, low: float, high: float) -> str:
 def seed_scores(metrics: pd.DataFrame) -> pd.DataFrame:
     """`outcomes.seed_outcomes` of every run (final = last evaluation; best-known: `BEST_KNOWN` at H = 100, else the
     best final over the methods run) with `auc`: the seed's mean return over all its evaluations."""
-    metrics = metrics.drop(columns=["wall_time"])
+    metrics = metrics.drop(columns=["wall_time", "zeroed_policy_grads"], errors="ignore")
     found = outcomes.seed_outcomes(metrics)
     auc = metrics.groupby(["system", "method", "horizon", "seed"], as_index=False)["return"].mean()
     return found.merge(auc.rename(columns={"return": "auc"}), on=["system", "method", "horizon", "seed"])
@@ -154,7 +154,7 @@ def zeroed_paragraph(metrics: pd.DataFrame) -> str:
         return "No policy gradient was non-finite in the exported runs (none zeroed)."
     cells = []
     for (system, method, horizon), group in zeroed.groupby(["system", "method", "horizon"]):
-        seeds = ", ".join(f"seed {r.seed} ({r.zeroed_policy_grads})" for r in group.itertuples())
+        seeds = ", ".join(f"seed {r.seed} ({int(r.zeroed_policy_grads)})" for r in group.itertuples())
         cells.append(f"{system} {method} H = {horizon}: {seeds}")
     return ("Non-finite policy gradients were zeroed and training went on, as in the reference (`TrainConfig."
             "nonfinite_policy_grad='zero'`). Runs and seeds with any, with the number of zeroed updates: "
