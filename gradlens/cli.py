@@ -160,16 +160,41 @@ def _cmd_plot(args) -> int:
     metrics = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if metrics.empty:
         raise ValueError(f"no metrics found in {', '.join(args.runs)}")
-    try:
-        written = plots.write_figure(plots.learning_curves_figure(metrics), args.out)
-    except OSError as err:
-        where = f" ({err.filename})" if err.filename and str(err.filename) != args.out else ""
-        raise ValueError(f"cannot write figure {args.out}: {err.strerror or err}{where}") from None
-    print("wrote " + ", ".join(written))
+    figure = plots.training_curves_figure(metrics, width=args.width, height=args.height)
+    print("wrote " + ", ".join(_write_figure(figure, args.out)))
     found = outcomes.seed_outcomes(metrics)
     by = [c for c in found.columns if c not in outcomes.OUTCOME_COLUMNS]
     for key, part in found.groupby(by, sort=True, dropna=False):
         print(", ".join(map(str, key if isinstance(key, tuple) else (key,))) + ": " + outcomes.outcome_line(part))
+    return 0
+
+
+def _write_figure(figure, out: str) -> list[str]:
+    """`plots.write_figure`, its OSErrors as one-line ValueErrors naming the output."""
+    from gradlens import plots
+
+    try:
+        return plots.write_figure(figure, out)
+    except OSError as err:
+        where = f" ({err.filename})" if err.filename and str(err.filename) != out else ""
+        raise ValueError(f"cannot write figure {out}: {err.strerror or err}{where}") from None
+
+
+def _cmd_plot_audit(args) -> int:
+    from gradlens.analysis.audit import AuditReport
+    from gradlens.report import audit_figures
+
+    figures = audit_figures(AuditReport.load(args.run))
+    if args.figure is not None and args.figure not in figures:
+        raise ValueError(f"no figure {args.figure!r} in {args.run}; it has {', '.join(figures)}")
+    out = Path(args.out)
+    written = []
+    for name, figure in figures.items():
+        if args.figure in (None, name):
+            figure.update_layout(**{k: v for k, v in (("width", args.width), ("height", args.height)) if v})
+            path = out if args.figure else out.with_name(f"{out.stem}-{name}{out.suffix}")
+            written += _write_figure(figure, str(path))
+    print("wrote " + ", ".join(written))
     return 0
 
 
@@ -336,6 +361,23 @@ def _add_policy_options(p: argparse.ArgumentParser) -> None:
                         "counted per seed (the reference implementation's handling)")
 
 
+def _pixels(text: str) -> int:
+    """A figure size in pixels: an integer from 100 to 10000."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 100 <= value <= 10000:
+        raise argparse.ArgumentTypeError(f"a size must be an integer number of pixels from 100 to 10000, got {text!r}")
+    return value
+
+
+def _add_figure_options(p: argparse.ArgumentParser, out_help: str) -> None:
+    p.add_argument("--out", required=True, help=f"output {out_help}; the suffix picks the format")
+    p.add_argument("--width", type=_pixels, help="figure width in pixels (default: from the number of panels)")
+    p.add_argument("--height", type=_pixels, help="figure height in pixels (default: from the number of panels)")
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line, like the sub-commands' own."""
 
@@ -406,10 +448,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plot", help="figures from the run store")
     plot_sub = p.add_subparsers(dest="figure", required=True)
-    q = plot_sub.add_parser("curves", help="learning curves: return vs env steps, one line per seed and the median")
+    q = plot_sub.add_parser("curves", help="every logged metric (return, model loss, gradient norm, cosine with the "
+                                           "simulator, wall time, …) vs env steps: one line per seed, the mean and "
+                                           "its 95%% CI")
     q.add_argument("runs", nargs="+", help="run folders or run-store folders")
-    q.add_argument("--out", required=True, help="output FILE.html (a .png is written beside it when possible)")
+    _add_figure_options(q, "FILE.html, .png or .svg (.html: a .png is written beside it when possible)")
     q.set_defaults(func=_cmd_plot)
+    q = plot_sub.add_parser("audit", help="the audit figures of an audit run folder (gradients, Jacobians, fit "
+                                          "error, landscapes, paths)")
+    q.add_argument("run", help="audit run folder (holding report.json)")
+    _add_figure_options(q, "FILE.html, .png or .svg; each figure is written as FILE-<figure> with that suffix, "
+                           "or as FILE itself with --figure")
+    q.add_argument("--figure", help="only this figure, e.g. gradients or jacobians")
+    q.set_defaults(func=_cmd_plot_audit)
 
     p = sub.add_parser("runs", help="the run store as a table: state (a run whose process died is \"interrupted\", "
                                     "with the command that resumes it), system, method, horizon, steps, seeds, "

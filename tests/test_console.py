@@ -1,0 +1,140 @@
+"""Issue 18, items 7, 10 and 11: `gradlens plot curves` / `plot audit` figures and formats, the resolved
+configuration and speed `train` prints, `--name` / `--overwrite`, and a progress bar no log line is printed into."""
+import math
+import os
+import pty
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from gradlens import cli, plots, runs
+from test_plots import METHODS, _report
+
+ROOT = Path(__file__).resolve().parents[1]  # subprocesses import this checkout's gradlens
+TINY = ["--system", "linear", "--method", "simulator", "--horizon", "8", "--steps", "96", "--warmup", "32"]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    """A run store holding one finished TINY run of two seeds."""
+    root = tmp_path_factory.mktemp("store")
+    assert cli.main(["train", *TINY, "--seeds", "2", "--out", str(root), "--quiet"]) == 0
+    return root
+
+
+@pytest.fixture
+def images(monkeypatch) -> list[dict]:
+    """Kaleido replaced by a writer of a tiny file that records each figure's JSON."""
+    seen = []
+
+    def fake(self, path, *args, **kwargs):
+        seen.append(self.to_dict())
+        Path(path).write_text("<svg/>" if str(path).endswith(".svg") else "PNG")
+
+    monkeypatch.setattr(plots.go.Figure, "write_image", fake)
+    return seen
+
+
+def _one_line_error(argv, capsys) -> str:
+    try:
+        code = cli.main([str(a) for a in argv])
+    except SystemExit as exit_:
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def _frame() -> pd.DataFrame:
+    """Two methods, three seeds, every logged metric (zeroed policy gradients included)."""
+    return pd.DataFrame([{"system": "linear", "method": m, "horizon": 8, "env_steps": 32 * (i + 1), "seed": s,
+                          "return": -10.0 + i + s, "model_loss": 1.0 / (i + 1), "policy_grad_norm": 1.0 + s,
+                          "cosine_to_simulator": 0.98 + 0.01 * s, "relative_error_to_simulator": 0.1,
+                          "wall_time": 1.0 * i, "zeroed_policy_grads": s}
+                         for m in ("simulator", "markov") for s in range(3) for i in range(4)])
+
+
+# ---------------------------------------------------------------------------------------------------- item 7: figures
+def test_training_curves_have_a_panel_per_metric_seed_lines_a_mean_and_a_clipped_band():
+    fig = plots.training_curves_figure(_frame(), width=900, height=700).to_dict()
+    titles = [a["text"] for a in fig["layout"]["annotations"]]
+    assert titles == [title for title, _ in plots.TRAINING_METRICS.values()]
+    assert fig["layout"]["width"] == 900 and fig["layout"]["height"] == 700
+    panels = {t.get("xaxis", "x") for t in fig["data"]}
+    assert len(panels) == len(titles)
+    for panel in panels:
+        traces = [t for t in fig["data"] if t.get("xaxis", "x") == panel]
+        seeds = [t for t in traces if ", seed " in t["name"]]
+        bands = [t for t in traces if t.get("fill") == "toself"]
+        means = [t for t in traces if t not in seeds and t not in bands]
+        assert len(seeds) == 6 and len(bands) == 2 and len(means) == 2, panel
+    legend = [t["name"] for t in fig["data"] if t.get("showlegend") is not False]
+    assert legend == ["markov (3 seeds, 1/3 converged, median final -6)",
+                      "simulator (3 seeds, 1/3 converged, median final -6)"]
+    cosine = titles.index("cosine with the simulator") + 1
+    band = next(t for t in fig["data"] if t.get("fill") == "toself" and t.get("xaxis", "x") == f"x{cosine}")
+    assert max(band["y"]) <= 1.0 < 0.99 + 4.303 * 0.01 / math.sqrt(3)  # the unclipped 95 % CI passes 1
+    mean = next(t for t in fig["data"] if t["name"].startswith("markov (") and t.get("xaxis", "x") == "x")
+    assert list(mean["y"]) == [-9.0, -8.0, -7.0, -6.0]  # the mean over seeds 0, 1, 2
+
+
+def test_plot_curves_writes_every_logged_metric_at_the_asked_size(store, images, tmp_path, capsys):
+    out = tmp_path / "fig" / "curves.svg"
+    assert cli.main(["plot", "curves", str(store), "--out", str(out), "--width", "800", "--height", "600"]) == 0
+    assert out.read_text() == "<svg/>" and not out.with_suffix(".html").exists()
+    assert capsys.readouterr().out.startswith(f"wrote {out}\n")
+    fig, = images
+    titles = [a["text"] for a in fig["layout"]["annotations"]]
+    # the simulator logs no model loss: the metrics that hold a value, each its own panel
+    assert titles == ["return in the true system", "policy-gradient norm", "cosine with the simulator",
+                      "relative error to the simulator", "wall time (s)"]
+    assert (fig["layout"]["width"], fig["layout"]["height"]) == (800, 600)
+    assert sum(t["name"] == "simulator, seed 1" for t in fig["data"]) == len(titles)
+
+
+def test_a_png_kaleido_cannot_render_falls_back_to_html_in_one_line(store, tmp_path, monkeypatch, capsys):
+    def no_chrome(self, *args, **kwargs):
+        raise RuntimeError("\nKaleido requires Google Chrome to be installed.\n")
+
+    monkeypatch.setattr(plots.go.Figure, "write_image", no_chrome)
+    out = tmp_path / "curves.png"
+    assert cli.main(["plot", "curves", str(store), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert not out.exists() and "environment steps" in out.with_suffix(".html").read_text()
+    assert captured.err == ("note: no curves.png (Kaleido requires Google Chrome to be installed.); wrote curves.html "
+                            f"instead (for PNGs: {plots.IMAGE_HELP})\n")
+    assert f"wrote {out.with_suffix('.html')}\n" in captured.out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--out", "OUT/c.jpg"], "cannot write figure OUT/c.jpg: unknown format '.jpg'; the suffix must be one of .html, "
+                             ".png, .svg"),
+    (["--out", "OUT/c.svg", "--width", "12"], "a size must be an integer number of pixels from 100 to 10000, got "
+                                              "'12'"),
+    (["--out", "OUT/c.svg", "--height", "tall"], "got 'tall'"),
+])
+def test_bad_figure_outputs_are_one_line(argv, message, store, tmp_path, capsys):
+    argv = [a.replace("OUT", str(tmp_path)) for a in argv]
+    assert message.replace("OUT", str(tmp_path)) in _one_line_error(["plot", "curves", store, *argv], capsys)
+
+
+def test_plot_audit_writes_each_audit_figure_in_the_format_of_its_suffix(tmp_path, images, capsys):
+    run = tmp_path / "audit"
+    run.mkdir()
+    jacobians = [{"method": m, "horizon": 8, "norms": [[1.0] * 8] * 9, "growth_rate": 0.1} for m in METHODS]
+    _report(jacobians=jacobians).save(run)
+    assert cli.main(["plot", "audit", str(run), "--out", str(tmp_path / "figs" / "toy.svg"), "--width", "640"]) == 0
+    names = sorted(p.name for p in (tmp_path / "figs").iterdir())
+    assert names == ["toy-gradients.svg", "toy-jacobians.svg", "toy-landscape_plane.svg"]
+    assert all(fig["layout"]["width"] == 640 for fig in images)
+    assert cli.main(["plot", "audit", str(run), "--figure", "gradients", "--out", str(tmp_path / "g.html")]) == 0
+    assert "Policy-gradient statistics versus horizon" in (tmp_path / "g.html").read_text()
+    assert (tmp_path / "g.png").read_text() == "PNG" and capsys.readouterr().out.endswith(f"{tmp_path / 'g.png'}\n")
+    err = _one_line_error(["plot", "audit", run, "--figure", "bars", "--out", tmp_path / "b.html"], capsys)
+    assert f"no figure 'bars' in {run}; it has gradients, jacobians, landscape_plane" in err
+    err = _one_line_error(["plot", "audit", tmp_path / "figs", "--out", tmp_path / "b.html"], capsys)
+    assert "report.json is missing: not an audit run folder" in err
