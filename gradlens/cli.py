@@ -96,7 +96,7 @@ def _resume_config(args):
     try:
         if run is None:
             config = _train_config(args)
-            run = Path(args.out) / run_name(config)
+            run = Path(args.out) / (args.name or run_name(config))
             runs.load_config(run)
         else:
             names = [*(flag for flag, _ in (*_TRAIN_OPTIONS, *_POLICY_OPTIONS)), "config"]
@@ -107,8 +107,9 @@ def _resume_config(args):
         status = runs.status(run)
     except ValueError as err:
         raise ValueError(f"cannot resume: {err}") from None
-    if run.name != run_name(config):
-        raise ValueError(f"cannot resume {run}: its config names the run {run_name(config)!r}, not {run.name!r}")
+    if run.name != (args.name or run_name(config)):
+        raise ValueError(f"cannot resume {run}: its config names the run {run_name(config)!r}, not {run.name!r} "
+                         f"(for a run trained with --name, add --name {run.name})")
     if status["state"] == "done":
         raise ValueError(f"cannot resume {run}: the run is already finished (state done)")
     if status["state"] == "running" and "pid" in status and runs.interrupted(status) is None:
@@ -118,22 +119,43 @@ def _resume_config(args):
 
 def _cmd_train(args) -> int:
     from gradlens import outcomes
-    from gradlens.training.train import run_name, train, zeroed_line
+    from gradlens.training.train import check_run_name, run_name, train, zeroed_line
 
+    if args.name is not None or args.overwrite:
+        check_run_name(args.name or "run", args.resume is not None, args.overwrite)  # before anything is written
     if args.resume is None:
         config = _train_config(args)
         out = _writable_dir(args.out)
     else:
         config, out = _resume_config(args)
-    print(f"training {run_name(config)}: {config.total_steps} env steps, {config.seeds} seed(s) -> {out}")
+    name = args.name or run_name(config)
+    print(_config_line(config, out / name, resume=args.resume is not None), flush=True)
     metrics = train(config, out, resume=args.resume is not None, progress=not args.quiet,
-                    log=None if args.quiet else print)
+                    log=None if args.quiet else print, name=name, overwrite=args.overwrite)
     setting = metrics.assign(system=config.system, method=config.method, horizon=config.horizon)
     print(f"done: {outcomes.outcome_line(outcomes.seed_outcomes(setting, fallback=False))}")
     if zeroed_line(metrics) is not None:
         print(zeroed_line(metrics))
-    print(f"run folder {out / run_name(config)}")
+    print(_speed_line(metrics.attrs["env_steps_trained"], config.seeds, metrics.attrs["seconds"]))
+    print(f"run folder {out / name}")
     return 0
+
+
+def _seeds(first: int, count: int) -> str:
+    return f"seed {first}" if count == 1 else f"seeds {first}-{first + count - 1}"
+
+
+def _config_line(config, run: Path, resume: bool) -> str:
+    """The resolved configuration of a training run, printed before it starts."""
+    return (f"{'resuming' if resume else 'training'} {config.system} with {config.method}: H={config.horizon}, "
+            f"{config.total_steps} env steps ({config.warmup_steps} warm-up), {_seeds(config.seed, config.seeds)}, "
+            f"policy time input {config.policy_time_input}, policy lr {config.policy_lr:g} -> {run}")
+
+
+def _speed_line(env_steps: int, seeds: int, seconds: float, note: str = "compilation included") -> str:
+    """'trained 96 env steps x 2 seed(s) in 14.1 s: 6.81 env steps/s per seed (compilation included)'."""
+    rate = env_steps / seconds if seconds > 0 else float("nan")
+    return f"trained {env_steps} env steps x {seeds} seed(s) in {seconds:.1f} s: {rate:.3g} env steps/s per seed ({note})"
 
 
 def _cmd_plot(args) -> int:
@@ -227,6 +249,10 @@ def _run_and_print(system, models, horizons, args, quick: bool):
     config = _audit_config(args, quick)
     prepare(system, models, horizons, None, config)  # bad input fails before anything is written
     out = _writable_dir(args.out)
+    print(f"audit {system}: models {', '.join(models)} beside the simulator, H={', '.join(map(str, horizons))}, "
+          f"{config.n_episodes} episodes (data {config.data}), up to {config.fit_epochs} fitting epochs, "
+          f"{config.n_samples} gradient samples per model and H, policy {config.policy}, seed {config.seed} -> {out}",
+          flush=True)
     log = None if args.quiet else (lambda line: print(line, flush=True))
     start = time.perf_counter()
     run = run_audit(system, models, horizons, out, config=config, progress=not args.quiet, log=log)
@@ -234,7 +260,9 @@ def _run_and_print(system, models, horizons, args, quick: bool):
     print(format_summary(report))
     for p in report.problems:
         print(f"problem: {p['diagnostic']} {p['method']} H={p['horizon']}: {p['message']}")
-    print(f"\naudit finished in {time.perf_counter() - start:.0f} s; run folder {run}")
+    seconds, samples = time.perf_counter() - start, (len(models) + 1) * len(horizons) * config.n_samples
+    print(f"\naudit finished in {seconds:.0f} s ({samples} gradient samples, {samples / seconds:.3g}/s, fits "
+          f"included); run folder {run}")
     print(f"report: {run / 'report.html'} (open it in a browser; it works offline)")
     return run
 
@@ -332,8 +360,13 @@ def _cmd_sweep(args) -> int:
                      horizons=tuple(_csv(args.horizons, "horizons", int)), seeds=args.seeds, overrides=overrides)
     check_options(args.backend, args.jobs)
     out = _writable_dir(args.out)
-    n = len(spec.configs())
-    print(f"sweep: {n} run(s) of {spec.seeds} seed(s) -> {out} ({args.backend} backend)")
+    configs = spec.configs()
+    warmups = sorted({c.warmup_steps for c in configs})
+    print(f"sweep: {len(configs)} run(s): systems {', '.join(spec.systems)} x methods {', '.join(spec.methods)} x "
+          f"H={', '.join(map(str, spec.horizons))}, {configs[0].total_steps} env steps "
+          f"({', '.join(map(str, warmups))} warm-up), {_seeds(configs[0].seed, spec.seeds)} -> {out} "
+          f"({args.backend} backend)", flush=True)
+    start = time.perf_counter()
     table = run_sweep(spec, out, backend=args.backend, jobs=args.jobs, ray_address=args.ray_address,
                       progress=not args.quiet, log=None if args.quiet else print)
     failed = table[table["state"] == "failed"]
@@ -341,6 +374,9 @@ def _cmd_sweep(args) -> int:
     for _, row in failed.iterrows():
         print(f"failed: {row['name']}: {row['error']}", file=sys.stderr)
     print(f"{len(table) - len(failed)} of {len(table)} run(s) done; run store {out}")
+    trained = table["state"] == "done"
+    print(_speed_line(sum(c.total_steps for c, ok in zip(configs, trained) if ok), spec.seeds,
+                      time.perf_counter() - start, "all runs trained, compilation included"))
     return 1 if len(failed) else 0
 
 
@@ -407,6 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", nargs="?", const="", metavar="RUN",
                    help="continue a run from its last checkpoint: the run folder RUN (its stored configuration), or "
                         "the run the other flags name in --out; an absent, damaged or finished run is an error")
+    p.add_argument("--name", help="the run folder's name in --out (default <system>-<method>-H<horizon>-seed<N>)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing run folder of that name (not one still running) instead of refusing")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-evaluation lines")
     p.set_defaults(func=_cmd_train)
 

@@ -138,3 +138,27 @@ def test_plot_audit_writes_each_audit_figure_in_the_format_of_its_suffix(tmp_pat
     assert f"no figure 'bars' in {run}; it has gradients, jacobians, landscape_plane" in err
     err = _one_line_error(["plot", "audit", tmp_path / "figs", "--out", tmp_path / "b.html"], capsys)
     assert "report.json is missing: not an audit run folder" in err
+
+
+# ------------------------------------------------------------------------------------- item 11: configuration, names
+def test_train_prints_its_configuration_and_speed_and_takes_a_name(tmp_path, capsys):
+    out = tmp_path / "store"
+    argv = ["train", *TINY, "--out", str(out), "--name", "mine", "--quiet"]
+    assert cli.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (f"training linear with simulator: H=8, 96 env steps (32 warm-up), seed 0, policy time input "
+                        f"raw, policy lr 0.0001 -> {out / 'mine'}")
+    speed = re.fullmatch(r"trained 96 env steps x 1 seed\(s\) in ([\d.]+) s: ([\d.]+) env steps/s per seed "
+                         r"\(compilation included\)", lines[-2])
+    assert speed and float(speed[2]) == pytest.approx(96 / float(speed[1]), rel=0.05)
+    assert lines[-1] == f"run folder {out / 'mine'}" and runs.status(out / "mine")["state"] == "done"
+    err = _one_line_error(argv, capsys)
+    assert f"run folder {out / 'mine'} already exists: continue it with --resume, replace it with --overwrite" in err
+    assert "resume=True" not in err
+    (out / "mine" / "marker").write_text("")
+    assert cli.main([*argv, "--overwrite"]) == 0 and not (out / "mine" / "marker").exists()
+    assert len(runs.load(out / "mine")) == 3 and capsys.readouterr().out.startswith("training linear")
+    assert "--resume continues a run and --overwrite replaces it" in _one_line_error([*argv, "--overwrite",
+                                                                                     "--resume"], capsys)
+    assert "run name must be a plain folder name" in _one_line_error([*argv, "--name", "../up"], capsys)
+    assert not (tmp_path / "up").exists()
