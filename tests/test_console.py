@@ -162,3 +162,31 @@ def test_train_prints_its_configuration_and_speed_and_takes_a_name(tmp_path, cap
                                                                                      "--resume"], capsys)
     assert "run name must be a plain folder name" in _one_line_error([*argv, "--name", "../up"], capsys)
     assert not (tmp_path / "up").exists()
+
+
+def test_audit_prints_its_configuration_before_any_work(tmp_path, monkeypatch, capsys):
+    import gradlens.report
+
+    def stop(*args, **kwargs):
+        raise ValueError("stopped before the work")
+
+    monkeypatch.setattr(gradlens.report, "run_audit", stop)
+    argv = ["audit", "--system", "cancer", "--models", "markov", "--horizons", "5,10", "--samples", "8",
+            "--episodes", "16", "--epochs", "3", "--out", tmp_path]
+    assert cli.main([str(a) for a in argv]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == (f"audit cancer: models markov beside the simulator, H=5, 10, 16 episodes (data auto), up "
+                            f"to 3 fitting epochs, 8 gradient samples per model and H, policy auto, seed 0 -> "
+                            f"{tmp_path}\n")
+    assert captured.err == "gradlens audit: error: stopped before the work\n"
+
+
+def test_sweep_prints_its_configuration_and_speed(tmp_path, capsys):
+    argv = ["sweep", "--systems", "linear", "--methods", "simulator", "--horizons", "8", "--steps", "96",
+            "--warmup", "32", "--jobs", "1", "--out", str(tmp_path), "--quiet"]
+    assert cli.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (f"sweep: 1 run(s): systems linear x methods simulator x H=8, 96 env steps (32 warm-up), "
+                        f"seed 0 -> {tmp_path} (local backend)")
+    assert re.fullmatch(r"trained 96 env steps x 1 seed\(s\) in [\d.]+ s: [\d.]+ env steps/s per seed \(all runs "
+                        r"trained, compilation included\)", lines[-1])
