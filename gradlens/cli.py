@@ -131,7 +131,8 @@ def _cmd_train(args) -> int:
     name = args.name or run_name(config)
     print(_config_line(config, out / name, resume=args.resume is not None), flush=True)
     metrics = train(config, out, resume=args.resume is not None, progress=not args.quiet,
-                    log=None if args.quiet else print, name=name, overwrite=args.overwrite)
+                    log=None if args.quiet else (lambda line: print(line, flush=True)), name=name,
+                    overwrite=args.overwrite)
     setting = metrics.assign(system=config.system, method=config.method, horizon=config.horizon)
     print(f"done: {outcomes.outcome_line(outcomes.seed_outcomes(setting, fallback=False))}")
     if zeroed_line(metrics) is not None:

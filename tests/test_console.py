@@ -2,7 +2,6 @@
 configuration and speed `train` prints, `--name` / `--overwrite`, and a progress bar no log line is printed into."""
 import math
 import os
-import pty
 import re
 import subprocess
 import sys
@@ -190,3 +189,45 @@ def test_sweep_prints_its_configuration_and_speed(tmp_path, capsys):
                         f"seed 0 -> {tmp_path} (local backend)")
     assert re.fullmatch(r"trained 96 env steps x 1 seed\(s\) in [\d.]+ s: [\d.]+ env steps/s per seed \(all runs "
                         r"trained, compilation included\)", lines[-1])
+
+
+# ------------------------------------------------------------------------------------------ item 10: the progress bar
+def _in_a_terminal(argv, cwd) -> tuple[int, str]:
+    """Run `python -m gradlens.cli argv` with stdout and stderr on a pseudo-terminal (120 columns); its exit code and
+    everything it wrote."""
+    import fcntl
+    import struct
+    import termios
+
+    main, child = os.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu", "TERM": "xterm"}
+    proc = subprocess.Popen([sys.executable, "-m", "gradlens.cli", *argv], stdin=child, stdout=child, stderr=child,
+                            cwd=cwd, env=env)
+    os.close(child)
+    chunks = []
+    while True:
+        try:
+            data = os.read(main, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(main)
+    return proc.wait(timeout=120), b"".join(chunks).decode(errors="replace")
+
+
+def test_log_lines_go_above_the_progress_bar_and_its_eta_waits_for_compilation(tmp_path):
+    code, text = _in_a_terminal(["train", *TINY, "--out", str(tmp_path)], tmp_path)
+    assert code == 0, text
+    segments = [s for s in re.split(r"[\r\n]", text) if s.strip()]
+    bars = [s for s in segments if re.search(r"\|\s*\d+/3 \[", s)]
+    logs = [s for s in segments if "step " in s]
+    assert bars and [s.split()[:2] for s in logs] == [["step", "32"], ["step", "64"], ["step", "96"]]
+    assert not [s for s in segments if s in bars and "step " in s], "a log line was printed inside the bar"
+    compiling = [s for s in bars if "compiling…" in s]
+    first_done = next(s for s in bars if "1/3 [" in s)
+    assert compiling and all(" 0/3 [" in s for s in compiling)
+    assert "<?" in first_done  # no ETA from the compiling chunk
+    assert segments.index(compiling[-1]) < segments.index(logs[0])

@@ -85,6 +85,17 @@ def _replace(run: Path) -> None:
     shutil.rmtree(run)
 
 
+def _advance(bar, compiled: bool) -> None:
+    """One more chunk done on `bar`; after the first (compiling) chunk its clock restarts, so that the rate and ETA
+    it shows exclude compilation."""
+    if not compiled:
+        bar.update(1)
+        return
+    done = bar.n + 1
+    bar.reset(total=bar.total)
+    bar.initial = bar.n = bar.last_print_n = done
+
+
 def _mean(values) -> float:
     """Mean over the finite values; NaN (no update happened) when there are none."""
     values = np.asarray(values, dtype=float)
@@ -145,11 +156,11 @@ def train(config: TrainConfig, out: str | Path | None = None, *, resume: bool = 
             first = -(-step // config.eval_every)
             wall_offset = float(metrics["wall_time"].max()) if len(metrics) else 0.0
     start, beat = time.perf_counter(), time.monotonic()
-    bar = tqdm(range(first, trainer.n_chunks), desc=run_name(config), unit="eval", disable=not progress,
-               initial=first, total=trainer.n_chunks)
+    bar = tqdm(desc=name, unit="eval", disable=not progress, initial=first, total=trainer.n_chunks)
+    bar.set_postfix_str("compiling…")  # the first chunk compiles: no rate or ETA until it returns
     env_steps = 0
     try:
-        for c in bar:
+        for c in range(first, trainer.n_chunks):
             new_state, stats = chunk(state, jnp.asarray(c * config.eval_every, jnp.int32))
             stats = jax.device_get(stats)
             problem = _divergence(config, stats)
@@ -163,10 +174,13 @@ def train(config: TrainConfig, out: str | Path | None = None, *, resume: bool = 
             new_rows = _rows(config, stats, env_steps, wall_offset + time.perf_counter() - start)
             rows.extend(new_rows)
             mean_return = float(np.mean([r["return"] for r in new_rows]))
+            _advance(bar, compiled=c == first)
             bar.set_postfix(ret=f"{mean_return:.4g}")
             if log is not None:
                 loss, cos = (_mean([r[k] for r in new_rows]) for k in ("model_loss", "cosine_to_simulator"))
-                log(f"step {env_steps:>6}  return {mean_return:>11.5g}  model loss {loss:>9.3g}  cos(sim) {cos:>6.3f}")
+                with bar.external_write_mode():  # the line goes above the bar, which is redrawn below it
+                    log(f"step {env_steps:>6}  return {mean_return:>11.5g}  model loss {loss:>9.3g}  "
+                        f"cos(sim) {cos:>6.3f}")
             last = c == trainer.n_chunks - 1
             if run is not None and ((c + 1 - first) % checkpoint_every == 0 or last):
                 runs.save_checkpoint(run, jax.device_get(state), env_steps, rows)
