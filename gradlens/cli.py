@@ -156,7 +156,8 @@ def _config_line(config, run: Path, resume: bool) -> str:
 def _speed_line(env_steps: int, seeds: int, seconds: float, note: str = "compilation included") -> str:
     """'trained 96 env steps x 2 seed(s) in 14.1 s: 6.81 env steps/s per seed (compilation included)'."""
     rate = env_steps / seconds if seconds > 0 else float("nan")
-    return f"trained {env_steps} env steps x {seeds} seed(s) in {seconds:.1f} s: {rate:.3g} env steps/s per seed ({note})"
+    return (f"trained {env_steps} env steps x {seeds} seed(s) in {seconds:.1f} s: {rate:.3g} env steps/s per seed "
+            f"({note})")
 
 
 def _cmd_plot(args) -> int:
@@ -208,14 +209,14 @@ def _cmd_plot_audit(args) -> int:
     from gradlens.report import audit_figures
 
     figures = audit_figures(AuditReport.load(args.run))
-    if args.figure is not None and args.figure not in figures:
-        raise ValueError(f"no figure {args.figure!r} in {args.run}; it has {', '.join(figures)}")
+    if args.only is not None and args.only not in figures:
+        raise ValueError(f"no figure {args.only!r} in {args.run}; it has {', '.join(figures)}")
     out = Path(args.out)
     written = []
     for name, figure in figures.items():
-        if args.figure in (None, name):
+        if args.only in (None, name):
             figure.update_layout(**{k: v for k, v in (("width", args.width), ("height", args.height)) if v})
-            path = out if args.figure else out.with_name(f"{out.stem}-{name}{out.suffix}")
+            path = out if args.only else out.with_name(f"{out.stem}-{name}{out.suffix}")
             written += _write_figure(figure, str(path))
     print("wrote " + ", ".join(written))
     return 0
@@ -499,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("run", help="audit run folder (holding report.json)")
     _add_figure_options(q, "FILE.html, .png or .svg; each figure is written as FILE-<figure> with that suffix, "
                            "or as FILE itself with --figure")
-    q.add_argument("--figure", help="only this figure, e.g. gradients or jacobians")
+    q.add_argument("--figure", dest="only", help="only this figure, e.g. gradients or jacobians")
     q.set_defaults(func=_cmd_plot_audit)
 
     p = sub.add_parser("runs", help="the run store as a table: state (a run whose process died is \"interrupted\", "

@@ -161,6 +161,9 @@ def test_train_prints_its_configuration_and_speed_and_takes_a_name(tmp_path, cap
                                                                                      "--resume"], capsys)
     assert "run name must be a plain folder name" in _one_line_error([*argv, "--name", "../up"], capsys)
     assert not (tmp_path / "up").exists()
+    resume = ["train", "--resume", str(out / "mine"), "--quiet"]
+    assert "(for a run trained with --name, add --name mine)" in _one_line_error(resume, capsys)
+    assert "the run is already finished" in _one_line_error([*resume, "--name", "mine"], capsys)
 
 
 def test_audit_prints_its_configuration_before_any_work(tmp_path, monkeypatch, capsys):
