@@ -134,10 +134,10 @@ def _cmd_train(args) -> int:
                     log=None if args.quiet else (lambda line: print(line, flush=True)), name=name,
                     overwrite=args.overwrite)
     setting = metrics.assign(system=config.system, method=config.method, horizon=config.horizon)
+    print(_speed_line(metrics.attrs["env_steps_trained"], config.seeds, metrics.attrs["seconds"]))
     print(f"done: {outcomes.outcome_line(outcomes.seed_outcomes(setting, fallback=False))}")
     if zeroed_line(metrics) is not None:
         print(zeroed_line(metrics))
-    print(_speed_line(metrics.attrs["env_steps_trained"], config.seeds, metrics.attrs["seconds"]))
     print(f"run folder {out / name}")
     return 0
 

@@ -148,7 +148,7 @@ def test_train_prints_its_configuration_and_speed_and_takes_a_name(tmp_path, cap
     assert lines[0] == (f"training linear with simulator: H=8, 96 env steps (32 warm-up), seed 0, policy time input "
                         f"raw, policy lr 0.0001 -> {out / 'mine'}")
     speed = re.fullmatch(r"trained 96 env steps x 1 seed\(s\) in ([\d.]+) s: ([\d.]+) env steps/s per seed "
-                         r"\(compilation included\)", lines[-2])
+                         r"\(compilation included\)", lines[1])
     assert speed and float(speed[2]) == pytest.approx(96 / float(speed[1]), rel=0.05)
     assert lines[-1] == f"run folder {out / 'mine'}" and runs.status(out / "mine")["state"] == "done"
     err = _one_line_error(argv, capsys)
