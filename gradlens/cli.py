@@ -96,7 +96,7 @@ def _resume_config(args):
     try:
         if run is None:
             config = _train_config(args)
-            run = Path(args.out) / run_name(config)
+            run = Path(args.out) / (args.name or run_name(config))
             runs.load_config(run)
         else:
             names = [*(flag for flag, _ in (*_TRAIN_OPTIONS, *_POLICY_OPTIONS)), "config"]
@@ -107,8 +107,9 @@ def _resume_config(args):
         status = runs.status(run)
     except ValueError as err:
         raise ValueError(f"cannot resume: {err}") from None
-    if run.name != run_name(config):
-        raise ValueError(f"cannot resume {run}: its config names the run {run_name(config)!r}, not {run.name!r}")
+    if run.name != (args.name or run_name(config)):
+        raise ValueError(f"cannot resume {run}: its config names the run {run_name(config)!r}, not {run.name!r} "
+                         f"(for a run trained with --name, add --name {run.name})")
     if status["state"] == "done":
         raise ValueError(f"cannot resume {run}: the run is already finished (state done)")
     if status["state"] == "running" and "pid" in status and runs.interrupted(status) is None:
@@ -118,22 +119,45 @@ def _resume_config(args):
 
 def _cmd_train(args) -> int:
     from gradlens import outcomes
-    from gradlens.training.train import run_name, train, zeroed_line
+    from gradlens.training.train import check_run_name, run_name, train, zeroed_line
 
+    if args.name is not None or args.overwrite:
+        check_run_name(args.name or "run", args.resume is not None, args.overwrite)  # before anything is written
     if args.resume is None:
         config = _train_config(args)
         out = _writable_dir(args.out)
     else:
         config, out = _resume_config(args)
-    print(f"training {run_name(config)}: {config.total_steps} env steps, {config.seeds} seed(s) -> {out}")
+    name = args.name or run_name(config)
+    print(_config_line(config, out / name, resume=args.resume is not None), flush=True)
     metrics = train(config, out, resume=args.resume is not None, progress=not args.quiet,
-                    log=None if args.quiet else print)
+                    log=None if args.quiet else (lambda line: print(line, flush=True)), name=name,
+                    overwrite=args.overwrite)
     setting = metrics.assign(system=config.system, method=config.method, horizon=config.horizon)
+    print(_speed_line(metrics.attrs["env_steps_trained"], config.seeds, metrics.attrs["seconds"]))
     print(f"done: {outcomes.outcome_line(outcomes.seed_outcomes(setting, fallback=False))}")
     if zeroed_line(metrics) is not None:
         print(zeroed_line(metrics))
-    print(f"run folder {out / run_name(config)}")
+    print(f"run folder {out / name}")
     return 0
+
+
+def _seeds(first: int, count: int) -> str:
+    return f"seed {first}" if count == 1 else f"seeds {first}-{first + count - 1}"
+
+
+def _config_line(config, run: Path, resume: bool) -> str:
+    """The resolved configuration of a training run, printed before it starts."""
+    return (f"{'resuming' if resume else 'training'} {config.system} with {config.method}: H={config.horizon}, "
+            f"{config.total_steps} env steps ({config.warmup_steps} warm-up), {_seeds(config.seed, config.seeds)}, "
+            f"policy time input {config.policy_time_input}, policy lr {config.policy_lr:g} -> {run}")
+
+
+def _speed_line(env_steps: int, seeds: int, seconds: float, note: str = "compilation included") -> str:
+    """'trained 96 env steps x 2 seed(s) in 14.1 s: 6.81 env steps/s per seed (compilation included)'."""
+    rate = env_steps / seconds if seconds > 0 else float("nan")
+    return (f"trained {env_steps} env steps x {seeds} seed(s) in {seconds:.1f} s: {rate:.3g} env steps/s per seed "
+            f"({note})")
 
 
 def _cmd_plot(args) -> int:
@@ -160,16 +184,41 @@ def _cmd_plot(args) -> int:
     metrics = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if metrics.empty:
         raise ValueError(f"no metrics found in {', '.join(args.runs)}")
-    try:
-        written = plots.write_figure(plots.learning_curves_figure(metrics), args.out)
-    except OSError as err:
-        where = f" ({err.filename})" if err.filename and str(err.filename) != args.out else ""
-        raise ValueError(f"cannot write figure {args.out}: {err.strerror or err}{where}") from None
-    print("wrote " + ", ".join(written))
+    figure = plots.training_curves_figure(metrics, width=args.width, height=args.height)
+    print("wrote " + ", ".join(_write_figure(figure, args.out)))
     found = outcomes.seed_outcomes(metrics)
     by = [c for c in found.columns if c not in outcomes.OUTCOME_COLUMNS]
     for key, part in found.groupby(by, sort=True, dropna=False):
         print(", ".join(map(str, key if isinstance(key, tuple) else (key,))) + ": " + outcomes.outcome_line(part))
+    return 0
+
+
+def _write_figure(figure, out: str) -> list[str]:
+    """`plots.write_figure`, its OSErrors as one-line ValueErrors naming the output."""
+    from gradlens import plots
+
+    try:
+        return plots.write_figure(figure, out)
+    except OSError as err:
+        where = f" ({err.filename})" if err.filename and str(err.filename) != out else ""
+        raise ValueError(f"cannot write figure {out}: {err.strerror or err}{where}") from None
+
+
+def _cmd_plot_audit(args) -> int:
+    from gradlens.analysis.audit import AuditReport
+    from gradlens.report import audit_figures
+
+    figures = audit_figures(AuditReport.load(args.run))
+    if args.only is not None and args.only not in figures:
+        raise ValueError(f"no figure {args.only!r} in {args.run}; it has {', '.join(figures)}")
+    out = Path(args.out)
+    written = []
+    for name, figure in figures.items():
+        if args.only in (None, name):
+            figure.update_layout(**{k: v for k, v in (("width", args.width), ("height", args.height)) if v})
+            path = out if args.only else out.with_name(f"{out.stem}-{name}{out.suffix}")
+            written += _write_figure(figure, str(path))
+    print("wrote " + ", ".join(written))
     return 0
 
 
@@ -202,6 +251,10 @@ def _run_and_print(system, models, horizons, args, quick: bool):
     config = _audit_config(args, quick)
     prepare(system, models, horizons, None, config)  # bad input fails before anything is written
     out = _writable_dir(args.out)
+    print(f"audit {system}: models {', '.join(models)} beside the simulator, H={', '.join(map(str, horizons))}, "
+          f"{config.n_episodes} episodes (data {config.data}), up to {config.fit_epochs} fitting epochs, "
+          f"{config.n_samples} gradient samples per model and H, policy {config.policy}, seed {config.seed} -> {out}",
+          flush=True)
     log = None if args.quiet else (lambda line: print(line, flush=True))
     start = time.perf_counter()
     run = run_audit(system, models, horizons, out, config=config, progress=not args.quiet, log=log)
@@ -209,7 +262,9 @@ def _run_and_print(system, models, horizons, args, quick: bool):
     print(format_summary(report))
     for p in report.problems:
         print(f"problem: {p['diagnostic']} {p['method']} H={p['horizon']}: {p['message']}")
-    print(f"\naudit finished in {time.perf_counter() - start:.0f} s; run folder {run}")
+    seconds, samples = time.perf_counter() - start, (len(models) + 1) * len(horizons) * config.n_samples
+    print(f"\naudit finished in {seconds:.0f} s ({samples} gradient samples, {samples / seconds:.3g}/s, fits "
+          f"included); run folder {run}")
     print(f"report: {run / 'report.html'} (open it in a browser; it works offline)")
     return run
 
@@ -307,8 +362,13 @@ def _cmd_sweep(args) -> int:
                      horizons=tuple(_csv(args.horizons, "horizons", int)), seeds=args.seeds, overrides=overrides)
     check_options(args.backend, args.jobs)
     out = _writable_dir(args.out)
-    n = len(spec.configs())
-    print(f"sweep: {n} run(s) of {spec.seeds} seed(s) -> {out} ({args.backend} backend)")
+    configs = spec.configs()
+    warmups = sorted({c.warmup_steps for c in configs})
+    print(f"sweep: {len(configs)} run(s): systems {', '.join(spec.systems)} x methods {', '.join(spec.methods)} x "
+          f"H={', '.join(map(str, spec.horizons))}, {configs[0].total_steps} env steps "
+          f"({', '.join(map(str, warmups))} warm-up), {_seeds(configs[0].seed, spec.seeds)} -> {out} "
+          f"({args.backend} backend)", flush=True)
+    start = time.perf_counter()
     table = run_sweep(spec, out, backend=args.backend, jobs=args.jobs, ray_address=args.ray_address,
                       progress=not args.quiet, log=None if args.quiet else print)
     failed = table[table["state"] == "failed"]
@@ -316,6 +376,9 @@ def _cmd_sweep(args) -> int:
     for _, row in failed.iterrows():
         print(f"failed: {row['name']}: {row['error']}", file=sys.stderr)
     print(f"{len(table) - len(failed)} of {len(table)} run(s) done; run store {out}")
+    trained = table["state"] == "done"
+    print(_speed_line(sum(c.total_steps for c, ok in zip(configs, trained) if ok), spec.seeds,
+                      time.perf_counter() - start, "all runs trained, compilation included"))
     return 1 if len(failed) else 0
 
 
@@ -334,6 +397,23 @@ def _add_policy_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nonfinite-policy-grad", choices=NONFINITE_POLICY_GRAD,
                    help="a NaN/Inf policy gradient: stop the run (default) or zero its non-finite entries and go on, "
                         "counted per seed (the reference implementation's handling)")
+
+
+def _pixels(text: str) -> int:
+    """A figure size in pixels: an integer from 100 to 10000."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 100 <= value <= 10000:
+        raise argparse.ArgumentTypeError(f"a size must be an integer number of pixels from 100 to 10000, got {text!r}")
+    return value
+
+
+def _add_figure_options(p: argparse.ArgumentParser, out_help: str) -> None:
+    p.add_argument("--out", required=True, help=f"output {out_help}; the suffix picks the format")
+    p.add_argument("--width", type=_pixels, help="figure width in pixels (default: from the number of panels)")
+    p.add_argument("--height", type=_pixels, help="figure height in pixels (default: from the number of panels)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -365,6 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", nargs="?", const="", metavar="RUN",
                    help="continue a run from its last checkpoint: the run folder RUN (its stored configuration), or "
                         "the run the other flags name in --out; an absent, damaged or finished run is an error")
+    p.add_argument("--name", help="the run folder's name in --out (default <system>-<method>-H<horizon>-seed<N>)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing run folder of that name (not one still running) instead of refusing")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-evaluation lines")
     p.set_defaults(func=_cmd_train)
 
@@ -406,10 +489,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plot", help="figures from the run store")
     plot_sub = p.add_subparsers(dest="figure", required=True)
-    q = plot_sub.add_parser("curves", help="learning curves: return vs env steps, one line per seed and the median")
+    q = plot_sub.add_parser("curves", help="every logged metric (return, model loss, gradient norm, cosine with the "
+                                           "simulator, wall time, …) vs env steps: one line per seed, the mean and "
+                                           "its 95%% CI")
     q.add_argument("runs", nargs="+", help="run folders or run-store folders")
-    q.add_argument("--out", required=True, help="output FILE.html (a .png is written beside it when possible)")
+    _add_figure_options(q, "FILE.html, .png or .svg (.html: a .png is written beside it when possible)")
     q.set_defaults(func=_cmd_plot)
+    q = plot_sub.add_parser("audit", help="the audit figures of an audit run folder (gradients, Jacobians, fit "
+                                          "error, landscapes, paths)")
+    q.add_argument("run", help="audit run folder (holding report.json)")
+    _add_figure_options(q, "FILE.html, .png or .svg; each figure is written as FILE-<figure> with that suffix, "
+                           "or as FILE itself with --figure")
+    q.add_argument("--figure", dest="only", help="only this figure, e.g. gradients or jacobians")
+    q.set_defaults(func=_cmd_plot_audit)
 
     p = sub.add_parser("runs", help="the run store as a table: state (a run whose process died is \"interrupted\", "
                                     "with the command that resumes it), system, method, horizon, steps, seeds, "

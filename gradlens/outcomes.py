@@ -37,7 +37,7 @@ BEST_KNOWN = {"cancer": -20.67, "mould_fungicide": -85.99}
 BEST_KNOWN_HORIZON = 100
 DEFAULT_RTOL = 0.02  # cancer: >= -21.08, mould: >= -87.71; tight enough that an untrained policy is never "converged"
 SETTING_COLUMNS = ("system", "method", "horizon")
-NOT_SETTINGS = ("env_steps", "seed", "run")  # never grouped by; float columns (metrics) are not either
+NOT_SETTINGS = ("env_steps", "seed", "run", "zeroed_policy_grads")  # never grouped by; nor are float columns (metrics)
 AGGREGATES = ("iqm", "median", "mean", "optimality_gap")
 VERDICTS = ("reproduced", "not reproduced", "inconclusive")
 OUTCOME_COLUMNS = ("seed", "final", "converged", "converged_step", "n_evals", "best", "best_source", "tolerance")

@@ -23,7 +23,17 @@ GROUP_COLORS = ("#000000", "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd"
 _AXIS = {"showline": True, "mirror": True, "ticks": "outside", "linecolor": "black", "gridcolor": "#eeeeee"}
 DASHES = ("solid", "dash", "dashdot", "longdash", "longdashdot", "6px,3px,1px,3px")  # "dot": zeroth-order, divergence
 SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "star", "triangle-down", "pentagon", "hexagon")
-RANGES = {"cosine": (-1.0, 1.0), "mean_norm": (0.0, math.inf), "variance": (0.0, math.inf), "fraction": (0.0, 1.0)}
+RANGES = {"cosine": (-1.0, 1.0), "mean_norm": (0.0, math.inf), "variance": (0.0, math.inf), "fraction": (0.0, 1.0),
+          "nonnegative": (0.0, math.inf), "real": (-math.inf, math.inf)}
+# the columns of a training run's metrics (gradlens.training.train) -> (panel title, range of the quantity)
+TRAINING_METRICS = {
+    "return": ("return in the true system", "real"), "model_loss": ("model loss", "nonnegative"),
+    "policy_grad_norm": ("policy-gradient norm", "nonnegative"), "cosine_to_simulator": ("cosine with the simulator",
+                                                                                         "cosine"),
+    "relative_error_to_simulator": ("relative error to the simulator", "nonnegative"),
+    "wall_time": ("wall time (s)", "nonnegative"), "zeroed_policy_grads": ("zeroed policy gradients", "nonnegative"),
+}
+FORMATS = (".html", ".png", ".svg")
 
 
 def line_styles(names) -> dict:
@@ -132,10 +142,7 @@ def learning_curves_figure(metrics, title="Return in the true system during trai
         raise ValueError(f"metrics need a 'method' column to draw one curve per method; got {list(metrics.columns)}")
     by = outcomes.group_columns(metrics)
     varying = [c for c in by if c != "method" and metrics[c].nunique(dropna=False) > 1]
-    summary = {}
-    if y == "return":
-        found = outcomes.summarize(outcomes.seed_outcomes(metrics, best=best, rtol=rtol))
-        summary = {tuple(row[c] for c in by): row for _, row in found.iterrows()}
+    summary = _summaries(metrics, by, best, rtol) if y == "return" else {}
     fig = go.Figure()
     groups = list(metrics.groupby(by, sort=True, dropna=False) if by else [((), metrics)])
     one_per_method = len(groups) == metrics["method"].nunique()  # else colours by group: methods repeat
@@ -153,15 +160,9 @@ def learning_curves_figure(metrics, title="Return in the true system during trai
                                                    "<extra></extra>"))
         median = part.groupby("env_steps")[y].median()
         n = part["seed"].nunique()
-        label, rule = f"{name} ({n} seed{'s' if n > 1 else ''}", ""
-        row = summary.get(key)
-        if row is not None:
-            converged = "?" if pd.isna(row["n_converged"]) else row["n_converged"]
-            label += f", {converged}/{n} converged, median final {row['median']:.4g}"
-            rule = ("<br>converged: final >= best-known - tolerance = "
-                    f"{row['best']:.5g} - {row['tolerance']:.3g} ({row['best_source']})")
+        label, rule = _curve_label(name, n, summary.get(key))
         style = styles[name]
-        fig.add_trace(go.Scatter(x=list(median.index), y=list(median), mode="lines+markers", name=label + ")",
+        fig.add_trace(go.Scatter(x=list(median.index), y=list(median), mode="lines+markers", name=label,
                                  legendgroup=name, line={"color": color, "width": style["width"] + 1,
                                                          "dash": style["dash"]},
                                  marker={"symbol": style["symbol"], "size": style["size"], "maxdisplayed": 12},
@@ -173,6 +174,101 @@ def learning_curves_figure(metrics, title="Return in the true system during trai
     # the legend entries are long (seeds, converged, median): below the axes, one per line, clear of the title
     return fig.update_layout(legend={"orientation": "v", "yanchor": "top", "y": -0.16, "x": 0},
                              margin={"b": 70 + 24 * len(groups)})
+
+
+def _summaries(metrics, by, best, rtol) -> dict:
+    """Group key (values of `by`) -> its row of `outcomes.summarize` (converged seeds, median final return)."""
+    found = outcomes.summarize(outcomes.seed_outcomes(metrics, best=best, rtol=rtol))
+    return {tuple(row[c] for c in by): row for _, row in found.iterrows()}
+
+
+def _curve_label(name, n, row) -> tuple[str, str]:
+    """(legend label, hover rule): "name (n seeds)", with the converged count and median final return when `row`
+    (a `_summaries` row) is given, and the convergence rule for the hover text."""
+    label, rule = f"{name} ({n} seed{'s' if n > 1 else ''}", ""
+    if row is not None:
+        converged = "?" if pd.isna(row["n_converged"]) else row["n_converged"]
+        label += f", {converged}/{n} converged, median final {row['median']:.4g}"
+        rule = ("<br>converged: final >= best-known - tolerance = "
+                f"{row['best']:.5g} - {row['tolerance']:.3g} ({row['best_source']})")
+    return label + ")", rule
+
+
+def training_columns(metrics) -> list[str]:
+    """The `TRAINING_METRICS` columns of `metrics` that hold at least one finite value, in that order."""
+    return [c for c in TRAINING_METRICS if c in metrics.columns
+            and pd.to_numeric(metrics[c], errors="coerce").replace([math.inf, -math.inf], math.nan).notna().any()]
+
+
+def seed_interval(part, column: str, level: float = 0.95) -> pd.DataFrame:
+    """Per env step: the mean of `column` over seeds and its `level` t-interval (low, high; NaN with one seed)."""
+    from scipy import stats
+
+    grouped = part.groupby("env_steps")[column]
+    frame = pd.DataFrame({"mean": grouped.mean(), "sd": grouped.std(ddof=1), "n": grouped.count()})
+    t = frame["n"].map(lambda n: stats.t.ppf(0.5 + level / 2, n - 1) if n > 1 else math.nan)
+    half = t * frame["sd"] / frame["n"].pow(0.5)
+    return frame.assign(low=frame["mean"] - half, high=frame["mean"] + half)
+
+
+def training_curves_figure(metrics, columns=None, title="Training metrics: each seed, the mean over seeds and its "
+                           "95 % CI", width=None, height=None, best=None, rtol=outcomes.DEFAULT_RTOL):
+    """Small multiples, one panel per logged metric (`columns`, default `training_columns(metrics)`): a thin line
+    per seed, the mean over seeds (its own dash and marker per run group) and its 95 % t-interval as a band clipped
+    to the metric's range. Run groups and colours as `learning_curves_figure`; the legend gives each group's seeds
+    converged and median final return. Size: `width` x `height` pixels (default from the number of panels)."""
+    if "method" not in metrics.columns:
+        raise ValueError(f"metrics need a 'method' column to draw one curve per method; got {list(metrics.columns)}")
+    columns = training_columns(metrics) if columns is None else list(columns)
+    unknown = [c for c in columns if c not in TRAINING_METRICS or c not in metrics.columns]
+    if unknown or not columns:
+        raise ValueError(f"cannot plot metric(s) {', '.join(unknown) or '(none)'}; the metrics hold "
+                         f"{', '.join(training_columns(metrics)) or 'no finite metric'}")
+    by = outcomes.group_columns(metrics)
+    varying = [c for c in by if c != "method" and metrics[c].nunique(dropna=False) > 1]
+    summary = _summaries(metrics, by, best, rtol) if "return" in columns else {}
+    groups = list(metrics.groupby(by, sort=True, dropna=False) if by else [((), metrics)])
+    one_per_method = len(groups) == metrics["method"].nunique()
+    names = [_group_name(dict(zip(by, k if isinstance(k, tuple) else (k,))), varying) for k, _ in groups]
+    styles = line_styles(names)
+    ncols = min(3, len(columns))
+    nrows = -(-len(columns) // ncols)
+    fig = make_subplots(rows=nrows, cols=ncols, subplot_titles=[TRAINING_METRICS[c][0] for c in columns],
+                        horizontal_spacing=0.08, vertical_spacing=0.5 / nrows if nrows > 1 else 0.1)
+    for i, ((key, part), name) in enumerate(zip(groups, names)):
+        key = key if isinstance(key, tuple) else (key,)
+        color = _color(dict(zip(by, key))["method"]) if one_per_method else GROUP_COLORS[i % len(GROUP_COLORS)]
+        n = part["seed"].nunique()
+        label, rule = _curve_label(name, n, summary.get(key))
+        for j, column in enumerate(columns):
+            cell = {"row": j // ncols + 1, "col": j % ncols + 1}
+            _seed_lines(fig, part, column, name, color, cell)
+            found = seed_interval(part, column)
+            steps = list(found.index)
+            if n > 1:
+                fig.add_trace(_band(steps, list(found["low"]), list(found["high"]), TRAINING_METRICS[column][1],
+                                    color, name, "95 % CI"), **cell)
+            style = styles[name]
+            fig.add_trace(go.Scatter(x=steps, y=list(found["mean"]), mode="lines+markers", name=label,
+                                     legendgroup=name, showlegend=j == 0,
+                                     line={"color": color, "width": style["width"] + 1, "dash": style["dash"]},
+                                     marker={"symbol": style["symbol"], "size": style["size"], "maxdisplayed": 12},
+                                     hovertemplate=f"{name}: mean over {n} seed(s)<br>step %{{x}}<br>{column} "
+                                                   f"%{{y:.5g}}{rule if column == 'return' else ''}<extra></extra>"),
+                          **cell)
+    fig.update_xaxes(title_text="environment steps", row=nrows)
+    fig = _paper_layout(fig, title, width or 340 * ncols + 90, height or 290 * nrows + 110 + 24 * len(groups))
+    return fig.update_layout(legend={"orientation": "v", "yanchor": "top", "y": -0.12, "x": 0},
+                             margin={"b": 70 + 24 * len(groups)})
+
+
+def _seed_lines(fig, part, column, name, color, cell):
+    """One thin line of `column` per seed of `part`, in subplot `cell`, without legend entries."""
+    for seed, curve in part.sort_values("env_steps").groupby("seed", sort=True):
+        fig.add_trace(go.Scatter(x=list(curve["env_steps"]), y=list(curve[column]), mode="lines", opacity=0.35,
+                                 line={"color": color, "width": 1}, name=f"{name}, seed {seed}", legendgroup=name,
+                                 showlegend=False, hovertemplate=f"{name}, seed {seed}<br>step %{{x}}<br>{column} "
+                                                                 "%{y:.5g}<extra></extra>"), **cell)
 
 
 def _color(method):
@@ -376,11 +472,12 @@ def shared_ranges(values: dict) -> tuple[dict, list]:
 
 
 def write_figure(fig, path, plotlyjs="embed") -> list[str]:
-    """Write `fig` to `path` (.html) and beside it a .png when a Chromium for kaleido is available.
+    """Write `fig` to `path` in the format its suffix names (`FORMATS`); return the paths written.
 
-    plotlyjs: "embed" (a self-contained page, about 4.7 MB) or "directory" (pages in one folder share a
-    plotly.min.js written beside them: small, still offline). Returns the paths written; when the PNG cannot be
-    rendered the HTML is kept and one line on stderr says why and how to get one (`png_note`), no traceback.
+    .html: the page, and beside it a .png when a Chromium for kaleido is available. .png / .svg: the image through
+    kaleido. When an image cannot be rendered the HTML is written (beside it, for .png / .svg) and one line on stderr
+    says why and how to get one (`png_note`), no traceback. plotlyjs: "embed" (a self-contained page, about 4.7 MB)
+    or "directory" (pages in one folder share a plotly.min.js written beside them: small, still offline).
     """
     if plotlyjs not in ("embed", "directory"):
         raise ValueError(f"plotlyjs must be 'embed' or 'directory', got {plotlyjs!r}")
@@ -388,28 +485,38 @@ def write_figure(fig, path, plotlyjs="embed") -> list[str]:
     from pathlib import Path
 
     path = Path(path)
+    if path.suffix.lower() not in FORMATS:
+        raise ValueError(f"cannot write figure {path}: unknown format {path.suffix or '(no suffix)'!r}; the suffix "
+                         f"must be one of {', '.join(FORMATS)}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    html = path.with_suffix(".html")
-    fig.write_html(html, include_plotlyjs=True if plotlyjs == "embed" else "directory", full_html=True)
-    written = [str(html)]
-    png = path.with_suffix(".png")
+    html, beside = path.with_suffix(".html"), path.suffix.lower() == ".html"
+    image = path.with_suffix(".png") if beside else path
+    if beside:
+        fig.write_html(html, include_plotlyjs=True if plotlyjs == "embed" else "directory", full_html=True)
     try:
         with _quiet_exporters():
-            fig.write_image(png)
-        written.append(str(png))
+            fig.write_image(image)
     except Exception as err:  # kaleido missing, no Chromium for it, or a JavaScript error: the HTML is complete
-        print(png_note(html.name, err), file=sys.stderr)
-    return written
+        if not beside:
+            fig.write_html(html, include_plotlyjs=True if plotlyjs == "embed" else "directory", full_html=True)
+        print(png_note(html.name, err, None if beside else image.name), file=sys.stderr)
+        return [str(html)]
+    return [str(html), str(image)] if beside else [str(image)]
 
 
-PNG_HELP = "for PNGs: pip install kaleido, then plotly_get_chrome"
+IMAGE_HELP = "pip install kaleido, then plotly_get_chrome"
+PNG_HELP = f"for PNGs: {IMAGE_HELP}"
 
 
-def png_note(name: str, err: BaseException) -> str:
-    """One line: why `name` has no PNG (the error's first line, shortened) and how to get one."""
+def png_note(name: str, err: BaseException, image: str | None = None) -> str:
+    """One line: why the page `name` has no PNG beside it (or, given `image`, why that .png / .svg was not rendered
+    and the page `name` was written instead), with the error's first line, shortened, and how to get images."""
     why = next((line.strip() for line in str(err).splitlines() if line.strip()), "") or type(err).__name__
     why = why if len(why) <= 100 else why[:99] + "…"
-    return f"note: no PNG for {name} ({why}); the HTML is written ({PNG_HELP})"
+    if image is None:
+        return f"note: no PNG for {name} ({why}); the HTML is written ({PNG_HELP})"
+    kind = image.rsplit(".", 1)[-1].upper()
+    return f"note: no {image} ({why}); wrote {name} instead (for {kind}s: {IMAGE_HELP})"
 
 
 @contextlib.contextmanager

@@ -198,6 +198,7 @@ def test_train_cli_ends_with_the_per_seed_summary(tmp_path, monkeypatch, capsys)
     from gradlens.training import train as train_module
 
     fake = _metrics({0: STAYS, 1: LEAVES, 2: NEVER}).drop(columns=["run", "system", "method", "horizon"])
+    fake.attrs.update(env_steps_trained=5000, seconds=10.0)  # what train reports of its own speed
     monkeypatch.setattr(train_module, "train", lambda *args, **kwargs: fake)
     assert cli.main(["train", "--system", "cancer", "--method", "simulator", "--seeds", "3", "--quiet",
                      "--out", str(tmp_path)]) == 0

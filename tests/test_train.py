@@ -150,7 +150,7 @@ def test_killed_run_resumes_to_the_same_final_metrics(tmp_path):
 def test_existing_run_needs_resume(tmp_path):
     cfg = TrainConfig(**{**SMALL, "method": "simulator", "total_steps": 64})
     train(cfg, tmp_path, progress=False)
-    with pytest.raises(ValueError, match="already exists: pass resume=True"):
+    with pytest.raises(ValueError, match="already exists: continue it with --resume, replace it with --overwrite"):
         train(cfg, tmp_path, progress=False)
 
 

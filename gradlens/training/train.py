@@ -7,6 +7,7 @@ same random stream as the same seed trained alone.
 """
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -64,6 +65,37 @@ def zeroed_line(metrics: pd.DataFrame) -> str | None:
             + ", ".join(f"seed {seed} in {int(n)} update(s)" for seed, n in per_seed.items()))
 
 
+def check_run_name(name, resume: bool, overwrite: bool) -> str:
+    """`name` if it is a plain folder name and at most one of resume / overwrite is asked (ValueError otherwise)."""
+    if not isinstance(name, str) or not name or Path(name).name != name or name.startswith((".", "_")):
+        raise ValueError(f"run name must be a plain folder name (no '/', not starting with '.' or '_'), got {name!r}")
+    if resume and overwrite:
+        raise ValueError("--resume continues a run and --overwrite replaces it: pass one of them")
+    return name
+
+
+def _replace(run: Path) -> None:
+    """Delete the run folder `run` for --overwrite; ValueError while its process is still running."""
+    try:
+        status = runs.status(run)
+    except ValueError:  # a damaged run folder is replaced too
+        status = {"state": "corrupt"}
+    if status["state"] == "running" and "pid" in status and runs.interrupted(status) is None:
+        raise ValueError(f"cannot overwrite {run}: it is still running (process {status['pid']} on {status['host']})")
+    shutil.rmtree(run)
+
+
+def _advance(bar, compiled: bool) -> None:
+    """One more chunk done on `bar`; after the first (compiling) chunk its clock restarts, so that the rate and ETA
+    it shows exclude compilation."""
+    if not compiled:
+        bar.update(1)
+        return
+    done = bar.n + 1
+    bar.reset(total=bar.total)
+    bar.initial = bar.n = bar.last_print_n = done
+
+
 def _mean(values) -> float:
     """Mean over the finite values; NaN (no update happened) when there are none."""
     values = np.asarray(values, dtype=float)
@@ -80,19 +112,24 @@ def _divergence(config: TrainConfig, stats) -> str | None:
 
 
 def train(config: TrainConfig, out: str | Path | None = None, *, resume: bool = False, progress: bool = True,
-          checkpoint_every: int = 10, log=None) -> pd.DataFrame:
-    """Run BPO for `config`; return the metrics (one row per seed and evaluation).
+          checkpoint_every: int = 10, log=None, name: str | None = None, overwrite: bool = False) -> pd.DataFrame:
+    """Run BPO for `config`; return the metrics (one row per seed and evaluation; `attrs` "env_steps_trained", per
+    seed, and "seconds": what this call trained, for its speed).
 
     Args:
-      out: run-store root; the run folder is `out/<run_name(config)>`. None keeps everything in memory.
-      resume: continue the run folder's last checkpoint (same config required); without it an existing folder is
-        an error, so nothing is overwritten by accident.
+      out: run-store root; the run folder is `out/<name>`. None keeps everything in memory.
+      name: the run folder's name (default `run_name(config)`).
+      resume: continue the run folder's last checkpoint (same config required); without it (or `overwrite`) an
+        existing folder is an error, so nothing is overwritten by accident.
+      overwrite: delete an existing run folder (not one still running) and start afresh.
       checkpoint_every: evaluations between checkpoints (the last one is always saved).
-      log: callable taking one summary line per evaluation (e.g. `print`); None prints nothing.
+      log: callable taking one summary line per evaluation (e.g. `print`), called above the progress bar; None
+        prints nothing.
     Raises TrainingDiverged (the run marked failed, the last good checkpoint kept) on NaN/Inf.
     """
     if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
+    name = check_run_name(run_name(config) if name is None else name, resume, overwrite)
     trainer = make_trainer(config)
     keys = jnp.stack([jax.random.PRNGKey(config.seed + i) for i in range(config.seeds)])
     state = jax.vmap(trainer.init)(keys)
@@ -100,15 +137,18 @@ def train(config: TrainConfig, out: str | Path | None = None, *, resume: bool = 
     rows: list[dict] = []
     first, wall_offset, run = 0, 0.0, None
     if out is not None:
-        run = Path(out) / run_name(config)
+        run = Path(out) / name
         exists = (run / "config.json").exists()
+        if exists and overwrite:
+            _replace(run)
+            exists = False
         if exists and not resume:
-            raise ValueError(f"run folder {run} already exists: pass resume=True (--resume) to continue it, "
-                             f"or choose another output folder")
+            raise ValueError(f"run folder {run} already exists: continue it with --resume, replace it with "
+                             "--overwrite, or name another with --name")
         if exists:  # read everything first: a resume that fails leaves the stored status as it was
             runs.check_same_run(run, config.to_dict())
         loaded = runs.load_checkpoint(run, like=state) if exists else None
-        runs.create(out, config.to_dict(), name=run_name(config), kind="train")
+        runs.create(out, config.to_dict(), name=name, kind="train")
         if loaded is not None:
             numpy_state, step, metrics = loaded
             state = jax.tree.map(jnp.asarray, numpy_state)
@@ -116,28 +156,31 @@ def train(config: TrainConfig, out: str | Path | None = None, *, resume: bool = 
             first = -(-step // config.eval_every)
             wall_offset = float(metrics["wall_time"].max()) if len(metrics) else 0.0
     start, beat = time.perf_counter(), time.monotonic()
-    bar = tqdm(range(first, trainer.n_chunks), desc=run_name(config), unit="eval", disable=not progress,
-               initial=first, total=trainer.n_chunks)
+    bar = tqdm(desc=name, unit="eval", disable=not progress, initial=first, total=trainer.n_chunks)
+    bar.set_postfix_str("compiling…")  # the first chunk compiles: no rate or ETA until it returns
     env_steps = 0
     try:
-        for c in bar:
+        for c in range(first, trainer.n_chunks):
             new_state, stats = chunk(state, jnp.asarray(c * config.eval_every, jnp.int32))
             stats = jax.device_get(stats)
             problem = _divergence(config, stats)
             if problem is not None:
                 if run is not None:
                     runs.set_status(run, "failed", reason=problem)
-                raise TrainingDiverged(f"{run_name(config)}: {problem}; training stopped"
+                raise TrainingDiverged(f"{name}: {problem}; training stopped"
                                        + (f", last good checkpoint kept in {run}" if run else ""))
             state = new_state
             env_steps = min((c + 1) * config.eval_every, config.total_steps)
             new_rows = _rows(config, stats, env_steps, wall_offset + time.perf_counter() - start)
             rows.extend(new_rows)
             mean_return = float(np.mean([r["return"] for r in new_rows]))
+            _advance(bar, compiled=c == first)
             bar.set_postfix(ret=f"{mean_return:.4g}")
             if log is not None:
                 loss, cos = (_mean([r[k] for r in new_rows]) for k in ("model_loss", "cosine_to_simulator"))
-                log(f"step {env_steps:>6}  return {mean_return:>11.5g}  model loss {loss:>9.3g}  cos(sim) {cos:>6.3f}")
+                with bar.external_write_mode():  # the line goes above the bar, which is redrawn below it
+                    log(f"step {env_steps:>6}  return {mean_return:>11.5g}  model loss {loss:>9.3g}  "
+                        f"cos(sim) {cos:>6.3f}")
             last = c == trainer.n_chunks - 1
             if run is not None and ((c + 1 - first) % checkpoint_every == 0 or last):
                 runs.save_checkpoint(run, jax.device_get(state), env_steps, rows)
@@ -152,4 +195,7 @@ def train(config: TrainConfig, out: str | Path | None = None, *, resume: bool = 
         bar.close()
     if run is not None:
         runs.set_status(run, "done")
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    frame.attrs.update(env_steps_trained=env_steps - min(first * config.eval_every, env_steps),
+                       seconds=time.perf_counter() - start)
+    return frame
