@@ -117,11 +117,12 @@ def _resume_config(args):
 
 
 def _cmd_train(args) -> int:
-    from gradlens import outcomes
+    from gradlens import memory, outcomes
     from gradlens.training.train import run_name, train, zeroed_line
 
     if args.resume is None:
         config = _train_config(args)
+        memory.check_train(config)  # a configuration too big to fit is refused before --out is created
         out = _writable_dir(args.out)
     else:
         config, out = _resume_config(args)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from gradlens import runs
+from gradlens import memory, runs
 from gradlens.training import baselines
 from gradlens.training.loop import NONFINITE, TrainConfig, make_trainer
 
@@ -89,10 +89,13 @@ def train(config: TrainConfig, out: str | Path | None = None, *, resume: bool = 
         an error, so nothing is overwritten by accident.
       checkpoint_every: evaluations between checkpoints (the last one is always saved).
       log: callable taking one summary line per evaluation (e.g. `print`); None prints nothing.
-    Raises TrainingDiverged (the run marked failed, the last good checkpoint kept) on NaN/Inf.
+    Raises TrainingDiverged (the run marked failed, the last good checkpoint kept) on NaN/Inf, and
+    `memory.OutOfMemory` before anything is written or compiled when the configuration's estimated memory exceeds
+    the memory available, or (the run marked failed with the reason) when an allocation fails anyway.
     """
     if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
+    memory.check_train(config)
     trainer = make_trainer(config)
     keys = jnp.stack([jax.random.PRNGKey(config.seed + i) for i in range(config.seeds)])
     state = jax.vmap(trainer.init)(keys)
@@ -144,6 +147,13 @@ def train(config: TrainConfig, out: str | Path | None = None, *, resume: bool = 
             if run is not None and time.monotonic() - beat > HEARTBEAT_S:
                 runs.heartbeat(run, env_steps=env_steps)
                 beat = time.monotonic()
+    except (RuntimeError, MemoryError) as err:  # XLA's RESOURCE_EXHAUSTED is a RuntimeError
+        if not memory.is_oom(err):
+            raise
+        oom = memory.oom_error(err, f"training {run_name(config)}", "--horizon, --seeds or the batch sizes")
+        if run is not None:
+            runs.set_status(run, "failed", reason=str(oom))
+        raise oom from None
     except KeyboardInterrupt:
         if run is not None:
             runs.set_status(run, "failed", reason=f"interrupted after env step {env_steps}; resume with --resume")
