@@ -9,9 +9,9 @@ Its numbers are the same to rounding, not bit for bit, in float32: the vmapped p
 batched matrix products, which XLA's kernels may sum in another order than the unbatched ones (the world-model update
 is sequential on the CPU and exact). Seed 3 alone vs inside a 10-seed batch (cancer, markov, H = 20,
 tests/test_train.py): bit-identical through the first evaluations, then at env step 128 the return differs by 7.5e-6
-and the policy-gradient norm and cosine by 0.6 % (relative). BPO amplifies such differences, so over a long run the two decorrelate like
-different seeds (at step 512: returns up to 50 % apart); each seed's distribution is unchanged. To reproduce a seed's
-bits, rerun it in the same batch (same `seed` and `seeds`); in float64 they agree to 1e-9.
+and the policy-gradient norm and cosine by 0.6 % (relative). BPO amplifies such differences, so over a long run the
+two decorrelate like different seeds (at step 512: returns up to 50 % apart); each seed's distribution is unchanged.
+To reproduce a seed's bits, rerun it in the same batch (same `seed` and `seeds`); in float64 they agree to 1e-9.
 """
 from __future__ import annotations
 
