@@ -72,11 +72,12 @@ def _model_shape(model) -> tuple[int, int, int, bool]:
     return n_params, width, layers, hasattr(cfg, "heads")
 
 
-def _sequence_bytes(model, batch: int, horizon: int, kept_cache: bool = False) -> float:
-    """Elements a reverse pass keeps for `batch` sequences of `horizon` steps through `model`: activations
-    ~ 8·width per layer and token; a transformer adds attention weights [layers, heads, T, T] and, when its rollout
-    keeps the cache at every step (`kept_cache`), [layers, 2, T, width] per step."""
-    _, width, layers, transformer = _model_shape(model)
+def _sequence_bytes(model, shape: tuple, batch: int, horizon: int, kept_cache: bool = False) -> float:
+    """Elements a reverse pass keeps for `batch` sequences of `horizon` steps through `model` (`shape`: its
+    `_model_shape`): activations ~ 8·width per layer and token; a transformer adds attention weights
+    [layers, heads, T, T] and, when its rollout keeps the cache at every step (`kept_cache`), [layers, 2, T, width]
+    per step."""
+    _, width, layers, transformer = shape
     tokens = horizon + 1
     per_sequence = tokens * 8 * width * layers
     if transformer:
@@ -104,10 +105,10 @@ def train_estimate(config) -> int:
         elements += S * rollout * (2 if config.compare_to_simulator else 1)
         if config.method != SIMULATOR:
             model = models.make(config.method, system)
-            n_params = _model_shape(model)[0]
-            elements += S * (4 * n_params  # params, gradient, Adam's two moments
-                             + _sequence_bytes(model, config.model_batch, H, config.method.startswith("hwm"))
-                             + _sequence_bytes(model, config.policy_batch, H, kept_cache=not config.remat))
+            shape = _model_shape(model)
+            elements += S * (4 * shape[0]  # params, gradient, Adam's two moments
+                             + _sequence_bytes(model, shape, config.model_batch, H, config.method.startswith("hwm"))
+                             + _sequence_bytes(model, shape, config.policy_batch, H, kept_cache=not config.remat))
     return int(elements * _itemsize())
 
 
@@ -121,8 +122,8 @@ def audit_estimate(system_at, grid: list[int], chosen: dict, config) -> int:
     per_method = 2 * (H + 1) * O * H * A + 2 * config.n_samples * (H + 1) * (O + A) * 8
     elements += (1 + len(chosen)) * per_method
     for model, _ in chosen.values():
-        elements += 4 * _model_shape(model)[0] + _sequence_bytes(model, config.fit_batch, H, kept_cache=False)
-        elements += _sequence_bytes(model, config.n_samples, H, kept_cache=False)
+        shape = _model_shape(model)
+        elements += 4 * shape[0] + _sequence_bytes(model, shape, config.fit_batch + config.n_samples, H)
     return int(elements * _itemsize())
 
 
