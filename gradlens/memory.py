@@ -53,7 +53,9 @@ def limit() -> tuple[int | None, str]:
 
 
 def gib(n: float) -> str:
-    """Bytes as '1.23 GiB' (or MiB below 1 GiB)."""
+    """Bytes as '1.23 GiB', '645,928 GiB' (or MiB below 1 GiB)."""
+    if n >= 1000 * 2 ** 30:
+        return f"{n / 2 ** 30:,.0f} GiB"
     return f"{n / 2 ** 30:.3g} GiB" if n >= 2 ** 30 else f"{n / 2 ** 20:.3g} MiB"
 
 
