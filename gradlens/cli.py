@@ -118,13 +118,14 @@ def _resume_config(args):
 
 
 def _cmd_train(args) -> int:
-    from gradlens import outcomes
+    from gradlens import memory, outcomes
     from gradlens.training.train import check_run_name, run_name, train, zeroed_line
 
     if args.name is not None or args.overwrite:
         check_run_name(args.name or "run", args.resume is not None, args.overwrite)  # before anything is written
     if args.resume is None:
         config = _train_config(args)
+        memory.check_train(config)  # a configuration too big to fit is refused before --out is created
         out = _writable_dir(args.out)
     else:
         config, out = _resume_config(args)

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -429,3 +430,89 @@ def test_training_renews_its_heartbeat(tmp_path, monkeypatch):
     config = TrainConfig(**TINY)
     train(config, tmp_path, progress=False)
     assert beats == [(run_name(config), {"env_steps": 32}), (run_name(config), {"env_steps": 64})]
+
+
+# ------------------------------------------------------------------------------- kill -9 during sweep and report writes
+_CELL = dict(system="cancer", method="simulator", horizon=5, total_steps=400, warmup_steps=100, eval_every=2,
+             policy="open_loop", seeds=2)  # 200 evaluations: a checkpoint every 10, the kill lands among them
+_SWEEP_CELL = "import json, sys; from gradlens.sweep import run_cell; run_cell(json.loads(sys.argv[1]), sys.argv[2])"
+
+
+def _visible(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def test_sweep_cell_killed_while_writing_leaves_a_readable_store_that_resumes(tmp_path):
+    """A sweep's worker killed (SIGKILL) mid-run, with its checkpoint writes in flight: the store still scans, the
+    finished cell is untouched, and the killed cell resumes (what a rerun of the sweep does) to every evaluation once
+    (tests/test_sweep.py checks a resumed cell's metrics equal an uninterrupted run's)."""
+    import random
+    import time
+
+    from gradlens.sweep import run_cell
+
+    done = TrainConfig(**{**_CELL, "horizon": 4, "total_steps": 200})
+    train(done, tmp_path, progress=False)
+    done_bytes = (tmp_path / run_name(done) / "metrics.parquet").read_bytes()
+    config = TrainConfig(**_CELL)
+    run, rng = tmp_path / run_name(config), random.Random(1)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", _SWEEP_CELL, json.dumps(config.to_dict()), str(tmp_path)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (run / "checkpoint.json").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    time.sleep(rng.uniform(0.02, 0.1))
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the cell finished before it was killed"
+    table = runs.scan(tmp_path).set_index("name")
+    assert table.loc[run_name(done), "state"] == "done" and table["error"].isna().all()
+    assert table.loc[run.name, "state"] == "interrupted" and 0 < table.loc[run.name, "step"] < config.total_steps
+    assert (tmp_path / run_name(done) / "metrics.parquet").read_bytes() == done_bytes
+    assert run_cell(config.to_dict(), str(tmp_path))["state"] == "done"
+    resumed = runs.load(run)
+    assert not resumed.duplicated(["seed", "env_steps"]).any()
+    assert sorted(resumed["env_steps"].unique()) == list(range(2, config.total_steps + 1, 2))
+
+
+_REPORT_WRITER = textwrap.dedent("""
+    import sys
+    from gradlens.analysis.audit import AuditReport
+
+    n = 0
+    while True:
+        n += 1
+        problems = [{"diagnostic": "gradients", "method": "markov", "horizon": 5, "message": f"{n}:" + "x" * k}
+                    for k in range(0, 40000 * (1 + n % 3), 4000)]  # 0.2-0.6 MB: writes take a while
+        AuditReport(system={"name": "cancer"}, models=["markov"], horizons=[5], config={}, problems=problems,
+                    meta={"n": n}).save(sys.argv[1])
+        if n == 1:
+            print("ready", flush=True)
+""")
+
+
+def test_audit_report_killed_while_writing_keeps_a_whole_report(tmp_path):
+    """AuditReport.save (runs.write_bytes_atomic) killed at random moments: report.json is always a whole report,
+    the last one saved or the one before, never a truncated file."""
+    import random
+    import time
+
+    from gradlens.analysis.audit import AuditReport
+
+    rng, last = random.Random(0), 0
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, "-c", _REPORT_WRITER, str(tmp_path)], env=env,
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.02, 0.3))
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL  # still writing when killed
+        proc.stdout.close()
+        report = AuditReport.load(tmp_path)
+        n = report.meta["n"]
+        assert n >= 1 and len(report.problems) == 10 * (1 + n % 3)
+        assert all(p["message"].startswith(f"{n}:") for p in report.problems)
+        assert _visible(tmp_path) == ["report.json"]
+        last = max(last, n)
+    assert last > 1

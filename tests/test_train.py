@@ -64,6 +64,23 @@ def test_vmapped_seeds_equal_seeds_run_one_by_one(x64):
     assert not np.allclose(together[together["seed"] == 3]["return"], together[together["seed"] == 4]["return"])
 
 
+def test_a_seed_alone_and_inside_a_ten_seed_batch_agree_within_the_documented_float32_bound():
+    """float32: batched and unbatched matrix products may round differently, so seed 3 in a batch of 10 matches seed
+    3 alone bit for bit only until the first updates, then to the bound train.py's docstring states (measured: return
+    7.5e-6, policy-gradient norm 5.5e-3, cosine 5.8e-3 relative at env step 128; bounds about 10x that)."""
+    base = {**SMALL, "method": "markov", "total_steps": 128}
+    together = train(TrainConfig(**{**base, "seeds": 10}), progress=False)
+    alone = train(TrainConfig(**{**base, "seed": 3}), progress=False)
+    mine = together[together["seed"] == 3].reset_index(drop=True)
+    assert together["return"].dtype == np.float64 and alone["env_steps"].tolist() == [32, 64, 96, 128]
+    assert mine["return"].iloc[0] == alone["return"].iloc[0]  # the initial policy: the same key, the same bits
+    for column, rtol in (("return", 1e-4), ("model_loss", 1e-5), ("policy_grad_norm", 5e-2),
+                         ("cosine_to_simulator", 5e-2)):
+        np.testing.assert_allclose(mine[column], alone[column], rtol=rtol, err_msg=column)
+    other = together[together["seed"] == 4].reset_index(drop=True)  # a different seed is far outside the bound
+    assert np.max(np.abs(other["return"] - alone["return"]) / np.abs(alone["return"])) > 1e-2
+
+
 def test_same_seed_gives_identical_metrics():
     cfg = TrainConfig(**{**SMALL, "method": "markov", "total_steps": 128})
     a, b = train(cfg, progress=False), train(cfg, progress=False)

@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradlens import envs, models as model_registry
+from gradlens import envs, memory, models as model_registry
 from gradlens.analysis import gradients, growth, jacobians, landscape, paths
 from gradlens.envs.base import System, check_positive
 from gradlens.models.base import WorldModel
@@ -345,6 +345,8 @@ def prepare(system, models, horizons, params=None, config: AuditConfig = AuditCo
             raise ValueError(f"horizon {h_max} is beyond model {name!r}'s context (max_horizon "
                              f"{model.max_horizon}); audit horizons <= {model.max_horizon} or build the model "
                              f"with max_horizon >= {h_max}")
+    memory.check(memory.audit_estimate(system_at, grid, chosen, config), f"an audit at horizon {h_max}",
+                 "--horizons, --samples or --episodes")
     return grid, system_at, mode, chosen
 
 
@@ -360,7 +362,8 @@ def audit(system, models: Sequence = ("markov", "hwm-transformer", "awm-transfor
       params: {model name: fitted params}; those models are not fitted again (and a NaN in them is reported).
       config: `AuditConfig` (sizes, seed); progress: tqdm bars; log: called with one line per finished stage.
     Raises ValueError on bad input (unknown names, an empty grid, a horizon beyond a model's context, models whose
-    dimensions do not match the system) before any computation.
+    dimensions do not match the system) before any computation, `memory.OutOfMemory` (a ValueError) when the
+    estimated memory exceeds the memory available or an allocation fails anyway.
     """
     grid, system_at, mode, chosen = prepare(system, models, horizons, params, config)
     h_max = grid[-1]
@@ -375,7 +378,8 @@ def audit(system, models: Sequence = ("markov", "hwm-transformer", "awm-transfor
     k_data, k_fit, k_policy, k_grad, k_dir, k_noise = jax.random.split(jax.random.PRNGKey(config.seed), 6)
 
     start = time.perf_counter()
-    fitted = _fit_all(report, chosen, system_at, mode, config, k_data, k_fit, progress)
+    fitted = _guarded("fits", h_max, lambda: _fit_all(report, chosen, system_at, mode, config, k_data, k_fit,
+                                                      progress))
     report.timings["fits"] = time.perf_counter() - start
     say(_fit_line(report))
 
@@ -400,10 +404,21 @@ def audit(system, models: Sequence = ("markov", "hwm-transformer", "awm-transfor
 
     for section, run in tqdm(stages, desc="audit", disable=not progress, leave=False):
         start = time.perf_counter()
-        run()
+        _guarded(section, h_max, run)
         report.timings[section] = time.perf_counter() - start
         say(f"{section}: done in {report.timings[section]:.1f} s")
     return report
+
+
+def _guarded(section: str, h_max: int, run: Callable):
+    """`run()`, an allocation failure turned into the one-line `memory.OutOfMemory`."""
+    try:
+        return run()
+    except (RuntimeError, MemoryError) as err:  # XLA's RESOURCE_EXHAUSTED is a RuntimeError
+        if not memory.is_oom(err):
+            raise
+        raise memory.oom_error(err, f"the audit's {section} at horizon {h_max}",
+                               "--horizons, --samples or --episodes") from None
 
 
 def _version() -> str:
