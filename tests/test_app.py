@@ -8,6 +8,7 @@ import math
 import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -307,3 +308,18 @@ def test_a_live_audit_runs_with_progress_and_is_stored_as_a_run(tmp_path, monkey
     assert f"stored as {table['name'][0]}" in _texts(at.success)
     assert at.session_state["audit_run"] == table["path"][0]
     assert _titles(at) == ["Policy-gradient statistics versus horizon"]
+
+
+def test_an_interrupted_run_is_named_in_the_sidebar_with_the_command_that_continues_it(tmp_path):
+    from gradlens.training.loop import TrainConfig
+
+    run = runs.create(tmp_path, TrainConfig(method="simulator").to_dict(), name="cancer-simulator-H100-seed0")
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    dead = finished.pid  # the writer of a run killed by the OOM killer or kill -9
+    status = json.loads((run / "status.json").read_text())
+    (run / "status.json").write_text(json.dumps({**status, "pid": dead}))
+    at = _app(tmp_path)
+    warned = _texts(at.sidebar.warning)
+    assert f"Run **{run.name}** was interrupted: its process {dead} is gone" in warned
+    assert f"gradlens train --resume {run}" in warned

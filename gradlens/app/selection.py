@@ -20,7 +20,8 @@ def _label(run: dict) -> str:
 
 
 def sidebar(default_root: str) -> None:
-    """Draw the run-store folder, the audit-run picker and a warning per run folder that could not be read."""
+    """Draw the run-store folder, the audit-run picker and a warning per run folder that could not be read, per
+    failed audit and per interrupted run (with the command that continues it)."""
     state = st.session_state
     if not str(state.get(ROOT) or "").strip():  # first run, or the box emptied: back to the command line's
         state[ROOT] = default_root
@@ -47,6 +48,8 @@ def sidebar(default_root: str) -> None:
         st.sidebar.warning(f"Skipped run folder **{row.name}**: {error}")
     for row in table[(table["state"] == "failed") & (table["kind"] == "audit")].itertuples():
         st.sidebar.warning(f"Audit **{row.name}** failed: {row.reason}")
+    for row in table[table["state"] == "interrupted"].itertuples():  # its process is gone (`runs.interrupted`)
+        st.sidebar.warning(f"Run **{row.name}** was interrupted: {row.reason}")
 
 
 def runs_root() -> Path:
