@@ -362,7 +362,7 @@ def write_report(grid, out: Path, metrics: pd.DataFrame, log=print) -> Path:
     def figure(fig, name: str) -> str:
         path = out / "figures" / f"{grid.name}_{name.removeprefix('grid_')}"
         if grid.png:
-            written = plots.write_figure(fig, path, plotlyjs="directory")
+            written = plots.write_figure(fig, path.with_suffix(".html"), plotlyjs="directory")
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             fig.write_html(path.with_suffix(".html"), include_plotlyjs="directory")

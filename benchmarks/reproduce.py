@@ -122,7 +122,7 @@ class Context:
     def figure(self, fig, name: str) -> str:
         """Write `fig` as HTML (and PNG when kaleido can); the path to link, relative to the results folder: the
         PNG if there is one (the HTML beside it is interactive)."""
-        paths = plots.write_figure(fig, self.out / "figures" / name, plotlyjs="directory")
+        paths = plots.write_figure(fig, self.out / "figures" / f"{name}.html", plotlyjs="directory")
         return Path(paths[-1]).relative_to(self.out).as_posix()
 
     def audit(self, name: str, system, models, horizons, config: AuditConfig, params=None) -> AuditReport:
