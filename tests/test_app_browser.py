@@ -98,9 +98,9 @@ def test_every_page_renders_in_a_real_browser(app_url, tmp_path):
             first_paint = time.perf_counter() - start
             print(f"first paint of the Overview: {first_paint:.2f} s")
             _settled(page, "Gradient audit overview")
-            expect(page.get_by_text("gradient points closest to the simulator's")).to_be_visible()
+            expect(page.get_by_text("gradient is the closest to the simulator's")).to_be_visible()
             expect(page.get_by_text(f"Skipped run folder {BROKEN}")).to_be_visible()
-            expect(page.get_by_text(f"run folder {AUDIT}")).to_be_visible()
+            expect(page.get_by_text(f"run folder {AUDIT}").filter(has_text="System linear")).to_be_visible()
             _shoot(page, "overview", tmp_path)
 
             for link, title in PAGES:
