@@ -118,6 +118,13 @@ class TrainConfig:
         make_policy(self.policy, system, tuple(self.policy_hidden), time_input=self.policy_time_input)
         object.__setattr__(self, "baseline", baselines.resolve(self))
 
+    @property
+    def zeroes_nonfinite_policy_grad(self) -> bool:
+        """True when the run zeroes non-finite policy gradients (a BPO method with nonfinite_policy_grad="zero")."""
+        from gradlens.training import baselines
+
+        return self.nonfinite_policy_grad == "zero" and self.method not in baselines.names()
+
     def to_dict(self) -> dict:
         """JSON-ready fields; `baseline` is left out for BPO methods and the fields added after the first runs
         (`_LATER_FIELDS`) at their defaults, so the config.json files of older runs stay the same and they resume."""
@@ -221,7 +228,7 @@ def make_trainer(config: TrainConfig) -> Trainer:
     model = models.make(cfg.method, system) if use_model else None
     model_opt = optax.adam(cfg.model_lr)
     s1 = system.initial_state()
-    zero_nonfinite = cfg.nonfinite_policy_grad == "zero"
+    zero_nonfinite = cfg.zeroes_nonfinite_policy_grad
 
     def init(key: Array) -> TrainState:
         k_run, k_policy, k_model = jax.random.split(key, 3)

@@ -26,7 +26,6 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from gradlens import memory, runs
-from gradlens.training import baselines
 from gradlens.training.loop import NONFINITE, TrainConfig, make_trainer
 
 
@@ -41,13 +40,9 @@ def run_name(config: TrainConfig) -> str:
     """Deterministic folder name of a run, so `--resume` finds it again."""
     seeds = f"seed{config.seed}" if config.seeds == 1 else f"seeds{config.seed}-{config.seed + config.seeds - 1}"
     time_input = "" if config.policy_time_input == "raw" else f"-t{config.policy_time_input}"
-    nonfinite = "-zeronan" if zeroes_nonfinite(config) else ""
+    nonfinite = "-zeronan" if config.zeroes_nonfinite_policy_grad else ""
     return f"{config.system}-{config.method}-H{config.horizon}{time_input}{nonfinite}-{seeds}"
 
-
-def zeroes_nonfinite(config: TrainConfig) -> bool:
-    """True when the run zeroes non-finite policy gradients (a BPO method with nonfinite_policy_grad="zero")."""
-    return config.nonfinite_policy_grad == "zero" and config.method not in baselines.names()
 
 
 def _rows(config: TrainConfig, stats, env_steps: int, wall: float) -> list[dict]:
@@ -57,7 +52,7 @@ def _rows(config: TrainConfig, stats, env_steps: int, wall: float) -> list[dict]
         "cosine_to_simulator": float(stats.cosine_to_simulator[s]),
         "relative_error_to_simulator": float(stats.relative_error_to_simulator[s]), "wall_time": wall,
     } for s in range(config.seeds)]
-    if zeroes_nonfinite(config):
+    if config.zeroes_nonfinite_policy_grad:
         for s, row in enumerate(rows):
             row["zeroed_policy_grads"] = int(stats.zeroed_policy_grads[s])
     return rows
