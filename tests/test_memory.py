@@ -144,3 +144,15 @@ def test_an_allocation_failure_during_an_audit_marks_the_run_failed(tmp_path, mo
     status = runs.status(run)
     assert status["state"] == "failed" and "OutOfMemory: the audit's fits at horizon 5 ran out of memory" in \
         status["reason"]
+
+
+def test_an_allocation_failure_while_initialising_is_one_line_and_leaves_no_folder(tmp_path, monkeypatch):
+    def failing(config):
+        def init(key):
+            raise RuntimeError(XLA_OOM + "\nlong XLA dump")
+        return make_trainer(config)._replace(init=init)
+
+    monkeypatch.setattr(train_module, "make_trainer", failing)
+    with pytest.raises(memory.OutOfMemory, match="ran out of memory") as caught:
+        train(TrainConfig(**TINY), tmp_path, progress=False)
+    assert "\n" not in str(caught.value) and XLA_OOM in str(caught.value) and not any(tmp_path.iterdir())

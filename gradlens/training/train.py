@@ -138,7 +138,12 @@ def train(config: TrainConfig, out: str | Path | None = None, *, resume: bool = 
     memory.check_train(config)
     trainer = make_trainer(config)
     keys = jnp.stack([jax.random.PRNGKey(config.seed + i) for i in range(config.seeds)])
-    state = jax.vmap(trainer.init)(keys)
+    try:
+        state = jax.vmap(trainer.init)(keys)
+    except (RuntimeError, MemoryError) as err:  # before any folder exists: the one line, nothing to mark failed
+        if not memory.is_oom(err):
+            raise
+        raise memory.oom_error(err, f"training {name}", "--horizon, --seeds or the batch sizes") from None
     chunk = jax.jit(jax.vmap(trainer.chunk, in_axes=(0, None)))
     rows: list[dict] = []
     first, wall_offset, run = 0, 0.0, None
