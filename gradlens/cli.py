@@ -11,7 +11,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from gradlens import envs
+from gradlens import compilation_cache, envs
 from gradlens.policies import TIME_INPUTS
 from gradlens.rollout import rollout
 
@@ -346,6 +346,17 @@ def _cmd_runs(args) -> int:
     return 0
 
 
+def _cmd_runs_export(args) -> int:
+    from gradlens import tensorboard
+
+    written = tensorboard.export(args.runs, args.tensorboard)
+    runs_written = sorted({logdir.parent.name for logdir in written})
+    print(f"wrote {len(written)} TensorBoard log directories ({len(runs_written)} run"
+          f"{'' if len(runs_written) == 1 else 's'}, one directory per seed) under {args.tensorboard}; view them "
+          f"with: tensorboard --logdir {args.tensorboard}")
+    return 0
+
+
 def _cmd_app(args) -> int:
     from gradlens.app.server import serve
 
@@ -504,11 +515,21 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--figure", dest="only", help="only this figure, e.g. gradients or jacobians")
     q.set_defaults(func=_cmd_plot_audit)
 
-    p = sub.add_parser("runs", help="the run store as a table: state (a run whose process died is \"interrupted\", "
-                                    "with the command that resumes it), system, method, horizon, steps, seeds, "
-                                    "progress and age")
-    p.add_argument("root", nargs="?", default="gradlens-runs", help="run-store folder (default ./gradlens-runs)")
-    p.set_defaults(func=_cmd_runs)
+    p = sub.add_parser("runs", help="the run store as a table (`gradlens runs [ROOT]`), or its training runs "
+                                    "exported (`gradlens runs export --tensorboard DIR`)")
+    runs_sub = p.add_subparsers(dest="action", required=True, metavar="{list,export}")
+    q = runs_sub.add_parser("list", help="(the default) state (a run whose process died is \"interrupted\", with the "
+                                         "command that resumes it), system, method, horizon, steps, seeds, progress "
+                                         "and age")
+    q.add_argument("root", nargs="?", default="gradlens-runs", help="run-store folder (default ./gradlens-runs)")
+    q.set_defaults(func=_cmd_runs)
+    q = runs_sub.add_parser("export", help="training runs as TensorBoard event files, one log directory per run and "
+                                           "seed (needs tensorboardX)")
+    q.add_argument("runs", nargs="*", default=["gradlens-runs"],
+                   help="run folders or run-store folders (default ./gradlens-runs)")
+    q.add_argument("--tensorboard", required=True, metavar="DIR",
+                   help="write the event files under DIR (then: tensorboard --logdir DIR)")
+    q.set_defaults(func=_cmd_runs_export)
 
     p = sub.add_parser("app", help="the Streamlit app: HWM vs AWM gradients beside learning curves, live audits")
     p.add_argument("--runs", default="gradlens-runs", help="run-store folder (default ./gradlens-runs)")
@@ -519,9 +540,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+CACHED_COMMANDS = ("systems", "train", "audit", "demo", "sweep")  # compiling ones: JAX's persistent cache on
+
+
+def _runs_default(argv: list[str]) -> list[str]:
+    """`gradlens runs [ROOT]` is `gradlens runs list [ROOT]`."""
+    if argv[:1] == ["runs"] and (len(argv) == 1 or argv[1] not in ("list", "export", "-h", "--help")):
+        return ["runs", "list", *argv[1:]]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_runs_default(sys.argv[1:] if argv is None else list(argv)))
     try:
+        if args.command in CACHED_COMMANDS:
+            compilation_cache.enable()
         return args.func(args)
     except ValueError as err:
         print(f"gradlens {args.command}: error: {err}", file=sys.stderr)

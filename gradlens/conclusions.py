@@ -94,9 +94,13 @@ def _closest(report, grads) -> list[str]:
     best = max(cos, key=cos.get)
     others = sorted((m for m in cos if m != best), key=cos.get, reverse=True)
     text = (f"{best}'s gradient is the closest to the simulator's at the largest horizon, H = {h}: cosine "
-            f"{_cos(cos[best])}, relative error {_num(grads[best, h].get('relative_error'))}")
+            f"{_cos(cos[best])}{_ci(grads[best, h])}, relative error {_num(grads[best, h].get('relative_error'))}")
     if others:
         text += f" (cosine {', '.join(f'{m} {_cos(cos[m])}' for m in others)})"
+    tied = [m for m in others if _overlap(grads[best, h], grads[m, h])]
+    if tied:
+        text += (f"; but its cosine's 95 % interval overlaps {', '.join(tied)}'s, so which is closer is inconclusive "
+                 f"at {grads[best, h].get('n')} samples")
     text += "; " + _reach(report, grads, best)
     costs = _error_cost(report, grads, best) + _variance_cost(grads, best, h)
     text += ("; but " + "; ".join(costs) + ": it is close in direction, not in size or noise" if costs else "") \
@@ -106,6 +110,18 @@ def _closest(report, grads) -> list[str]:
         text += (f"; of the models that pass the fit bar at H = {h}, {fit[0]}'s is the closest (cosine "
                  f"{_cos(cos[fit[0]])}, relative error {_num(grads[fit[0], h].get('relative_error'))})")
     return [text + "."]
+
+
+def _ci(row) -> str:
+    """" (95 % CI [lo, hi])" of the row's cosine (schema >= 4), or nothing."""
+    lo, hi = row.get("cosine_ci") or (None, None)
+    return f" (95 % CI [{_cos(lo)}, {_cos(hi)}])" if _finite(lo) and _finite(hi) else ""
+
+
+def _overlap(a, b) -> bool:
+    """Whether two rows' cosine intervals overlap (False without intervals)."""
+    (alo, ahi), (blo, bhi) = a.get("cosine_ci") or (None, None), b.get("cosine_ci") or (None, None)
+    return all(map(_finite, (alo, ahi, blo, bhi))) and alo <= bhi and blo <= ahi
 
 
 def _reach(report, grads, method: str) -> str:
@@ -273,7 +289,8 @@ def _sample_size(report, grads) -> list[str]:
     policy = report.system.get("policy")
     return [f"Every gradient statistic comes from {n} samples per method and horizon, at one policy"
             f"{f' ({policy}, at initialisation)' if policy else ''}: differences within the gradient figure's "
-            "standard-error bands are not evidence."]
+            "bands (95 % bootstrap intervals; about one standard error in reports before schema 4) are not "
+            "evidence."]
 
 
 __all__ = ["COSINE_GOOD", "Conclusions", "conclusions", "growth_law"]

@@ -3,9 +3,11 @@
 import contextlib
 import logging
 import math
+from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
+import plotly.io as pio
 from plotly.subplots import make_subplots
 
 from gradlens import outcomes
@@ -23,8 +25,8 @@ GROUP_COLORS = ("#000000", "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd"
 _AXIS = {"showline": True, "mirror": True, "ticks": "outside", "linecolor": "black", "gridcolor": "#eeeeee"}
 DASHES = ("solid", "dash", "dashdot", "longdash", "longdashdot", "6px,3px,1px,3px")  # "dot": zeroth-order, divergence
 SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "star", "triangle-down", "pentagon", "hexagon")
-RANGES = {"cosine": (-1.0, 1.0), "mean_norm": (0.0, math.inf), "variance": (0.0, math.inf), "fraction": (0.0, 1.0),
-          "nonnegative": (0.0, math.inf), "real": (-math.inf, math.inf)}
+RANGES = {"cosine": (-1.0, 1.0), "mean_norm": (0.0, math.inf), "variance": (0.0, math.inf), "snr": (0.0, math.inf),
+          "fraction": (0.0, 1.0), "nonnegative": (0.0, math.inf), "real": (-math.inf, math.inf)}
 # the columns of a training run's metrics (gradlens.training.train) -> (panel title, range of the quantity)
 TRAINING_METRICS = {
     "return": ("return in the true system", "real"), "model_loss": ("model loss", "nonnegative"),
@@ -281,14 +283,16 @@ def _methods(rows):
     return sorted(seen, key=lambda m: m != "simulator")
 
 
-def gradient_stats_figure(report, title="Policy-gradient statistics versus horizon", width=1100, height=420):
-    """Three panels against the horizon H (log axes): norm of the mean gradient ‖ḡ‖, variance tr Σ̂ of one sample,
-    and the cosine of ḡ to the simulator's mean gradient; one line per method (its own colour, dash and marker),
-    dotted with open markers for the zeroth-order (Gaussian-smoothing) estimator. First-order lines carry a shaded
-    band of about one standard error (`_standard_errors`), clipped to the quantity's range. `report`: an
+def gradient_stats_figure(report, title="Policy-gradient statistics versus horizon", width=1300, height=420):
+    """Four panels against the horizon H (log axes): norm of the mean gradient ‖ḡ‖, variance tr Σ̂ of one sample,
+    its signal-to-noise ratio, and the cosine of ḡ to the simulator's mean gradient; one line per method (its own
+    colour, dash and marker), dotted with open markers for the zeroth-order (Gaussian-smoothing) estimator.
+    First-order lines carry a shaded band, clipped to the quantity's range: the row's 95 % bootstrap interval
+    (`<stat>_ci`, schema >= 4), or about one standard error for an older report (`_standard_errors`). `report`: an
     `AuditReport` (its `gradients` rows)."""
-    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.08,
-                        subplot_titles=("gradient norm ‖ḡ‖", "variance tr Σ (one sample)", "cosine to simulator"))
+    fig = make_subplots(rows=1, cols=4, horizontal_spacing=0.07,
+                        subplot_titles=("gradient norm ‖ḡ‖", "variance tr Σ (one sample)", "SNR (one sample)",
+                                        "cosine to simulator"))
     rows = report.gradients
     styles = line_styles(_methods(rows))
     sim = {r["horizon"]: r for r in rows if r["method"] == "simulator" and r["estimator"] == "first-order"}
@@ -301,10 +305,10 @@ def gradient_stats_figure(report, title="Policy-gradient statistics versus horiz
             first = estimator == "first-order"
             name = method if first else f"{method} (zeroth-order)"
             x = [r["horizon"] for r in part]
-            for col, key in ((1, "mean_norm"), (2, "variance"), (3, "cosine")):
+            for col, key in ((1, "mean_norm"), (2, "variance"), (3, "snr"), (4, "cosine")):
                 if first and not (key == "cosine" and method == "simulator"):  # its own mean: cosine 1 exactly
-                    low, high = _standard_errors(part, key, sim)
-                    fig.add_trace(_band(x, low, high, key, _color(method), name), row=1, col=col)
+                    low, high, what = gradient_band(part, key, sim)
+                    fig.add_trace(_band(x, low, high, key, _color(method), name, what), row=1, col=col)
                 fig.add_trace(go.Scatter(
                     x=x, y=[r[key] for r in part], mode="lines+markers", name=name, legendgroup=name,
                     showlegend=col == 1, line={"color": _color(method), "dash": style["dash"] if first else "dot",
@@ -312,18 +316,27 @@ def gradient_stats_figure(report, title="Policy-gradient statistics versus horiz
                     marker={"size": style["size"], "symbol": style["symbol"] + ("" if first else "-open")}),
                     row=1, col=col)
     fig.update_xaxes(type="log", title_text="horizon H")
-    fig.update_yaxes(type="log", row=1, col=1)
-    fig.update_yaxes(type="log", row=1, col=2)
-    fig.update_yaxes(range=[-1.05, 1.05], row=1, col=3)
+    for col in (1, 2, 3):
+        fig.update_yaxes(type="log", row=1, col=col)
+    fig.update_yaxes(range=[-1.05, 1.05], row=1, col=4)
     fig = _paper_layout(fig, title, width, height + 30)
     return fig.update_layout(margin={"t": 110}, legend={"y": 1.12})  # the legend above the panel titles
+
+
+def gradient_band(part, key: str, sim: dict) -> tuple[list, list, str]:
+    """(low, high, what) of each row's `key`: its bootstrap interval `<key>_ci` where every row has one, otherwise
+    about one standard error (`_standard_errors`)."""
+    if all(f"{key}_ci" in r for r in part):
+        return [r[f"{key}_ci"][0] for r in part], [r[f"{key}_ci"][1] for r in part], "95 % bootstrap CI"
+    return (*_standard_errors(part, key, sim), "± 1 s.e.")
 
 
 def _standard_errors(part, key: str, sim: dict) -> tuple[list, list]:
     """(low, high) of about one standard error s around each row's `key`, from its n samples: s = sqrt(tr Σ / n) for
     ‖ḡ‖ and tr Σ sqrt(2 / (n - 1)) for tr Σ (a Gaussian variance's), both as the factor 1 + s / value either way (so
-    the band stays positive on the log axes); cosine ± (1 / SNR + 1 / SNR_sim) / sqrt(n) (the angles of ḡ and of
-    the simulator's mean, to first order). NaN where a statistic is missing."""
+    the band stays positive on the log axes); SNR by the delta method from the two, s_SNR² = SNR² (s_‖ḡ‖² / ‖ḡ‖² +
+    s_trΣ² / (4 tr Σ²)); cosine ± (1 / SNR + 1 / SNR_sim) / sqrt(n) (the angles of ḡ and of the simulator's mean, to
+    first order). NaN where a statistic is missing."""
     low, high = [], []
     for r in part:
         n, value = r.get("n") or 0, r[key]
@@ -333,6 +346,9 @@ def _standard_errors(part, key: str, sim: dict) -> tuple[list, list]:
                 spread = math.sqrt(r["variance"] / n)
             elif key == "variance":
                 spread = value * math.sqrt(2 / (n - 1))
+            elif key == "snr":
+                if r["mean_norm"] > 0 and r["variance"] > 0:
+                    spread = value * math.sqrt(r["variance"] / n / r["mean_norm"] ** 2 + 1 / (2 * (n - 1)))
             else:
                 ref = sim.get(r["horizon"], {})
                 spread = sum(math.sqrt(row["variance"] / row["n"]) / row["mean_norm"] for row in (r, ref)
@@ -502,6 +518,27 @@ def write_figure(fig, path, plotlyjs="embed") -> list[str]:
         print(png_note(html.name, err, None if beside else image.name), file=sys.stderr)
         return [str(html)]
     return [str(html), str(image)] if beside else [str(image)]
+
+
+def write_figures(figures: dict, plotlyjs="embed") -> list[str]:
+    """`write_figure` for many figures at once, {path ending in .html: fig}: every page, then every PNG beside them
+    in one kaleido session (one browser start instead of one per figure, about 5 s each on 2 CPU cores). When the
+    batch fails, the figures are exported one at a time, so that each one that cannot be rendered is named alone."""
+    import plotly.io as pio
+
+    paths = [Path(p) for p in figures]
+    bad = [str(p) for p in paths if p.suffix.lower() != ".html"]
+    if bad:
+        raise ValueError(f"write_figures writes pages (.html), got {', '.join(bad)}")
+    for path, fig in zip(paths, figures.values()):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.write_html(path, include_plotlyjs=True if plotlyjs == "embed" else "directory", full_html=True)
+    try:
+        with _quiet_exporters():
+            pio.write_images(list(figures.values()), [p.with_suffix(".png") for p in paths])
+    except Exception:  # one figure's JavaScript error, or no Chromium at all: find out which, one by one
+        return [w for path, fig in zip(paths, figures.values()) for w in write_figure(fig, path, plotlyjs)]
+    return [str(w) for path in paths for w in (path, path.with_suffix(".png"))]
 
 
 IMAGE_HELP = "pip install kaleido, then plotly_get_chrome"

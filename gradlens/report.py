@@ -160,10 +160,11 @@ SECTION_TEXT = {
                   "episodes, beside repeating the last state, a least-squares linear model and the simulator's "
                   "own divergence from starts a hair apart. Vertical lines mark the audited horizons: ✓ where the "
                   "model beats repeating the last state 2x over steps 1-H, ✗ where it does not."),
-    "gradients": ("Policy-gradient statistics", "Norm of the mean gradient, variance of one sample and cosine to the "
-                  "true simulator's mean gradient, per method and horizon, each shaded about one standard error "
-                  "(from the samples' spread, clipped to the quantity's range). A model whose cosine stays near 1 as "
-                  "H grows gives the simulator's descent direction; exploding variance is chaos or a bad model."),
+    "gradients": ("Policy-gradient statistics", "Norm of the mean gradient, variance and signal-to-noise ratio of "
+                  "one sample, and cosine to the true simulator's mean gradient, per method and horizon, each shaded "
+                  "by its 95 % bootstrap interval (the gradient samples resampled, paired with the simulator's; "
+                  "clipped to the quantity's range). A model whose cosine stays near 1 as H grows gives the "
+                  "simulator's descent direction; exploding variance is chaos or a bad model."),
     "jacobians": ("Jacobian chains", "log10 ‖d ŝ_t / d a_k‖ for every state t and action k at the largest "
                   "horizon; a positive growth rate means gradients explode with the lag t − k."),
     "landscape_action": ("Return landscape J(a_1)", "The return as the first action varies, other actions zero: the "
@@ -290,8 +291,8 @@ def write_report(report: AuditReport, folder) -> list[str]:
     folder = Path(folder)
     written = [str(report.save(folder))]
     figures = audit_figures(report)
-    for name, fig in figures.items():
-        written += plots.write_figure(fig, folder / "figures" / f"{name}.html", plotlyjs="directory")
+    written += plots.write_figures({folder / "figures" / f"{name}.html": fig for name, fig in figures.items()},
+                                   plotlyjs="directory")
     runs.write_bytes_atomic(folder / "report.html", report_html(report, figures, plotlyjs=PLOTLY_JS).encode())
     written.append(str(folder / "report.html"))
     return written

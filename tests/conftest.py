@@ -1,6 +1,29 @@
-"""Shared test fixtures."""
+"""Shared test fixtures, and one JAX persistent compilation cache for the whole test session (`gradlens` commands use
+one by default: gradlens/compilation_cache.py). The cache starts empty in a new temporary folder, so every run of the
+suite compiles cold once; tests that compile the same computation (the same tiny system, model and horizon) then
+share it, in-process and in subprocesses alike. Set GRADLENS_COMPILATION_CACHE=off to test without it."""
+import os
+import shutil
+import tempfile
+
 import jax
 import pytest
+
+from gradlens import compilation_cache
+
+_OWNED = "GRADLENS_TEST_CACHE_OWNER"
+
+
+def pytest_configure(config):
+    if compilation_cache.ENV not in os.environ:  # the controller (or a lone process) makes it; xdist workers inherit
+        os.environ[compilation_cache.ENV] = tempfile.mkdtemp(prefix="gradlens-test-jax-cache-")
+        os.environ[_OWNED] = str(os.getpid())
+    compilation_cache.enable()
+
+
+def pytest_unconfigure(config):
+    if os.environ.get(_OWNED) == str(os.getpid()):
+        shutil.rmtree(os.environ[compilation_cache.ENV], ignore_errors=True)
 
 
 @pytest.fixture

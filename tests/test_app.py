@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import plotly.graph_objects as go
+import plotly.io as pio
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -31,6 +32,12 @@ AUDIT, NAN, UNREADABLE, BROKEN = "linear-audit", "linear-audit-nan", "linear-aud
 
 def _no_png(self, *args, **kwargs):
     raise RuntimeError("PNG export skipped in the app tests")
+
+
+def _skip_png(mp) -> None:
+    """No kaleido + Chromium (about 5 s per figure, or per batch): not what is tested here."""
+    mp.setattr(go.Figure, "write_image", _no_png)
+    mp.setattr(pio, "write_images", _no_png)
 
 
 def _copy_audit(root: Path, name: str, seed: int, edit_report) -> None:
@@ -54,7 +61,7 @@ def _inject_nan(path: Path) -> None:
 
 def _build(root: Path) -> None:
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(go.Figure, "write_image", _no_png)  # kaleido + Chromium, ~20 s per audit: not what is tested
+        _skip_png(mp)
         run_audit("linear", ["markov", "awm-rnn"], [3, 6], root, config=SMALL, name=AUDIT, progress=False)
     gradlens.train(gradlens.TrainConfig(system="linear", method="simulator", horizon=6, total_steps=120,
                                         warmup_steps=24, eval_every=24, policy="open_loop", seeds=2),
@@ -85,8 +92,8 @@ def store(tmp_path_factory) -> Path:
     return prepared_store(tmp_path_factory)
 
 
-def _app(root, page: str | None = None) -> AppTest:
-    at = AppTest.from_file(str(MAIN), default_timeout=60)
+def _app(root, page: str | None = None, entry: Path = MAIN) -> AppTest:
+    at = AppTest.from_file(str(entry), default_timeout=60)
     at.session_state["runs_root"] = str(root)
     at.run()
     if page:
@@ -154,6 +161,15 @@ def test_empty_store_opens_on_the_demo_offer_and_the_exact_path_counts(tmp_path)
     assert _by_label(at.button, "Run the demo").label.endswith("H = 5, 10, 20")  # the full `gradlens demo`
     assert _titles(at) == ["Gradient paths from the actions to the return"]
     assert not at.error and "No finished audit" in _texts(at.sidebar.caption)
+
+
+def test_the_top_level_entry_script_is_the_same_app_with_its_pages_by_absolute_path(tmp_path):
+    """`streamlit run app/streamlit_app.py` (from a checkout): the same pages, found from outside the package."""
+    entry = Path(__file__).parents[1] / "app" / "streamlit_app.py"
+    at = _app(tmp_path / "no-runs-yet", entry=entry)
+    assert [t.value for t in at.title] == ["Gradient audit overview"]
+    at.switch_page(str(Path(gradlens.__file__).parent / "app" / "app_pages" / "paths.py")).run()
+    assert not at.exception and [t.value for t in at.title] == ["Gradient paths"]
 
 
 def test_paths_page_counts_known_closed_forms(tmp_path):
@@ -273,6 +289,20 @@ def test_learning_curves_page_shows_training_beside_the_same_systems_audit(store
     assert not at.error and not at.exception
 
 
+def test_learning_curves_of_a_run_in_progress_redraw_themselves(store, tmp_path):
+    """A run whose writer is alive (this process) is "running": its panel is a fragment redrawn every few seconds,
+    said in a caption with the latest env step; once the run is done the caption goes."""
+    trained = next(p for p in store.iterdir() if p.name.startswith("linear-simulator"))
+    run = Path(shutil.copytree(trained, tmp_path / trained.name))
+    runs.set_status(run, "running")
+    at = _app(tmp_path, "curves")
+    live_line = next(c.value for c in at.caption if "Live:" in str(c.value))
+    assert f"{run.name} training, redrawn every 5 s (latest env step: {run.name} 120)" in live_line
+    runs.set_status(run, "done")
+    at.run()
+    assert not any("Live:" in str(c.value) for c in at.caption) and not at.exception
+
+
 @pytest.mark.slow
 def test_audit_form_refuses_bad_bounds_and_reuses_a_stored_audit(store):
     at = _app(store, "audit")
@@ -292,7 +322,7 @@ def test_audit_form_refuses_bad_bounds_and_reuses_a_stored_audit(store):
 
 @pytest.mark.slow
 def test_a_live_audit_runs_with_progress_and_is_stored_as_a_run(tmp_path, monkeypatch):
-    monkeypatch.setattr(go.Figure, "write_image", _no_png)
+    _skip_png(monkeypatch)
     root = tmp_path / "live"
     at = _app(root, "audit")
     at.selectbox(key="form_system").set_value("linear")

@@ -1,17 +1,24 @@
-"""End to end: `gradlens app` serving the prepared run store of test_app.py on 127.0.0.1, driven in headless Debian
-Chromium with Playwright. Every page must show its title and a rendered Plotly chart, with no error or traceback; the
-first page must paint within 5 s. Screenshots go to the test's tmp folder and to $GRADLENS_SCREENSHOTS when set."""
+"""End to end in headless Debian Chromium with Playwright: `gradlens app` serving the prepared run store of
+test_app.py on 127.0.0.1, and that store's audit `report.html` opened from disk. Every app page must show its title and
+a rendered Plotly chart, with no error on screen, no traceback in the server's log, no Deploy button and no request
+leaving this machine; the first page must paint within 5 s. The report must open on its conclusions, whose numbers are
+report.json's, with shared colour ranges and a colour bar on compared contours, bands inside their quantity's range and
+a visible trace for every legend entry. Screenshots go to the test's tmp folder and to $GRADLENS_SCREENSHOTS when set."""
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import json
+import re
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from gradlens.analysis.audit import AuditReport
+from gradlens.conclusions import conclusions
 from test_app import AUDIT, BROKEN, prepared_store
 
 CHROMIUM = "/usr/bin/chromium"
@@ -42,12 +49,17 @@ def _wait_healthy(url: str, server: subprocess.Popen, log: Path, timeout: float 
     pytest.fail(f"gradlens app did not answer on {url} within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
 
 
-@pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
-    """`gradlens app --runs <prepared store> --port <free port>`, running until the module's tests end."""
+def _need_browser():
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
     pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed (pip install playwright)")
+
+
+@pytest.fixture(scope="module")
+def app_server(tmp_path_factory):
+    """(url, log) of `gradlens app --runs <prepared store> --port <free port>`, running until the module's tests
+    end."""
+    _need_browser()
     store, port = prepared_store(tmp_path_factory), _free_port()
     log = tmp_path_factory.mktemp("app-server") / "server.log"
     with open(log, "wb") as out:
@@ -56,7 +68,7 @@ def app_url(tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, server, log)
-        yield url
+        yield url, log
     finally:
         server.terminate()
         try:
@@ -85,13 +97,16 @@ def _settled(page, title: str) -> None:
 
 
 @pytest.mark.slow
-def test_every_page_renders_in_a_real_browser(app_url, tmp_path):
+def test_every_page_renders_in_a_real_browser(app_server, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
+    app_url, log = app_server
+    requested = []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1440, "height": 1600})
+            page.on("request", lambda request: requested.append(request.url))
             start = time.perf_counter()
             page.goto(app_url)
             page.get_by_role("heading", name="Gradient audit overview", exact=True).wait_for(timeout=30_000)
@@ -101,6 +116,7 @@ def test_every_page_renders_in_a_real_browser(app_url, tmp_path):
             expect(page.get_by_text("gradient is the closest to the simulator's")).to_be_visible()
             expect(page.get_by_text(f"Skipped run folder {BROKEN}")).to_be_visible()
             expect(page.get_by_text(f"run folder {AUDIT}").filter(has_text="System linear")).to_be_visible()
+            assert page.get_by_text("Deploy", exact=True).count() == 0  # the viewer's toolbar
             _shoot(page, "overview", tmp_path)
 
             for link, title in PAGES:
@@ -131,3 +147,88 @@ def test_every_page_renders_in_a_real_browser(app_url, tmp_path):
         finally:
             browser.close()
     assert first_paint < FIRST_PAINT_LIMIT_S, f"first paint took {first_paint:.2f} s"
+    outside = sorted({url for url in requested if not url.startswith((app_url, "data:", "blob:"))})
+    assert not outside, f"the app fetched from outside this machine (it must work offline): {outside[:5]}"
+    server_log = log.read_text()
+    assert "Traceback" not in server_log and "ImportError" not in server_log, server_log[-3000:]
+
+
+# -------------------------------------------------------------------------------------------- report.html, from disk
+_FIGURES = """() => [...document.querySelectorAll('.js-plotly-plot')].map(gd => ({
+    id: gd.id,
+    title: (gd.layout.title && gd.layout.title.text) || '',
+    data: gd.data.map(t => ({type: t.type || 'scatter', name: t.name, fill: t.fill || null, y: t.y || null,
+                             yaxis: t.yaxis || 'y', zmin: t.zmin, zmax: t.zmax, showscale: t.showscale,
+                             visible: t.visible === undefined ? true : t.visible,
+                             showlegend: t.showlegend === undefined ? true : t.showlegend})),
+    legend: [...gd.querySelectorAll('.legend .traces')].map(item => ({
+        text: item.querySelector('.legendtext').textContent,
+        opacity: Number(getComputedStyle(item).opacity)})),
+    colorbars: gd.querySelectorAll('.colorbar').length,
+    annotations: (gd.layout.annotations || []).map(a => a.text),
+    ranges: Object.fromEntries(Object.keys(gd._fullLayout).filter(k => k.startsWith('yaxis'))
+                               .map(k => [k, gd._fullLayout[k].range]))}))"""
+
+
+@pytest.mark.slow
+def test_report_html_opens_on_its_conclusions_and_its_figures_do_not_mislead(tmp_path_factory, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    _need_browser()
+    folder = prepared_store(tmp_path_factory) / AUDIT
+    report = AuditReport.load(folder / "report.json")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1800})
+            page.goto((folder / "report.html").as_uri())
+            page.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=30_000)
+            page.wait_for_timeout(500)
+            headings = page.locator("h2").all_inner_texts()
+            shown = page.locator("#conclusions + ul").inner_text()
+            figures = page.evaluate(_FIGURES)
+            _shoot(page, "report", tmp_path)
+        finally:
+            browser.close()
+
+    assert headings[0] == "Conclusions"
+    # the first sentence names the closest model at the largest H with report.json's cosine and relative error
+    h = max(report.horizons)
+    first = conclusions(report).findings[0]
+    best = first.split("'s gradient", 1)[0]
+    row = next(r for r in report.gradients
+               if (r["method"], r["horizon"], r["estimator"]) == (best, h, "first-order"))
+    cosine, lo, hi, error = re.search(rf"H = {h}: cosine ([-\d.e]+) \(95 % CI \[([-\d.e]+), ([-\d.e]+)\]\), "
+                                      r"relative error ([-\d.e+]+)", shown).groups()
+    assert [float(lo), float(hi)] == pytest.approx(row["cosine_ci"], abs=10 ** -min(len(lo.split(".")[-1]),
+                                                                                   len(hi.split(".")[-1])))
+    assert float(cosine) == pytest.approx(row["cosine"], abs=10 ** -(len(cosine.split(".")[-1])))
+    assert float(error) == pytest.approx(row["relative_error"], rel=5e-3)
+    assert all(sentence in shown for sentence in conclusions(report).findings)
+
+    by_title = {f["title"]: f for f in figures}
+    grads = next(f for t, f in by_title.items() if t.startswith("Policy-gradient statistics"))
+    bands = [t for t in grads["data"] if t["fill"] == "toself"]
+    assert bands and all(t["name"].endswith("95 % bootstrap CI") for t in bands)
+    cos_axis = max(t["yaxis"] for t in grads["data"])  # the last panel: cosine
+    for band in bands:
+        values = [v for v in band["y"] if v is not None]
+        assert min(values) >= (-1 if band["yaxis"] == cos_axis else 0), band["name"]
+        assert band["yaxis"] != cos_axis or max(values) <= 1, band["name"]
+
+    plane = next(f for t, f in by_title.items() if t.startswith("Return on a random plane"))
+    contours = [t for t in plane["data"] if t["type"] == "contour"]
+    panels = list(zip(contours, plane["annotations"]))
+    compared = [c for c, title in panels if "own colour range" not in title]
+    assert compared and len({(c["zmin"], c["zmax"]) for c in compared}) == 1  # the simulator's panel and its peers
+    assert sum(bool(c["showscale"]) for c in compared) == 1 and plane["colorbars"] == 1  # one colour bar, drawn
+    for contour, title in panels:  # a panel on its own range says which, in its title
+        if contour not in compared:
+            assert f"own colour range {contour['zmin']:.3g} to {contour['zmax']:.3g}" in title, title
+
+    for figure in figures:  # every legend entry has a visible trace with data
+        for item in figure["legend"]:
+            assert item["opacity"] > 0.5, (figure["title"], item)
+            drawn = [t for t in figure["data"] if t["name"] == item["text"] and t["visible"] is True
+                     and (t["y"] is None or any(v is not None for v in t["y"]))]
+            assert drawn, (figure["title"], item["text"])

@@ -55,7 +55,7 @@ def run(script: str, *args: str, cwd: Path = ROOT) -> str:
 
 @pytest.mark.parametrize("script, min_tables", [("models_speed.py", 2), ("jacobian_speed.py", 1),
                                                 ("paths_speed.py", 1), ("train_speed.py", 1),
-                                                ("baselines_speed.py", 1)])
+                                                ("baselines_speed.py", 1), ("demo_speed.py", 1)])
 def test_speed_benchmark_quick(script, min_tables):
     check_tables(run(script), min_tables)
 

@@ -69,6 +69,19 @@ def test_the_closest_model_is_named_with_its_cosine_relative_error_and_reach():
         "H = 20: it is close in direction, not in size or noise.")
 
 
+def test_the_closest_models_interval_is_given_and_an_overlap_is_called_inconclusive():
+    report = _report()
+    at20 = {r["method"]: r for r in report.gradients if r["horizon"] == 20 and r["estimator"] == "first-order"}
+    at20["hwm-transformer"]["cosine_ci"] = [0.97, 0.995]
+    at20["markov"]["cosine_ci"] = [0.4, 0.85]
+    at20["awm-transformer"]["cosine_ci"] = [-0.1, 0.5]
+    first = conclusions(report).findings[0]
+    assert "H = 20: cosine 0.99 (95 % CI [0.97, 0.995]), relative error 0.12" in first and "inconclusive" not in first
+    at20["markov"]["cosine_ci"] = [0.4, 0.975]  # reaches into hwm-transformer's interval
+    assert ("; but its cosine's 95 % interval overlaps markov's, so which is closer is inconclusive at 32 samples"
+            in conclusions(report).findings[0])
+
+
 def test_the_numbers_in_the_sentences_are_the_reports():
     report = _report()
     found = conclusions(report)

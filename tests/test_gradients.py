@@ -264,6 +264,16 @@ def test_horizon_sweep_rows_and_reference():
     short, long = (r["variance"] for r in rows if r["method"] == "simulator" and r["estimator"] == "first-order")
     assert long > short > 0  # more noisy actions reach the return
     assert all(r["n_nonfinite"] == 0 and r["n"] == 16 for r in rows)
+    for r in rows:  # 95 % bootstrap intervals, paired with the simulator's samples: an exact copy's are exact
+        for name in ("mean_norm", "variance", "snr", "relative_error"):
+            low, high = r[f"{name}_ci"]
+            slack = 1e-6 * (1 + abs(r[name]))  # the row's reference mean is float32
+            assert low - slack <= r[name] <= high + slack, (r["method"], name, low, r[name], high)
+        if r["method"] in ("simulator", "exact"):
+            np.testing.assert_allclose(r["cosine_ci"], [1.0, 1.0], atol=1e-6)
+            np.testing.assert_allclose(r["relative_error_ci"], [0.0, 0.0], atol=1e-6)
+        else:
+            assert r["relative_error_ci"][0] > 1e-3
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """The audit figures read as JSON (`fig.to_dict()`) on synthetic reports: bands inside their quantity's range, one
 colour range and a colour bar for compared contours, a distinct dash and marker per model, readable panel titles."""
 import math
+from pathlib import Path
 
 import pytest
 
@@ -40,16 +41,31 @@ def _bands(fig: dict) -> list[dict]:
 def test_gradient_bands_stay_inside_each_quantitys_range():
     fig = plots.gradient_stats_figure(_report()).to_dict()
     bands = _bands(fig)
-    assert len(bands) == 3 * 4 - 1  # norm, variance and cosine per first-order method; no band on cos(sim, sim)
+    assert len(bands) == 4 * 4 - 1  # norm, variance, SNR and cosine per first-order method; none on cos(sim, sim)
     by_axis = {}
     for band in bands:
         by_axis.setdefault(band["xaxis"], []).extend(band["y"])
-    assert min(by_axis["x"]) > 0 and min(by_axis["x2"]) > 0  # norms and variances on log axes: positive
-    cosines = by_axis["x3"]
+    assert min(by_axis["x"]) > 0 and min(by_axis["x2"]) > 0 and min(by_axis["x3"]) > 0  # log axes: positive
+    cosines = by_axis["x4"]
     assert -1 <= min(cosines) and max(cosines) == 1.0  # unclipped, 0.95 + s.e. would pass 1
+    assert {b["name"].split(" ", 1)[1] for b in bands} == {"± 1 s.e."}  # rows without intervals (schema < 4)
     unclipped = plots._standard_errors([_row("markov", 8, 0.95, 80.0)], "cosine", {8: _row("simulator", 8, 1, 80.0)})
     assert unclipped[1][0] > 1 and plots.clip_band(*unclipped, "cosine") == ([-1.0], [1.0])
     assert plots.clip_band([-2.0, 0.5], [3.0, 4.0], "variance") == ([0.0, 0.5], [3.0, 4.0])
+
+
+def test_bands_are_the_rows_bootstrap_intervals_where_they_have_them():
+    report = _report()
+    for r in report.gradients:
+        r.update(mean_norm_ci=[0.4, 0.6], variance_ci=[0.5 * r["variance"], 2 * r["variance"]], snr_ci=[0.1, 0.2],
+                 cosine_ci=[0.9, 1.2])  # a cosine interval past 1 is clipped
+    fig = plots.gradient_stats_figure(report).to_dict()
+    markov = [b for b in _bands(fig) if b["name"] == "markov 95 % bootstrap CI"]
+    assert [b["xaxis"] for b in markov] == ["x", "x2", "x3", "x4"]
+    norm, variance, snr, cosine = (list(b["y"]) for b in markov)
+    assert norm == [0.6] * 3 + [0.4] * 3 and snr == [0.2] * 3 + [0.1] * 3  # high along H, then low back
+    assert variance == [2 * 10.0 * h for h in H] + [0.5 * 10.0 * h for h in H[::-1]]
+    assert cosine == [1.0] * 3 + [0.9] * 3
 
 
 def test_each_models_trace_has_its_own_dash_and_marker_and_stays_visible():
@@ -139,10 +155,33 @@ def test_a_failed_png_export_writes_the_html_and_says_why_in_one_line(tmp_path, 
     assert "Traceback" not in err
 
 
+def test_many_figures_export_in_one_batch_and_a_failed_batch_names_each_figure_alone(tmp_path, monkeypatch, capsys):
+    figs = {tmp_path / f"{name}.html": plots.path_counts_figure(horizon_table(name, H)) for name in METHODS[1:]}
+    batches = []
+    monkeypatch.setattr(plots.pio, "write_images",
+                        lambda f, paths: batches.append(paths) or [Path(p).write_text("PNG") for p in paths])
+    written = plots.write_figures(figs)
+    assert batches == [[p.with_suffix(".png") for p in figs]]  # one kaleido session for all
+    assert written == [str(w) for p in figs for w in (p, p.with_suffix(".png"))]
+
+    def broken(self, path, *args, **kwargs):  # one figure's JavaScript error breaks the batch
+        if "awm-rnn" in str(path):
+            raise ValueError("Transform failed: a JavaScript error")
+        Path(path).write_text("PNG")
+
+    monkeypatch.setattr(plots.pio, "write_images", lambda f, paths: [broken(None, p) for p in paths])
+    monkeypatch.setattr(plots.go.Figure, "write_image", broken)
+    written = plots.write_figures(figs)
+    assert str(tmp_path / "awm-rnn.png") not in written and str(tmp_path / "markov.png") in written
+    assert capsys.readouterr().err.count("\n") == 1  # one line, for that figure alone
+    with pytest.raises(ValueError, match="write_figures writes pages"):
+        plots.write_figures({tmp_path / "x.png": next(iter(figs.values()))})
+
+
 def test_a_run_folder_holds_one_copy_of_plotly_js_and_report_html_can_stand_alone(tmp_path, monkeypatch):
     from gradlens.report import PLOTLY_JS, standalone_html, write_report
 
-    monkeypatch.setattr(plots.go.Figure, "write_image", lambda self, *a, **k: None)
+    monkeypatch.setattr(plots.pio, "write_images", lambda figs, paths: None)
     rows = [{"method": m, "horizon": 8, "norms": [[1.0] * 8] * 9, "growth_rate": 0.1} for m in METHODS]
     write_report(_report(jacobians=rows, system={"name": "toy", "horizon_mode": "rebuilt"}), tmp_path)
     pages = [tmp_path / "report.html", *sorted((tmp_path / "figures").glob("*.html"))]

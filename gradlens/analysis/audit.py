@@ -59,7 +59,7 @@ from gradlens.training.fit_record import (CHAOS_DELTA, FIT_BAR, FitRecord, diver
 
 SIMULATOR = "simulator"
 REPORT = "report.json"
-SCHEMA_VERSION = 3  # 2: fit records, system divergence, warnings; 3: growth laws
+SCHEMA_VERSION = 4  # 2: fit records, system divergence, warnings; 3: growth laws; 4: gradient intervals
 SECTIONS = ("fits", "gradients", "jacobians", "landscapes", "paths")
 _TOYS = ("double_pendulum", "one_bounce")  # terminal-reward tasks: the paper's toy data scheme
 
@@ -152,7 +152,9 @@ class AuditReport:
         [len(horizons)], seconds}}; with fits, system also holds fit_bar_episodes {mode ("prefix" | "rebuilt"),
         n_episodes, scheme}, divergence_delta, divergence_by_horizon [H_max] and unpredictable_horizons
       gradients: rows {method, estimator, horizon, n, n_nonfinite, mean_norm, sample_norm, variance, snr, cosine,
-        relative_error, ...} (`gradients.GradientStats`); the reference is the simulator's mean gradient.
+        relative_error, ...} (`gradients.GradientStats`); the reference is the simulator's mean gradient; each
+        statistic's 95 % bootstrap interval as mean_norm_ci, variance_ci, snr_ci, cosine_ci, relative_error_ci
+        [low, high] (`uncertainty.gradient_intervals`, schema >= 4)
       jacobians: rows {method, horizon, norms [H+1][H] (‖d ŝ_t / d a_k‖_F, t = 0..H, k = 0..H-1), growth_rate,
         lags [L], mean_log_norm [L], step_norms [H] or null (no state edge: AWMs)}
       landscapes: rows {method, horizon, kind ("action" | "direction" | "plane"), grid [G] or [[G1], [G2]],

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from gradlens.analysis.uncertainty import gradient_intervals
 from gradlens.envs.base import System, check_positive
 from gradlens.training.bpo import imagined_objective
 
@@ -260,8 +261,10 @@ def horizon_sweep(system: System | Callable[[int], System], models: Mapping[str,
         (default, the reference of Suh et al. 2022) or "all".
       sigma, antithetic: of the zeroth-order estimator; s1 (default: the system's initial state), s1_noise,
         entropy_coef, policy_input_grad: as `per_sample_gradients`.
-    Returns rows {method, estimator ("first-order" | "zeroth-order"), horizon, **GradientStats.as_dict()}, the
-    reference of every row being the mean first-order simulator gradient at the same horizon.
+    Returns rows {method, estimator ("first-order" | "zeroth-order"), horizon, **GradientStats.as_dict(),
+    **uncertainty.gradient_intervals(...)}: the reference of every row is the mean first-order simulator gradient at
+    the same horizon, and each statistic has a 95 % bootstrap interval (`<stat>_ci`, paired with the simulator's
+    samples).
     """
     if zeroth_order not in ZEROTH_ORDER:
         raise ValueError(f"zeroth_order must be one of {', '.join(ZEROTH_ORDER)}, got {zeroth_order!r}")
@@ -298,5 +301,6 @@ def horizon_sweep(system: System | Callable[[int], System], models: Mapping[str,
                     antithetic=antithetic, **common)))
             for estimator, samples in estimates:
                 stats = gradient_stats(samples, reference)
-                rows.append({"method": name, "estimator": estimator, "horizon": horizon, **stats.as_dict()})
+                rows.append({"method": name, "estimator": estimator, "horizon": horizon, **stats.as_dict(),
+                             **gradient_intervals(samples, sim)})
     return rows

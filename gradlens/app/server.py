@@ -4,10 +4,19 @@ from pathlib import Path
 MAIN = Path(__file__).with_name("main.py")
 
 
+# The app is served to be used, not edited: no file watcher (Streamlit's module watcher examines every imported
+# module, and lazy ones such as haiku.experimental.flax log an ImportError traceback per rerun; `streamlit run
+# app/streamlit_app.py` keeps the watcher for whoever develops the app), the viewer's toolbar (no Deploy button), and
+# nothing fetched from the internet (Streamlit bundles its fonts and icons; usage statistics off).
+OPTIONS = {"server.headless": "true", "server.fileWatcherType": "none", "server.runOnSave": "false",
+           "client.toolbarMode": "viewer", "browser.gatherUsageStats": "false"}
+
+
 def command(runs, port: int, address: str = "127.0.0.1") -> list[str]:
     """The `streamlit` arguments that serve the app on `address`:`port` over the run store `runs`."""
-    return ["run", str(MAIN), "--server.address", address, "--server.port", str(port), "--server.headless", "true",
-            "--browser.gatherUsageStats", "false", "--", "--runs", str(runs)]
+    options = [arg for name, value in {"server.address": address, "server.port": str(port), **OPTIONS}.items()
+               for arg in (f"--{name}", value)]
+    return ["run", str(MAIN), *options, "--", "--runs", str(runs)]
 
 
 def serve(runs, port: int = 8501, address: str = "127.0.0.1") -> None:

@@ -1,6 +1,6 @@
 """Learning curves: training runs from the run store (a metric against env steps, each seed and the median),
 filtered by system and method, beside the gradient diagnostics of the same models from the newest audit of the same
-system."""
+system. While a shown run is training, its panel redraws itself (a researcher watches a run train)."""
 import streamlit as st
 
 from gradlens import plots
@@ -9,6 +9,7 @@ from gradlens.app import figures, selection, store
 
 METRICS = {"return": "return in the true system", "cosine_to_simulator": "cosine of the policy gradient to the "
            "simulator's", "policy_grad_norm": "policy-gradient norm", "model_loss": "world-model loss"}
+REFRESH_S = 5  # seconds between redraws of the training panel while a shown run is training
 
 st.title("Learning curves")
 root = selection.runs_root()
@@ -34,15 +35,31 @@ if not methods or metrics.empty or not columns:
     st.stop()
 y = right.selectbox("Metric", columns, format_func=METRICS.get, key="lc_metric")
 
-curves, diagnostics = st.columns([5, 6])
-with curves:
+live = trained[(trained["system"] == system) & trained["method"].isin(methods) & (trained["state"] == "running")]
+
+
+@st.fragment(run_every=REFRESH_S if not live.empty else None)
+def training_curves() -> None:
+    """The training panel; while a shown run is training it redraws itself every REFRESH_S seconds (the reads are
+    cached on the files' modification times, so an unchanged run costs nothing)."""
+    shown, _ = store.train_metrics(root, [system], methods) if not live.empty else (metrics, None)
     st.subheader("Training")
-    st.plotly_chart(plots.learning_curves_figure(metrics, title=f"{METRICS[y].capitalize()} during training "
+    st.plotly_chart(plots.learning_curves_figure(shown, title=f"{METRICS[y].capitalize()} during training "
                                                  f"({system})", y=y, width=None, height=460), theme=None)
-    seeds = metrics.groupby("method")["seed"].nunique()
+    seeds = shown.groupby("method")["seed"].nunique()
     st.caption("One thin line per seed and a thick line for the median over seeds (return: with the fraction of "
                "seeds converged and the median final return); seeds per method: "
                + ", ".join(f"{m} {n}" for m, n in seeds.items()) + ".")
+    if not live.empty:
+        steps = shown.groupby("run")["env_steps"].max()
+        st.caption(f":material/autorenew: Live: {', '.join(sorted(live['name']))} training, redrawn every "
+                   f"{REFRESH_S} s (latest env step: " + ", ".join(f"{run} {int(n)}" for run, n in steps.items()
+                                                                  if run in set(live["name"])) + ").")
+
+
+curves, diagnostics = st.columns([5, 6])
+with curves:
+    training_curves()
 with diagnostics:
     st.subheader("Gradient diagnostics")
     audits = [a for a in store.audit_runs(root) if a["system"] == system]

@@ -1,0 +1,54 @@
+"""The persistent compilation cache of `gradlens` commands: where it lives, how it is turned off, that compiling
+commands turn it on (and the others do not), and that a cached compilation gives the same numbers as a cold one."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gradlens import cli, compilation_cache
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("env, want", [
+    ({"GRADLENS_COMPILATION_CACHE": "/x/cache"}, Path("/x/cache")),
+    ({"GRADLENS_COMPILATION_CACHE": "off"}, None),
+    ({"GRADLENS_COMPILATION_CACHE": " OFF "}, None),
+    ({"XDG_CACHE_HOME": "/xdg"}, Path("/xdg/gradlens/jax")),
+    ({"HOME": "/home/someone"}, Path("/home/someone/.cache/gradlens/jax")),
+])
+def test_the_cache_folder_follows_the_environment(env, want, monkeypatch):
+    for name in ("GRADLENS_COMPILATION_CACHE", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert compilation_cache.folder() == want
+
+
+def test_compiling_commands_turn_the_cache_on_and_listing_commands_do_not(monkeypatch, tmp_path, capsys):
+    calls = []
+    monkeypatch.setattr(compilation_cache, "enable", lambda: calls.append(True))
+    assert cli.main(["runs", str(tmp_path)]) == 0 and calls == []
+    assert cli.main(["systems", "--horizon", "2"]) == 0 and calls == [True]
+
+
+_PROGRAM = """
+import json, sys
+from gradlens import compilation_cache
+import jax, jax.numpy as jnp
+compilation_cache.enable()
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)  # store even this small program
+f = jax.jit(lambda x: jnp.linalg.matrix_power(jnp.sin(x) @ x.T + jnp.eye(64), 9).sum())
+print(json.dumps({"dir": jax.config.jax_compilation_cache_dir, "value": float(f(jnp.ones((64, 64)) * 0.01))}))
+"""
+
+
+def test_a_cached_compilation_gives_the_same_numbers_as_a_cold_one(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu",
+           "GRADLENS_COMPILATION_CACHE": str(tmp_path / "cache")}
+    outs = [subprocess.run([sys.executable, "-c", _PROGRAM], env=env, capture_output=True, text=True, check=True)
+            .stdout for _ in range(2)]
+    assert outs[0] == outs[1] and f'"dir": "{tmp_path / "cache"}"' in outs[0]
+    assert any((tmp_path / "cache").iterdir())  # the first run stored its executable
