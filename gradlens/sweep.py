@@ -21,7 +21,7 @@ from typing import Any, Mapping
 import pandas as pd
 from tqdm.auto import tqdm
 
-from gradlens import envs, runs
+from gradlens import envs, runs, validate
 from gradlens.training.loop import TrainConfig, methods as train_methods
 from gradlens.training.train import run_name
 
@@ -51,11 +51,12 @@ class SweepSpec:
                                  f"{', '.join(valid)}")
             object.__setattr__(self, field, values)
         horizons = tuple(self.horizons)
-        if not horizons or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in horizons):
-            raise ValueError(f"horizons must be a non-empty list of positive integers, got {list(horizons)}")
+        if not horizons:
+            raise ValueError("horizons must be a non-empty list of positive integers, got []")
+        for horizon in horizons:
+            validate.horizon(horizon, "each of horizons")
         object.__setattr__(self, "horizons", horizons)
-        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
-            raise ValueError(f"seeds must be an integer >= 1, got {self.seeds!r}")
+        validate.seed_count(self.seeds)
         clash = sorted({"system", "method", "horizon", "seeds"} & set(self.overrides))
         if clash:
             raise ValueError(f"overrides cannot set {', '.join(clash)}: they are the grid's axes")
