@@ -24,7 +24,7 @@ from gradlens.policies import check_time_input, make_policy
 from gradlens.rollout import check_policy_input_grad, rollout
 from gradlens.training.bpo import gradient_agreement, policy_gradient, policy_optimizer, policy_update
 from gradlens.training.fit import model_loss
-from gradlens.training.protocol import Means, Method, add, flag, mean, nonfinite_code
+from gradlens.training.protocol import Means, Method, add, flag, mean, nonfinite_code, sequential_on_cpu
 
 Array = jax.Array
 SIMULATOR = "simulator"
@@ -164,11 +164,7 @@ def make_bpo(config) -> Method:
         return state._replace(model_params=optax.apply_updates(state.model_params, updates), model_opt=opt,
                               sums=add(state.sums, BPOSums, model_loss=loss, model_updates=1.0))
 
-    if jax.default_backend() == "cpu":
-        # On the CPU the seeds take the world-model update one after another: XLA's CPU backend ran ten seeds'
-        # vmapped (batched) matmuls slower than ten single-seed updates in a row (awm-rnn: 12.4x one seed vmapped,
-        # 8.1x in a loop; benchmarks/README.md). Everything else stays vmapped, as is everything on accelerators.
-        model_step = jax.custom_batching.sequential_vmap(model_step)
+    model_step = sequential_on_cpu(model_step)  # the only update not batched over seeds on the CPU
 
     def policy_step(state: TrainState, i, key, n_episodes) -> TrainState:
         k_idx, k_roll = jax.random.split(key)

@@ -1,5 +1,5 @@
-"""Online Decision Transformer (Zheng, Zhang, Grover 2022), the paper's second model-free baseline, compiled like the
-BPO loop.
+"""Online Decision Transformer (Zheng, Zhang, Grover 2022), the paper's second model-free baseline, a
+`protocol.Method`.
 
 Glossary of shapes: C episode capacity = ceil(total_steps / H), H horizon, K context, B batch of windows,
 O observation dim (state + time index), A action dim.
@@ -14,8 +14,7 @@ Protocol, counted in real-environment steps like every other method:
      one update every `update_every` env steps on windows from all complete episodes.
 One update (ODT's objective): minimise NLL(a) - λ·Ĥ[π] for the policy and λ·(Ĥ[π] - β) for the temperature
 λ = exp(log λ), each with the other's factor held fixed, Ĥ the sampled entropy estimate and β = target_entropy · A.
-A chunk of `eval_every` iterations is one `lax.scan` ending with one episode of the deterministic policy (tanh of the
-mean) conditioned on R_target, in the true system.
+Evaluation is one episode of the deterministic policy (tanh of the mean) conditioned on R_target, in the true system.
 """
 from __future__ import annotations
 

@@ -1,16 +1,15 @@
-"""Soft actor-critic (Haarnoja et al. 2018), the paper's model-free baseline (PAPER.md §6), compiled like the BPO loop.
+"""Soft actor-critic (Haarnoja et al. 2018), the paper's model-free baseline (PAPER.md §6), a `protocol.Method`.
 
 Glossary of shapes: N replay capacity (= total_steps: nothing is ever evicted), B batch, Q critics, O observation dim
 (state + time index), A action dim.
 
-One loop iteration i = one real-environment step, with a uniform random action while i < warmup and the actor's
+One iteration i = one real-environment step, with a uniform random action while i < warmup and the actor's
 sample after, stored in the replay; then, from i = warmup on,
     if i % critic_every == 0:  one Adam step on every critic's soft Bellman error, then Polyak targets (τ)
     if i % actor_every == 0:   one Adam step on E_s[α log π(a|s) - min_q Q_q(s, a)], a ~ π(·|s) reparameterised
 with the soft target y = r + γ (1 - done) (min_q Q̄_q(s', a') - α log π(a'|s')), a' ~ π(·|s'), and done = 1 at
 t = H - 1 (the time index in the observation makes the finite-horizon task Markov). α = the run's entropy_coef.
-A chunk of `eval_every` iterations is one `lax.scan` ending with the deterministic policy tanh(μ(s)) evaluated for
-one episode in the true system, exactly like the BPO loop.
+Evaluation is one episode of the deterministic policy tanh(μ(s)) in the true system.
 """
 from __future__ import annotations
 
