@@ -50,12 +50,7 @@ class SweepSpec:
                 raise ValueError(f"unknown {field[:-1]}(s) {', '.join(map(repr, unknown))}; valid {field}: "
                                  f"{', '.join(valid)}")
             object.__setattr__(self, field, values)
-        horizons = tuple(self.horizons)
-        if not horizons:
-            raise ValueError("horizons must be a non-empty list of positive integers, got []")
-        for horizon in horizons:
-            validate.horizon(horizon, "each of horizons")
-        object.__setattr__(self, "horizons", horizons)
+        object.__setattr__(self, "horizons", validate.positive_ints(list(self.horizons), "horizons"))
         validate.seed_count(self.seeds)
         clash = sorted({"system", "method", "horizon", "seeds"} & set(self.overrides))
         if clash:

@@ -55,12 +55,14 @@ def seed_count(value, what: str = "seeds"):
     return positive_int(value, what)
 
 
-def positive(value, what: str, integer: bool = False):
-    """`value` if it is a positive finite number (a positive integer with `integer`)."""
+def positive(value, what: str, integer: bool = False, or_none: bool = False):
+    """`value` if it is a positive finite number (a positive integer with `integer`), or None with `or_none`."""
+    if or_none and value is None:
+        return value
     if integer:
         return positive_int(value, what)
     if not (_is_number(value) and value > 0):
-        _fail(what, "a positive finite number", value)
+        _fail(what, "a positive finite number" + (" or None" if or_none else ""), value)
     return value
 
 

@@ -25,6 +25,8 @@ from gradlens import validate
     (lambda v: validate.positive_int(v, "model_batch"), "8", "model_batch must be a positive integer, got '8'"),
     (lambda v: validate.positive(v, "policy_lr"), 0.0, "policy_lr must be a positive finite number, got 0.0"),
     (lambda v: validate.positive(v, "policy_lr"), float("inf"), "policy_lr must be a positive finite number, got inf"),
+    (lambda v: validate.positive(v, "simulator_grad_clip", or_none=True), 0,
+     "simulator_grad_clip must be a positive finite number or None, got 0"),
     (lambda v: validate.finite(v, "noise_std", low=0), -0.5, "noise_std must be a finite number >= 0, got -0.5"),
     (lambda v: validate.finite(v, "entropy_coef"), float("nan"), "entropy_coef must be a finite number, got nan"),
     (lambda v: validate.probability(v, "sac discount"), 1.5, "sac discount must be a probability in [0, 1], got 1.5"),
@@ -51,6 +53,7 @@ def test_each_rule_names_the_bad_value_and_what_is_allowed(check, bad, message):
 
 def test_good_values_pass_through():
     assert validate.horizon(np.int64(5), high=5) == 5 and validate.seed(0) == 0 and validate.seed_count(3) == 3
+    assert validate.positive(None, "x", or_none=True) is None
     assert validate.positive(np.float32(0.5), "x") == 0.5 and validate.probability(1, "p") == 1
     assert validate.positive_ints([64, 64], "hidden") == (64, 64) and validate.one_of("zero", ("stop", "zero"), "x")
     assert validate.name("linear", ["linear"], "system") == "linear" and validate.finite(-1.0, "x") == -1.0

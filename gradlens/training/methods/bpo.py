@@ -67,8 +67,7 @@ class BPOConfig:
         for name in ("model_lr", "policy_lr", "grad_clip"):
             validate.positive(getattr(self, name), name)
         validate.finite(self.entropy_coef, "entropy_coef")
-        if self.simulator_grad_clip is not None:
-            validate.positive(self.simulator_grad_clip, "simulator_grad_clip (or None: unclipped)")
+        validate.positive(self.simulator_grad_clip, "simulator_grad_clip", or_none=True)
         check_time_input(self.policy_time_input)
         validate.one_of(self.nonfinite_policy_grad, NONFINITE_POLICY_GRAD, "nonfinite_policy_grad")
         validate.flag(self.compare_to_simulator, "compare_to_simulator")
