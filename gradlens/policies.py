@@ -148,7 +148,6 @@ def make_policy(kind: str, system: System, hidden: tuple[int, ...] = (64, 64), h
         return GaussianMLPPolicy(system.obs_dim, system.action_dim, tuple(hidden), time_scale=time_scale)
     if kind == "open_loop":
         validate.horizon(horizon, "open-loop policy horizon")
-        if isinstance(noise_std, bool) or not isinstance(noise_std, (int, float)) or not 0 <= noise_std < math.inf:
-            raise ValueError(f"open-loop policy noise_std must be a finite number >= 0, got {noise_std!r}")
+        validate.finite(noise_std, "open-loop policy noise_std", low=0)
         return OpenLoopPolicy(horizon, system.action_dim, noise_std=float(noise_std))
     raise ValueError(f"unknown policy {kind!r}; valid policies: {', '.join(POLICIES)}")

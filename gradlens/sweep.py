@@ -100,10 +100,9 @@ def _done(out: Path, config: TrainConfig) -> dict | None:
 
 def check_options(backend: str, jobs: int | None) -> None:
     """ValueError for a backend not in BACKENDS or a `jobs` that is not a positive integer (None: one per core)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
-        raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
+    validate.one_of(backend, BACKENDS, "backend")
+    if jobs is not None:
+        validate.positive_int(jobs, "jobs")
 
 
 def run_sweep(spec: SweepSpec, out, *, backend: str = "local", jobs: int | None = None,

@@ -204,9 +204,7 @@ class NoisyPolicy:
     def __post_init__(self):
         if not callable(self.policy):
             raise ValueError(f"NoisyPolicy: policy must be callable policy(obs, key) -> action, got {self.policy!r}")
-        noise = self.action_noise
-        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < math.inf:
-            raise ValueError(f"NoisyPolicy: action_noise must be a finite number >= 0, got {noise!r}")
+        validate.finite(self.action_noise, "NoisyPolicy: action_noise", low=0)
 
     def act(self, obs: Array, key: Array) -> Array:
         k_policy, k_noise = jax.random.split(key)
@@ -265,8 +263,7 @@ def collect(system: System, scheme, n_episodes: int, key: Array, horizon: int | 
     validate.positive_int(n_episodes, "n_episodes")
     horizon = system.horizon if horizon is None else horizon
     validate.horizon(horizon, high=system.horizon, why="the system's horizon")
-    if isinstance(start_noise, bool) or not isinstance(start_noise, (int, float)) or not 0 <= start_noise < math.inf:
-        raise ValueError(f"start_noise must be a finite number >= 0, got {start_noise!r}")
+    validate.finite(start_noise, "start_noise", low=0)
     starts = _initial_states(system, s1, n_episodes)
     # The scheme goes through jit as a pytree: its arrays (e.g. the params inside a jax.tree_util.Partial policy)
     # are traced, everything else (functions, floats) is static. So a new policy *function* recompiles, new params

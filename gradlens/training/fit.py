@@ -69,9 +69,7 @@ class FitConfig:
             raise ValueError(f"FitConfig.validation_fraction must be a number in [0, 1), got {vf!r}")
         if self.patience is not None:
             validate.positive_int(self.patience, "FitConfig.patience (or None)")
-        md = self.min_delta
-        if isinstance(md, bool) or not isinstance(md, (int, float)) or not 0.0 <= md < math.inf:
-            raise ValueError(f"FitConfig.min_delta must be a finite number >= 0, got {md!r}")
+        validate.finite(self.min_delta, "FitConfig.min_delta", low=0)
         rd = self.rel_min_delta
         if isinstance(rd, bool) or not isinstance(rd, (int, float)) or not 0.0 <= rd < 1.0:
             raise ValueError(f"FitConfig.rel_min_delta must be a number in [0, 1), got {rd!r}")

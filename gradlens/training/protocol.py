@@ -3,10 +3,11 @@ per-chunk sums it keeps, by name.
 
 A method's state is a NamedTuple (a checkpoint is exactly this pytree) with at least the fields
     key              PRNG key of the seed's run
-    sums             [len(Sums fields)] float: the chunk's running totals (the trainer zeroes them per chunk)
+    sums             [n] float: the chunk's running totals, named by a NamedTuple class of the method's (`add`)
     first_nonfinite  int32: first iteration with a non-finite loss or gradient, or -1
     nonfinite_what   int32: index into NONFINITE
-The trainer jits once, at the chunk, and vmaps over seeds; a method neither jits nor vmaps.
+The trainer jits once, at the chunk, and vmaps over seeds; a method does neither (it may mark an update to run
+sequentially over seeds on the CPU: `sequential_on_cpu`).
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ class Means(NamedTuple):
 class Method(NamedTuple):
     """One training method of one configuration, as pure functions.
 
+    init: key -> a seed's state.
     iteration: (state, i) -> state after real-environment step i and the updates scheduled at i.
     evaluate: (state, key) -> return (scalar) of one episode of the deterministic policy in the true system.
     means: sums [n] -> Means of the chunk.
