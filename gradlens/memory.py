@@ -94,8 +94,7 @@ def train_estimate(config) -> int:
     """Bytes a `TrainConfig` run needs (see the module docstring); BPO methods only, a baseline's replay buffer
     and networks are counted as the trainer state [S, C, H+1, O] alone."""
     from gradlens import envs, models
-    from gradlens.training import baselines
-    from gradlens.training.loop import SIMULATOR
+    from gradlens.training.methods import BASELINES, SIMULATOR
 
     system = envs.make(config.system, horizon=config.horizon, noise_std=config.noise_std)
     H, O, A, S = config.horizon, system.obs_dim, system.action_dim, config.seeds
@@ -103,7 +102,7 @@ def train_estimate(config) -> int:
     state = capacity * ((H + 1) * O + H * A)
     elements = 3 * S * state  # the state, the chunk's output, a host copy for the checkpoint
     rollout = config.policy_batch * (H + 1) * (4 * O + 4 * A + 4 * sum(config.policy_hidden))  # per gradient
-    if config.method not in baselines.names():
+    if config.method not in BASELINES:
         elements += S * rollout * (2 if config.compare_to_simulator else 1)
         if config.method != SIMULATOR:
             model = models.make(config.method, system)

@@ -19,7 +19,8 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 
-from gradlens.envs.base import System, check_positive
+from gradlens import validate
+from gradlens.envs.base import System
 
 Array = jax.Array
 
@@ -129,8 +130,7 @@ TIME_INPUTS = ("raw", "unit")  # the MLP's time channel: step index 0 … H-1 (t
 
 
 def check_time_input(time_input: str) -> None:
-    if time_input not in TIME_INPUTS:
-        raise ValueError(f"policy time input must be one of {', '.join(TIME_INPUTS)}, got {time_input!r}")
+    validate.one_of(time_input, TIME_INPUTS, "policy time input")
 
 
 def make_policy(kind: str, system: System, hidden: tuple[int, ...] = (64, 64), horizon: int | None = None,
@@ -143,12 +143,11 @@ def make_policy(kind: str, system: System, hidden: tuple[int, ...] = (64, 64), h
         if not hidden or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden):
             raise ValueError(f"policy hidden sizes must be positive integers, got {hidden!r}")
         check_time_input(time_input)
-        check_positive(horizon, "policy horizon", integer=True)
+        validate.horizon(horizon, "policy horizon")
         time_scale = 1.0 if time_input == "raw" else 1.0 / horizon
         return GaussianMLPPolicy(system.obs_dim, system.action_dim, tuple(hidden), time_scale=time_scale)
     if kind == "open_loop":
-        check_positive(horizon, "open-loop policy horizon", integer=True)
-        if isinstance(noise_std, bool) or not isinstance(noise_std, (int, float)) or not 0 <= noise_std < math.inf:
-            raise ValueError(f"open-loop policy noise_std must be a finite number >= 0, got {noise_std!r}")
+        validate.horizon(horizon, "open-loop policy horizon")
+        validate.finite(noise_std, "open-loop policy noise_std", low=0)
         return OpenLoopPolicy(horizon, system.action_dim, noise_std=float(noise_std))
     raise ValueError(f"unknown policy {kind!r}; valid policies: {', '.join(POLICIES)}")

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 import pandas as pd
 from tqdm.auto import tqdm
 
-from gradlens import envs, runs
+from gradlens import envs, runs, validate
 from gradlens.training.loop import TrainConfig, methods as train_methods
 from gradlens.training.train import run_name
 
@@ -50,12 +50,8 @@ class SweepSpec:
                 raise ValueError(f"unknown {field[:-1]}(s) {', '.join(map(repr, unknown))}; valid {field}: "
                                  f"{', '.join(valid)}")
             object.__setattr__(self, field, values)
-        horizons = tuple(self.horizons)
-        if not horizons or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in horizons):
-            raise ValueError(f"horizons must be a non-empty list of positive integers, got {list(horizons)}")
-        object.__setattr__(self, "horizons", horizons)
-        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
-            raise ValueError(f"seeds must be an integer >= 1, got {self.seeds!r}")
+        object.__setattr__(self, "horizons", validate.positive_ints(list(self.horizons), "horizons"))
+        validate.seed_count(self.seeds)
         clash = sorted({"system", "method", "horizon", "seeds"} & set(self.overrides))
         if clash:
             raise ValueError(f"overrides cannot set {', '.join(clash)}: they are the grid's axes")
@@ -104,10 +100,9 @@ def _done(out: Path, config: TrainConfig) -> dict | None:
 
 def check_options(backend: str, jobs: int | None) -> None:
     """ValueError for a backend not in BACKENDS or a `jobs` that is not a positive integer (None: one per core)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
-        raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
+    validate.one_of(backend, BACKENDS, "backend")
+    if jobs is not None:
+        validate.positive_int(jobs, "jobs")
 
 
 def run_sweep(spec: SweepSpec, out, *, backend: str = "local", jobs: int | None = None,

@@ -16,8 +16,9 @@ import pytest
 
 from gradlens import cli, envs, runs
 from gradlens.rollout import rollout
-from gradlens.training import baselines
-from gradlens.training.baselines import ODTConfig, SACConfig, common, odt, sac
+from gradlens.training import methods as registry
+from gradlens.training.methods import ODTConfig, SACConfig, odt, sac
+from gradlens.training.methods import tanh_gaussian as common
 from gradlens.training.loop import NONFINITE, TrainConfig, make_trainer, methods
 from gradlens.training.train import run_name, train
 
@@ -252,16 +253,16 @@ def test_baseline_settings_round_trip_through_config_json():
     assert TrainConfig(method="sac").warmup_steps == SACConfig.default_warmup == 1000
     assert TrainConfig(method="sac", warmup_steps=7).warmup_steps == 7
     assert TrainConfig(method="sac").baseline == SACConfig()
-    assert baselines.names() == ["sac", "odt"] and methods()[-2:] == ["sac", "odt"]
+    assert list(registry.BASELINES) == ["sac", "odt"] and methods()[-2:] == ["sac", "odt"]
 
 
 @pytest.mark.parametrize("values, message", [
     ({"method": "ppo"}, "unknown method 'ppo'; valid methods: simulator, "),
-    ({"method": "odt", "horizon": 5}, "odt context 10 does not fit in horizon 5"),
+    ({"method": "odt", "horizon": 5}, "odt context must be an integer in [1, 5] (a window lies inside one episode"),
     ({"method": "sac", "baseline": {"batch_size": -5}}, "sac batch_size must be a positive integer, got -5"),
     ({"method": "odt", "baseline": {"batch_size": 0}}, "odt batch_size must be a positive integer, got 0"),
     ({"method": "sac", "baseline": {"batch": 3}}, "unknown sac setting(s) 'batch'; valid: actor_every, batch_size"),
-    ({"method": "odt", "warmup_steps": 0}, "odt needs warmup_steps >= 1"),
+    ({"method": "odt", "warmup_steps": 0}, "odt warmup_steps must be a positive integer (its offline data"),
     ({"method": "sac", "baseline": ODTConfig()}, "sac settings must be a dict or a SACConfig, got ODTConfig"),
     ({"method": "simulator", "baseline": {"lr": 1.0}}, "method 'simulator' takes none"),
 ])
@@ -272,7 +273,7 @@ def test_bad_input_raises_a_value_error_naming_it(values, message):
 
 @pytest.mark.parametrize("args, config, message", [
     (["--method", "ppo"], {}, "unknown method 'ppo'; valid methods: simulator, "),
-    (["--method", "odt", "--horizon", "5"], {}, "odt context 10 does not fit in horizon 5"),
+    (["--method", "odt", "--horizon", "5"], {}, "odt context must be an integer in [1, 5]"),
     (["--method", "sac"], {"baseline": {"batch_size": -5}}, "sac batch_size must be a positive integer, got -5"),
 ])
 def test_cli_bad_input_exits_non_zero_with_one_line(args, config, message, tmp_path, capsys):

@@ -19,7 +19,8 @@ TINY = {"total_steps": 60, "warmup_steps": 20, "eval_every": 20, "policy": "open
     (["--systems", "nope", "--methods", "simulator", "--horizons", "5"], "unknown system(s) 'nope'; valid systems:"),
     (["--systems", "cancer", "--methods", "simulator,magic", "--horizons", "5"], "unknown method(s) 'magic'"),
     (["--systems", "", "--methods", "simulator", "--horizons", "5"], "--systems must be a comma-separated list"),
-    (["--systems", "cancer", "--methods", "simulator", "--horizons", "5", "--seeds", "0"], "seeds must be an integer"),
+    (["--systems", "cancer", "--methods", "simulator", "--horizons", "5", "--seeds", "0"],
+     "seeds must be a positive integer, got 0"),
     (["--systems", "cancer", "--methods", "simulator", "--horizons", "5,-1"], "positive integers"),
 ])
 def test_bad_grid_is_one_line_without_traceback(argv, message, tmp_path, capsys):

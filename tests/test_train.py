@@ -18,6 +18,8 @@ from jax.flatten_util import ravel_pytree
 from gradlens import cli, runs
 from gradlens.training import loop, train as train_module
 from gradlens.training.loop import TrainConfig
+from gradlens.training.methods import bpo as bpo_method
+from gradlens.training.methods.bpo import BPOSums
 from gradlens.training.train import TrainingDiverged, run_name, train
 
 SMALL = dict(system="cancer", horizon=20, total_steps=320, warmup_steps=40, eval_every=32, policy_every=8,
@@ -269,8 +271,9 @@ def test_nonfinite_policy_grad_zero_goes_on_counts_per_seed_and_zeroes_only_the_
         state = state._replace(buffer_states=state.buffer_states.at[:, 0].set(trainer.system.initial_state()))
         steps.append(trainer.policy_step(state, 48, jax.random.PRNGKey(1), 1))
     np.testing.assert_allclose(*(ravel_pytree(s.policy_params)[0] for s in steps), rtol=1e-6, atol=1e-7)
-    assert float(steps[1].sums[6]) == 0 and float(steps[1].sums[5]) == 1
-    monkeypatch.setattr(loop, "policy_gradient", _nan_in_first_entry(loop.policy_gradient))
+    sums = BPOSums(*steps[1].sums)
+    assert float(sums.zeroed) == 0 and float(sums.policy_updates) == 1
+    monkeypatch.setattr(bpo_method, "policy_gradient", _nan_in_first_entry(bpo_method.policy_gradient))
     with pytest.raises(TrainingDiverged, match=r"non-finite policy gradient at env step 4[1-8] \(seed 0\)"):
         train(cfg, progress=False)
     metrics = train(zero, tmp_path, progress=False)

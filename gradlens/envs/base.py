@@ -15,12 +15,18 @@ Actions always live in [-1, 1]^A; each system maps them to its own control range
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+
+from gradlens import validate
+# the array checks under the names the rollouts, models and analyses import them by from here
+from gradlens.validate import action_bounds as check_action_bounds  # noqa: F401
+from gradlens.validate import finite_array as check_finite  # noqa: F401
+from gradlens.validate import is_concrete  # noqa: F401
+from gradlens.validate import positive as check_positive  # noqa: F401
+from gradlens.validate import shape as check_shape  # noqa: F401
 
 Array = jax.Array
 Transition = Callable[[Array, Array, Array], Array]  # (x [D], a [A], t scalar) -> x_next [D]
@@ -30,43 +36,6 @@ RewardFn = Callable[[Array, Array, Array], Array]  # (x [D], a [A], t scalar) ->
 def float_dtype():
     """float64 when JAX x64 is enabled, else float32."""
     return jnp.asarray(0.0, dtype=float).dtype
-
-
-def is_concrete(x) -> bool:
-    """True for values that can be inspected now (not traced under jit / grad / vmap)."""
-    return not isinstance(x, jax.core.Tracer)
-
-
-def check_finite(x, what: str) -> None:
-    """Raise `ValueError` if a concrete array holds NaN or Inf; tracers pass through unchecked."""
-    if is_concrete(x) and not bool(np.all(np.isfinite(np.asarray(x)))):
-        raise ValueError(f"{what} must be finite, got {np.asarray(x)!r}")
-
-
-def check_action_bounds(actions, what: str) -> None:
-    """Raise `ValueError` if a concrete action array leaves [-1, 1] (where every system's control range is mapped);
-    tracers pass through unchecked."""
-    if not is_concrete(actions):
-        return
-    values = np.asarray(actions)
-    if values.size and np.abs(values).max() > 1.0:
-        worst = values.flat[int(np.abs(values).argmax())]
-        raise ValueError(f"{what} must lie in [-1, 1] (each system maps [-1, 1] onto its control range), "
-                         f"got {float(worst)!r}")
-
-
-def check_shape(x, shape: tuple[int, ...], what: str) -> None:
-    """Raise `ValueError` unless `x` has exactly `shape`."""
-    if tuple(jnp.shape(x)) != tuple(shape):
-        raise ValueError(f"{what} must have shape {tuple(shape)}, got {tuple(jnp.shape(x))}")
-
-
-def check_positive(value, what: str, integer: bool = False) -> None:
-    """Raise `ValueError` unless `value` is a positive (integer) number."""
-    ok = isinstance(value, (int, np.integer)) if integer else isinstance(value, (int, float, np.number))
-    if isinstance(value, bool) or not ok or not math.isfinite(value) or value <= 0:
-        kind = "a positive integer" if integer else "a positive finite number"
-        raise ValueError(f"{what} must be {kind}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,14 +73,13 @@ class System:
     description: str = ""
 
     def __post_init__(self):
-        check_positive(self.state_dim, "state_dim", integer=True)
-        check_positive(self.action_dim, "action_dim", integer=True)
-        check_positive(self.horizon, "horizon", integer=True)
-        check_positive(self.dt, "dt")
+        validate.positive_int(self.state_dim, "state_dim")
+        validate.positive_int(self.action_dim, "action_dim")
+        validate.horizon(self.horizon)
+        validate.positive(self.dt, "dt")
         if len(self.x0) != self.state_dim:
             raise ValueError(f"x0 must have {self.state_dim} components, got {len(self.x0)}")
-        if not (isinstance(self.noise_std, (int, float)) and math.isfinite(self.noise_std) and self.noise_std >= 0):
-            raise ValueError(f"noise_std must be a finite number >= 0, got {self.noise_std!r}")
+        validate.finite(self.noise_std, "noise_std", low=0)
         for bound in ("state_low", "state_high"):
             value = getattr(self, bound)
             if value is not None and len(value) != self.state_dim:
@@ -151,10 +119,10 @@ class System:
         return jnp.abs(t - (self.horizon - 1)) < 0.5
 
     def _check_io(self, obs, action) -> None:
-        check_shape(obs, (self.obs_dim,), f"{self.name}: state (obs_dim = state_dim + 1 time index)")
-        check_shape(action, (self.action_dim,), f"{self.name}: action")
-        check_finite(action, f"{self.name}: action")
-        check_action_bounds(action, f"{self.name}: action")
+        validate.shape(obs, (self.obs_dim,), f"{self.name}: state (obs_dim = state_dim + 1 time index)")
+        validate.shape(action, (self.action_dim,), f"{self.name}: action")
+        validate.finite_array(action, f"{self.name}: action")
+        validate.action_bounds(action, f"{self.name}: action")
 
 
 def affine_to_bounds(a: Array, low, high) -> Array:

@@ -24,7 +24,8 @@ import math
 
 import jax.numpy as jnp
 
-from gradlens.envs.base import System, check_positive
+from gradlens import validate
+from gradlens.envs.base import System
 
 
 def make_one_bounce(horizon: int = 50, noise_std: float = 0.0, dt: float = 0.01, friction: float = 10.0,
@@ -34,9 +35,8 @@ def make_one_bounce(horizon: int = 50, noise_std: float = 0.0, dt: float = 0.01,
     Args: dt (s) per Euler step, `friction` k (1/s, with k dt < 1), `wall` position (< 0, the ball starts at 0),
     `goal` position (> wall).
     """
-    if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 2:
-        raise ValueError(f"one_bounce: horizon must be an integer >= 2 (launch step + terminal step), got {horizon!r}")
-    check_positive(dt, "one_bounce: dt")
+    validate.horizon(horizon, "one_bounce: horizon", low=2, why="launch step + terminal step")
+    validate.positive(dt, "one_bounce: dt")
     if isinstance(friction, bool) or not isinstance(friction, (int, float)) or not 0 <= friction * dt < 1:
         raise ValueError(f"one_bounce: friction must be a number with 0 <= friction * dt < 1 (drag must not reverse "
                          f"the velocity), got friction={friction!r} with dt={dt!r}")

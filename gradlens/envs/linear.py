@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradlens.envs.base import System, check_positive
+from gradlens import validate
+from gradlens.envs.base import System
 
 
 def random_matrices(state_dim: int, action_dim: int, spectral_radius: float, seed: int):
@@ -27,8 +28,8 @@ def make_linear(horizon: int = 20, noise_std: float = 0.0, state_dim: int = 3, a
 
     A [D, D] and B [D, A] are given, or drawn with `seed` (A rescaled to `spectral_radius`); x0 defaults to ones.
     """
-    check_positive(state_dim, "linear: state_dim", integer=True)
-    check_positive(action_dim, "linear: action_dim", integer=True)
+    validate.positive_int(state_dim, "linear: state_dim")
+    validate.positive_int(action_dim, "linear: action_dim")
     if A is None or B is None:
         a_rand, b_rand = random_matrices(state_dim, action_dim, spectral_radius, seed)
         A = a_rand if A is None else A

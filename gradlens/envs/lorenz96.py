@@ -24,7 +24,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from gradlens.envs.base import System, check_positive
+from gradlens import validate
+from gradlens.envs.base import System
 from gradlens.envs.integrators import rk4_step
 
 
@@ -39,7 +40,7 @@ def actuated_indices(state_dim: int, actuated) -> tuple[int, ...]:
     if actuated is None:
         return tuple(range(state_dim))
     if isinstance(actuated, int) and not isinstance(actuated, bool):
-        check_positive(actuated, "lorenz96: actuated (every k-th component)", integer=True)
+        validate.positive_int(actuated, "lorenz96: actuated (every k-th component)")
         return tuple(range(0, state_dim, actuated))
     idx = tuple(actuated) if isinstance(actuated, (tuple, list)) else None
     if (not idx or len(set(idx)) != len(idx)
@@ -58,13 +59,13 @@ def make_lorenz96(horizon: int = 50, noise_std: float = 0.0, state_dim: int = 8,
     module docstring), `action_scale` (control per unit action), `action_cost` ≥ 0, `target` (None = F),
     `perturbation` added to x_0 at component 0.
     """
-    check_positive(horizon, "lorenz96: horizon", integer=True)
+    validate.horizon(horizon, "lorenz96: horizon")
     if isinstance(state_dim, bool) or not isinstance(state_dim, int) or state_dim < 4:
         raise ValueError(f"lorenz96: state_dim must be an integer >= 4 (the stencil reaches i-2 … i+1), "
                          f"got {state_dim!r}")
-    check_positive(dt, "lorenz96: dt")
-    check_positive(substeps, "lorenz96: substeps", integer=True)
-    check_positive(action_scale, "lorenz96: action_scale")
+    validate.positive(dt, "lorenz96: dt")
+    validate.positive_int(substeps, "lorenz96: substeps")
+    validate.positive(action_scale, "lorenz96: action_scale")
     forcing = _finite(forcing, "forcing")
     perturbation = _finite(perturbation, "perturbation")
     goal = forcing if target is None else _finite(target, "target")

@@ -32,7 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradlens.envs.base import System, check_positive
+from gradlens import validate
+from gradlens.envs.base import System
 from gradlens.envs.integrators import rk4_step
 
 
@@ -79,14 +80,12 @@ def make_double_pendulum(horizon: int = 10, noise_std: float = 0.0, dt: float = 
     (g1, g2) in [-1, 1]² (g1 reaches the goal exactly, g2 sets the second angle of every episode), `friction` (1/s),
     gravity (m/s²), rod lengths l1, l2 (m), masses m1, m2 (kg).
     """
-    if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 2:
-        raise ValueError(f"double_pendulum: horizon must be an integer >= 2 (reset step + terminal step), "
-                         f"got {horizon!r}")
-    check_positive(dt, "double_pendulum: dt")
-    check_positive(substeps, "double_pendulum: substeps", integer=True)
-    check_positive(angle_scale, "double_pendulum: angle_scale")
+    validate.horizon(horizon, "double_pendulum: horizon", low=2, why="reset step + terminal step")
+    validate.positive(dt, "double_pendulum: dt")
+    validate.positive_int(substeps, "double_pendulum: substeps")
+    validate.positive(angle_scale, "double_pendulum: angle_scale")
     for value, what in ((gravity, "gravity"), (l1, "l1"), (l2, "l2"), (m1, "m1"), (m2, "m2")):
-        check_positive(value, f"double_pendulum: {what}")
+        validate.positive(value, f"double_pendulum: {what}")
     if isinstance(friction, bool) or not isinstance(friction, (int, float)) or not 0 <= friction < math.inf:
         raise ValueError(f"double_pendulum: friction must be a finite number >= 0, got {friction!r}")
     if (len(goal_action) != 2

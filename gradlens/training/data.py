@@ -31,7 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradlens.envs.base import System, check_positive, float_dtype
+from gradlens import validate
+from gradlens.envs.base import System, float_dtype
 from gradlens.rollout import rollout
 
 Array = jax.Array
@@ -155,7 +156,7 @@ class RandomWalk:
     step_std: float = 0.1
 
     def __post_init__(self):
-        check_positive(self.step_std, "RandomWalk: step_std")
+        validate.positive(self.step_std, "RandomWalk: step_std")
 
     def actions(self, key: Array, horizon: int, action_dim: int) -> Array:
         k0, k1 = jax.random.split(key)
@@ -203,9 +204,7 @@ class NoisyPolicy:
     def __post_init__(self):
         if not callable(self.policy):
             raise ValueError(f"NoisyPolicy: policy must be callable policy(obs, key) -> action, got {self.policy!r}")
-        noise = self.action_noise
-        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < math.inf:
-            raise ValueError(f"NoisyPolicy: action_noise must be a finite number >= 0, got {noise!r}")
+        validate.finite(self.action_noise, "NoisyPolicy: action_noise", low=0)
 
     def act(self, obs: Array, key: Array) -> Array:
         k_policy, k_noise = jax.random.split(key)
@@ -261,12 +260,10 @@ def collect(system: System, scheme, n_episodes: int, key: Array, horizon: int | 
     NaN/Inf (named with the episodes).
     """
     scheme = as_scheme(scheme)
-    check_positive(n_episodes, "n_episodes", integer=True)
+    validate.positive_int(n_episodes, "n_episodes")
     horizon = system.horizon if horizon is None else horizon
-    if isinstance(horizon, bool) or not isinstance(horizon, int) or not 1 <= horizon <= system.horizon:
-        raise ValueError(f"horizon must be an integer in [1, {system.horizon}] (the system's horizon), got {horizon!r}")
-    if isinstance(start_noise, bool) or not isinstance(start_noise, (int, float)) or not 0 <= start_noise < math.inf:
-        raise ValueError(f"start_noise must be a finite number >= 0, got {start_noise!r}")
+    validate.horizon(horizon, high=system.horizon, why="the system's horizon")
+    validate.finite(start_noise, "start_noise", low=0)
     starts = _initial_states(system, s1, n_episodes)
     # The scheme goes through jit as a pytree: its arrays (e.g. the params inside a jax.tree_util.Partial policy)
     # are traced, everything else (functions, floats) is static. So a new policy *function* recompiles, new params

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import optax
 from tqdm.auto import tqdm
 
-from gradlens.envs.base import check_positive
+from gradlens import validate
 from gradlens.rollout import Trajectory
 from gradlens.training.data import Trajectories, split, state_stats, trajectories
 
@@ -61,17 +61,15 @@ class FitConfig:
     rel_min_delta: float = 0.0
 
     def __post_init__(self):
-        check_positive(self.learning_rate, "FitConfig.learning_rate")
-        check_positive(self.batch_size, "FitConfig.batch_size", integer=True)
-        check_positive(self.epochs, "FitConfig.epochs", integer=True)
+        validate.positive(self.learning_rate, "FitConfig.learning_rate")
+        validate.positive_int(self.batch_size, "FitConfig.batch_size")
+        validate.positive_int(self.epochs, "FitConfig.epochs")
         vf = self.validation_fraction
         if isinstance(vf, bool) or not isinstance(vf, (int, float)) or not 0.0 <= vf < 1.0:
             raise ValueError(f"FitConfig.validation_fraction must be a number in [0, 1), got {vf!r}")
         if self.patience is not None:
-            check_positive(self.patience, "FitConfig.patience (or None)", integer=True)
-        md = self.min_delta
-        if isinstance(md, bool) or not isinstance(md, (int, float)) or not 0.0 <= md < math.inf:
-            raise ValueError(f"FitConfig.min_delta must be a finite number >= 0, got {md!r}")
+            validate.positive_int(self.patience, "FitConfig.patience (or None)")
+        validate.finite(self.min_delta, "FitConfig.min_delta", low=0)
         rd = self.rel_min_delta
         if isinstance(rd, bool) or not isinstance(rd, (int, float)) or not 0.0 <= rd < 1.0:
             raise ValueError(f"FitConfig.rel_min_delta must be a number in [0, 1), got {rd!r}")

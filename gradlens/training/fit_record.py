@@ -25,7 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradlens.envs.base import System, check_positive
+from gradlens import validate
+from gradlens.envs.base import System
 from gradlens.rollout import rollout
 from gradlens.training.data import Trajectories
 
@@ -36,9 +37,7 @@ CHAOS_DELTA = 1e-6
 
 
 def _check_horizon(curve, horizon: int, what: str) -> None:
-    if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or not 1 <= horizon <= len(curve):
-        raise ValueError(f"{what}: horizon must be an integer in [1, {len(curve)}] (the length of the error curve), "
-                         f"got {horizon!r}")
+    validate.horizon(horizon, f"{what}: horizon", high=len(curve), why="the length of the error curve")
 
 
 def horizon_ratio(error, reference, horizon: int) -> float:
@@ -102,7 +101,7 @@ def divergence(system: System, data: Trajectories, delta: float = CHAOS_DELTA) -
     a perturbation of the actions matters on systems that overwrite s_1, such as the double pendulum). With process
     noise both rollouts of an episode draw the same noise (common random numbers, a fixed key): what is measured is
     the sensitivity to the start, not the noise."""
-    check_positive(delta, "divergence: delta")
+    validate.positive(delta, "divergence: delta")
     with jax.enable_x64(True):
         s1 = jnp.asarray(np.asarray(data.states[:, 0], np.float64))  # [N, O]
         a = jnp.asarray(np.asarray(data.actions, np.float64))  # [N, H, A]

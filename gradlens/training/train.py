@@ -1,5 +1,5 @@
-"""`train(config)`: drive the compiled BPO chunks, write the run store, stop loudly on NaN (or count zeroed
-policy gradients when asked), resume after a kill.
+"""`train(config)`: drive the compiled chunks of any method (`loop`), write the run store, stop loudly on NaN (or
+count zeroed policy gradients when asked), resume after a kill.
 
 The Python loop only dispatches one jitted, seed-vmapped chunk per evaluation period, turns its stats into metrics
 rows, and checkpoints. Seeds `seed, seed + 1, …` use keys PRNGKey(seed + i), so a seed trained in a batch follows the
@@ -116,7 +116,7 @@ def _divergence(config: TrainConfig, stats) -> str | None:
 
 def train(config: TrainConfig, out: str | Path | None = None, *, resume: bool = False, progress: bool = True,
           checkpoint_every: int = 10, log=None, name: str | None = None, overwrite: bool = False) -> pd.DataFrame:
-    """Run BPO for `config`; return the metrics (one row per seed and evaluation; `attrs` "env_steps_trained", per
+    """Train `config`'s method; return the metrics (one row per seed and evaluation; `attrs` "env_steps_trained", per
     seed, and "seconds": what this call trained, for its speed).
 
     Args:

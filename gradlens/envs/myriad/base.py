@@ -13,7 +13,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from gradlens.envs.base import System, affine_to_bounds, check_positive
+from gradlens import validate
+from gradlens.envs.base import System, affine_to_bounds
 
 Array = jax.Array
 
@@ -42,8 +43,8 @@ def myriad_system(
       cost: running cost g(x [D], u [A], time) -> scalar, minimised; time in physical units.
       terminal_cost: g_T(x [D], u [A]) -> scalar, paid at the last step, or None.
     """
-    check_positive(horizon, f"{name}: horizon", integer=True)
-    check_positive(duration, f"{name}: duration T")
+    validate.horizon(horizon, f"{name}: horizon")
+    validate.positive(duration, f"{name}: duration T")
     dt = duration / horizon
     low = tuple(b[0] for b in control_bounds)
     high = tuple(b[1] for b in control_bounds)

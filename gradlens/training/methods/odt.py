@@ -1,5 +1,5 @@
-"""Online Decision Transformer (Zheng, Zhang, Grover 2022), the paper's second model-free baseline, compiled like the
-BPO loop.
+"""Online Decision Transformer (Zheng, Zhang, Grover 2022), the paper's second model-free baseline, a
+`protocol.Method`.
 
 Glossary of shapes: C episode capacity = ceil(total_steps / H), H horizon, K context, B batch of windows,
 O observation dim (state + time index), A action dim.
@@ -14,8 +14,7 @@ Protocol, counted in real-environment steps like every other method:
      one update every `update_every` env steps on windows from all complete episodes.
 One update (ODT's objective): minimise NLL(a) - λ·Ĥ[π] for the policy and λ·(Ĥ[π] - β) for the temperature
 λ = exp(log λ), each with the other's factor held fixed, Ĥ the sampled entropy estimate and β = target_entropy · A.
-A chunk of `eval_every` iterations is one `lax.scan` ending with one episode of the deterministic policy (tanh of the
-mean) conditioned on R_target, in the true system.
+Evaluation is one episode of the deterministic policy (tanh of the mean) conditioned on R_target, in the true system.
 """
 from __future__ import annotations
 
@@ -27,12 +26,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gradlens import envs
-from gradlens.training.baselines.common import (
-    chunk_stats, check_settings, flag, nonfinite_code, tanh_gaussian_log_prob, tanh_gaussian_sample,
-)
-from gradlens.training.baselines.decision_transformer import DecisionTransformer
-from gradlens.training.loop import Trainer
+from gradlens import envs, validate
+from gradlens.training.methods.decision_transformer import DecisionTransformer
+from gradlens.training.methods.tanh_gaussian import tanh_gaussian_log_prob, tanh_gaussian_sample
+from gradlens.training.protocol import LossSums, Method, flag, loss_means, nonfinite_code
 
 Array = jax.Array
 ODT_LOSS = nonfinite_code("ODT loss")
@@ -59,25 +56,22 @@ class ODTConfig:
     default_warmup: ClassVar[int] = 1000  # TrainConfig.warmup_steps when left unset: the random offline data
 
     def __post_init__(self):
-        check_settings(self, "odt", ("context", "width", "layers", "heads", "batch_size", "pretrain_updates",
-                                     "update_every"), ("lr", "grad_clip", "init_temperature", "temperature_lr"))
+        for name in ("context", "width", "layers", "heads", "batch_size", "pretrain_updates", "update_every"):
+            validate.positive_int(getattr(self, name), f"odt {name}")
+        for name in ("lr", "grad_clip", "init_temperature", "temperature_lr"):
+            validate.positive(getattr(self, name), f"odt {name}")
         for name in ("weight_decay", "target_gain"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"odt {name} must be a finite number >= 0, got {value!r}")
-        if not (isinstance(self.target_entropy, (int, float)) and math.isfinite(self.target_entropy)):
-            raise ValueError(f"odt target_entropy must be a finite number, got {self.target_entropy!r}")
+            validate.finite(getattr(self, name), f"odt {name}", low=0)
+        validate.finite(self.target_entropy, "odt target_entropy")
         if self.width % self.heads:
             raise ValueError(f"odt width {self.width} must be divisible by heads {self.heads}")
 
     def check(self, config) -> None:
-        """Constraints involving the TrainConfig: the context fits in one episode; there is offline data."""
-        if self.context > config.horizon:
-            raise ValueError(f"odt context {self.context} does not fit in horizon {config.horizon}: a window lies "
-                             f"inside one episode; choose context <= {config.horizon}")
-        if config.warmup_steps < 1:
-            raise ValueError(f"odt needs warmup_steps >= 1 (its offline data are the random-policy episodes started "
-                             f"during warmup), got {config.warmup_steps}")
+        """Constraints involving the run config: the context fits in one episode; there is offline data."""
+        validate.integer(self.context, "odt context", high=config.horizon,
+                         why=f"a window lies inside one episode of horizon {config.horizon}")
+        validate.integer(config.warmup_steps, "odt warmup_steps",
+                         why="its offline data are the random-policy episodes started during warmup")
 
 
 class Normaliser(NamedTuple):
@@ -215,15 +209,15 @@ class ODTState(NamedTuple):
     obs: Array  # [O] current real-environment state
     norm: Normaliser  # identity until pre-training
     target: Array  # () R_target, 0 until pre-training
-    sums: Array  # [4] per chunk: action NLL, #updates, gradient norm, #updates
+    sums: Array  # [4] LossSums: action NLL, #updates, gradient norm, #updates
     first_nonfinite: Array  # int32: first iteration with a non-finite loss, or -1
-    nonfinite_what: Array  # int32 index into loop.NONFINITE
+    nonfinite_what: Array  # int32 index into protocol.NONFINITE
 
 
-def make_odt_trainer(config) -> Trainer:
-    """ODT for `config` (a TrainConfig with method "odt"): pure `init(key)` and `chunk(state, start)`.
+def make_odt(config) -> Method:
+    """ODT for the run config `config` (method "odt"), its settings `config.baseline`.
 
-    The Trainer's `policy_step` is one update `(state, i, key, n_episodes) -> state`; there is no `model_step`.
+    `policy_step` is one update `(state, i, key, n_episodes) -> state`; there is no `model_step`.
     """
     cfg, odt = config, config.baseline
     system = envs.make(cfg.system, horizon=cfg.horizon, noise_std=cfg.noise_std)
@@ -262,14 +256,14 @@ def make_odt_trainer(config) -> Trainer:
                                  state.norm)
         learner, stats = update(state.learner, dt, odt, windows, k_loss)
         state = flag(state, i, jnp.isfinite(stats.loss) & jnp.isfinite(stats.grad_norm), ODT_LOSS)
-        sums = state.sums + jnp.stack([stats.nll, 1.0, stats.grad_norm, 1.0]).astype(state.sums.dtype)
+        sums = state.sums + jnp.stack(LossSums(stats.nll, 1.0, stats.grad_norm, 1.0)).astype(state.sums.dtype)
         return state._replace(learner=learner, sums=sums)
 
     def start_pretraining(state: ODTState) -> ODTState:
         norm, target = offline_statistics(state.states, state.rewards, n_offline, odt.target_gain)
         return state._replace(norm=norm, target=target)
 
-    def iteration(state: ODTState, i):
+    def iteration(state: ODTState, i) -> ODTState:
         key, k_env, k_learn = jax.random.split(state.key, 3)
         state = state._replace(key=key)
         live = i < cfg.total_steps
@@ -279,7 +273,7 @@ def make_odt_trainer(config) -> Trainer:
         online = live & (i > pretrain_at) & (i % odt.update_every == 0)
         n_updates = jnp.where(pretrain, odt.pretrain_updates, jnp.where(online, 1, 0))  # one copy of the update
         body = lambda j, s: learn_step(s, i, jax.random.fold_in(k_learn, j), (i + 1) // H)
-        return jax.lax.fori_loop(0, n_updates, body, state), None
+        return jax.lax.fori_loop(0, n_updates, body, state)
 
     def evaluate(state: ODTState, key) -> Array:
         """Return of one episode of tanh(mean) conditioned on R_target, in the true system."""
@@ -297,10 +291,4 @@ def make_odt_trainer(config) -> Trainer:
         (_, _, rewards, _), _ = jax.lax.scan(body, empty, (jnp.arange(H), jax.random.split(key, H)))
         return jnp.sum(rewards)
 
-    def chunk(state: ODTState, start: Array):
-        state = state._replace(sums=jnp.zeros_like(state.sums))
-        state, _ = jax.lax.scan(iteration, state, start + jnp.arange(cfg.eval_every))
-        key, k_eval = jax.random.split(state.key)
-        return state._replace(key=key), chunk_stats(evaluate(state, k_eval), state.sums, state)
-
-    return Trainer(cfg, system, init, chunk, -(-cfg.total_steps // cfg.eval_every), None, learn_step)
+    return Method(system, init, iteration, evaluate, loss_means, None, learn_step)

@@ -1,16 +1,15 @@
-"""Soft actor-critic (Haarnoja et al. 2018), the paper's model-free baseline (PAPER.md §6), compiled like the BPO loop.
+"""Soft actor-critic (Haarnoja et al. 2018), the paper's model-free baseline (PAPER.md §6), a `protocol.Method`.
 
 Glossary of shapes: N replay capacity (= total_steps: nothing is ever evicted), B batch, Q critics, O observation dim
 (state + time index), A action dim.
 
-One loop iteration i = one real-environment step, with a uniform random action while i < warmup and the actor's
+One iteration i = one real-environment step, with a uniform random action while i < warmup and the actor's
 sample after, stored in the replay; then, from i = warmup on,
     if i % critic_every == 0:  one Adam step on every critic's soft Bellman error, then Polyak targets (τ)
     if i % actor_every == 0:   one Adam step on E_s[α log π(a|s) - min_q Q_q(s, a)], a ~ π(·|s) reparameterised
 with the soft target y = r + γ (1 - done) (min_q Q̄_q(s', a') - α log π(a'|s')), a' ~ π(·|s'), and done = 1 at
-t = H - 1 (the time index in the observation makes the finite-horizon task Markov). α = `TrainConfig.entropy_coef`.
-A chunk of `eval_every` iterations is one `lax.scan` ending with the deterministic policy tanh(μ(s)) evaluated for
-one episode in the true system, exactly like the BPO loop.
+t = H - 1 (the time index in the observation makes the finite-horizon task Markov). α = the run's entropy_coef.
+Evaluation is one episode of the deterministic policy tanh(μ(s)) in the true system.
 """
 from __future__ import annotations
 
@@ -22,13 +21,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gradlens import envs
+from gradlens import envs, validate
 from gradlens.models.layers import mlp
 from gradlens.rollout import rollout
-from gradlens.training.baselines.common import (
-    chunk_stats, check_settings, flag, nonfinite_code, tanh_gaussian_sample,
-)
-from gradlens.training.loop import Trainer
+from gradlens.training.methods.tanh_gaussian import tanh_gaussian_sample
+from gradlens.training.protocol import LossSums, Method, add, flag, loss_means, nonfinite_code
 
 Array = jax.Array
 CRITIC_LOSS, ACTOR_LOSS = nonfinite_code("SAC critic loss"), nonfinite_code("SAC actor loss")
@@ -50,20 +47,17 @@ class SACConfig:
     default_warmup: ClassVar[int] = 1000  # TrainConfig.warmup_steps when left unset: uniform random actions
 
     def __post_init__(self):
-        check_settings(self, "sac", ("batch_size", "n_critics", "critic_every", "actor_every"),
-                       ("lr", "tau", "min_scale"))
-        if not self.hidden or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.hidden):
-            raise ValueError(f"sac hidden must be a non-empty tuple of positive integers, got {self.hidden!r}")
-        if not 0.0 <= self.discount <= 1.0:
-            raise ValueError(f"sac discount must be in [0, 1], got {self.discount!r}")
-        if self.tau > 1.0:
-            raise ValueError(f"sac tau must be in (0, 1], got {self.tau!r}")
+        for name in ("batch_size", "n_critics", "critic_every", "actor_every"):
+            validate.positive_int(getattr(self, name), f"sac {name}")
+        for name in ("lr", "tau", "min_scale"):
+            validate.positive(getattr(self, name), f"sac {name}")
+        object.__setattr__(self, "hidden", validate.positive_ints(self.hidden, "sac hidden"))
+        validate.probability(self.discount, "sac discount")
+        validate.probability(self.tau, "sac tau")
 
     def check(self, config) -> None:
-        """Constraints involving the TrainConfig: α = entropy_coef must be >= 0."""
-        if config.entropy_coef < 0:
-            raise ValueError(f"sac uses entropy_coef as its fixed entropy coefficient α >= 0, "
-                             f"got {config.entropy_coef!r}")
+        """Constraints involving the run config: α = entropy_coef must be >= 0."""
+        validate.finite(config.bpo.entropy_coef, "sac's fixed entropy coefficient α (entropy_coef)", low=0)
 
 
 class Transitions(NamedTuple):
@@ -137,23 +131,23 @@ class SACState(NamedTuple):
     target_params: Any  # every leaf [Q, ...]
     replay: Transitions  # leading axis N; row i holds env step i
     obs: Array  # [O] current real-environment state
-    sums: Array  # [4] per chunk: critic loss, #critic updates, actor grad norm, #actor updates
+    sums: Array  # [4] LossSums: critic loss, #critic updates, actor grad norm, #actor updates
     first_nonfinite: Array  # int32: first iteration with a non-finite loss, or -1
-    nonfinite_what: Array  # int32 index into loop.NONFINITE
+    nonfinite_what: Array  # int32 index into protocol.NONFINITE
 
 
-def make_sac_trainer(config) -> Trainer:
-    """SAC for `config` (a TrainConfig with method "sac"): pure `init(key)` and `chunk(state, start)`.
+def make_sac(config) -> Method:
+    """SAC for the run config `config` (method "sac"), its settings `config.baseline`, α = `config.bpo.entropy_coef`.
 
-    The Trainer's `model_step` is the critic update and its `policy_step` the actor update, both
-    `(state, i, key, n_transitions) -> state`.
+    `model_step` is the critic update and `policy_step` the actor update, both `(state, i, key, n_transitions) ->
+    state`.
     """
     cfg, sac = config, config.baseline
     system = envs.make(cfg.system, horizon=cfg.horizon, noise_std=cfg.noise_std)
     nets = make_networks(system.action_dim, sac.hidden, sac.min_scale)
     optimizer = optax.adam(sac.lr)
     s1 = system.initial_state()
-    alpha, n = cfg.entropy_coef, cfg.total_steps
+    alpha, n = cfg.bpo.entropy_coef, cfg.total_steps
 
     def init(key: Array) -> SACState:
         k_run, k_actor, k_critic = jax.random.split(key, 3)
@@ -192,7 +186,7 @@ def make_sac_trainer(config) -> Trainer:
         state = flag(state, i, jnp.isfinite(loss), CRITIC_LOSS)
         return state._replace(critic_params=params, critic_opt=opt,
                               target_params=soft_update(state.target_params, params, sac.tau),
-                              sums=state.sums.at[0].add(loss).at[1].add(1.0))
+                              sums=add(state.sums, LossSums, loss=loss, loss_updates=1.0))
 
     def actor_step(state: SACState, i, key, n_transitions) -> SACState:
         k_batch, k_loss = jax.random.split(key)
@@ -202,9 +196,9 @@ def make_sac_trainer(config) -> Trainer:
         updates, opt = optimizer.update(grad, state.actor_opt, state.actor_params)
         state = flag(state, i, jnp.isfinite(loss) & jnp.isfinite(grad_norm), ACTOR_LOSS)
         return state._replace(actor_params=optax.apply_updates(state.actor_params, updates), actor_opt=opt,
-                              sums=state.sums.at[2].add(grad_norm).at[3].add(1.0))
+                              sums=add(state.sums, LossSums, grad_norm=grad_norm, grad_updates=1.0))
 
-    def iteration(state: SACState, i):
+    def iteration(state: SACState, i) -> SACState:
         key, k_env, k_critic, k_actor = jax.random.split(state.key, 4)
         state = state._replace(key=key)
         live = i < cfg.total_steps
@@ -212,16 +206,11 @@ def make_sac_trainer(config) -> Trainer:
         learn = live & (i >= cfg.warmup_steps)
         state = jax.lax.cond(learn & (i % sac.critic_every == 0),
                              lambda s: critic_step(s, i, k_critic, i + 1), lambda s: s, state)
-        state = jax.lax.cond(learn & (i % sac.actor_every == 0),
-                             lambda s: actor_step(s, i, k_actor, i + 1), lambda s: s, state)
-        return state, None
+        return jax.lax.cond(learn & (i % sac.actor_every == 0),
+                            lambda s: actor_step(s, i, k_actor, i + 1), lambda s: s, state)
 
-    def chunk(state: SACState, start: Array):
-        state = state._replace(sums=jnp.zeros_like(state.sums))
-        state, _ = jax.lax.scan(iteration, state, start + jnp.arange(cfg.eval_every))
-        key, k_eval = jax.random.split(state.key)
+    def evaluate(state: SACState, key) -> Array:
         mode = lambda obs, k: jnp.tanh(nets.actor.apply(state.actor_params, obs)[0])
-        ret = rollout(system, mode, s1, cfg.horizon, k_eval).ret
-        return state._replace(key=key), chunk_stats(ret, state.sums, state)
+        return rollout(system, mode, s1, cfg.horizon, key).ret
 
-    return Trainer(cfg, system, init, chunk, -(-cfg.total_steps // cfg.eval_every), critic_step, actor_step)
+    return Method(system, init, iteration, evaluate, loss_means, critic_step, actor_step)
