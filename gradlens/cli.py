@@ -8,16 +8,22 @@ import sys
 import time
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
+from gradlens import compilation_cache
 
-from gradlens import compilation_cache, envs
-from gradlens.policies import TIME_INPUTS
-from gradlens.rollout import rollout
+# The training options' vocabularies, spelled here so that building the parser (`gradlens --help`) imports no JAX;
+# tests/test_cli.py checks that they are the package's (gradlens.policies, gradlens.training.methods.bpo).
+TIME_INPUTS = ("raw", "unit")
+NONFINITE_POLICY_GRAD = ("stop", "zero")
 
 
 def systems_table(horizon: int | None = None) -> list[dict]:
     """One row per system: dimensions, horizon, dt, and the return of one rollout under a fixed action sequence."""
+    import jax
+    import jax.numpy as jnp
+
+    from gradlens import envs
+    from gradlens.rollout import rollout
+
     rows = []
     for name in envs.names():
         system = envs.make(name) if horizon is None else envs.make(name, horizon=horizon)
@@ -271,6 +277,7 @@ def _run_and_print(system, models, horizons, args, quick: bool):
 
 
 def _cmd_audit(args) -> int:
+    from gradlens import envs
     from gradlens import models as model_registry
 
     models = _csv(args.models, "models")
@@ -400,7 +407,6 @@ _POLICY_OPTIONS = (("policy_time", "policy_time_input"), ("policy_lr", "policy_l
 
 
 def _add_policy_options(p: argparse.ArgumentParser) -> None:
-    from gradlens.training.loop import NONFINITE_POLICY_GRAD
 
     p.add_argument("--policy-time", choices=TIME_INPUTS, help="the policy's time input: raw step index (default, the "
                                                                "paper's) or unit (t / H; docs/fidelity.md)")
