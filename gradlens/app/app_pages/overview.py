@@ -51,9 +51,10 @@ def overview(report, path: str) -> None:
     st.plotly_chart(fig, theme=None)
     st.subheader("Reading")
     st.markdown(reading.markdown(report))
-    st.caption("One dash and marker per model: first-order (backpropagated) gradients, shaded about one standard "
-               "error; dotted with open markers: the zeroth-order reference through the simulator at the same budget. "
-               "Axes are logarithmic except the cosine's.")
+    st.caption("One dash and marker per model: first-order (backpropagated) gradients, shaded by their 95 % "
+               "bootstrap intervals (about one standard error for reports before schema 4); dotted with open markers: "
+               "the zeroth-order reference through the simulator at the same budget. Axes are logarithmic except the "
+               "cosine's.")
     table = summary_table(report)
     st.subheader("Summary")
     st.dataframe(pd.DataFrame(table[1:], columns=table[0]), hide_index=True)
