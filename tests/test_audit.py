@@ -232,3 +232,41 @@ def test_a_schema_1_report_still_loads_and_renders():
     back = AuditReport.from_json(r.to_json())
     assert back.warnings == [] and summary_rows(back)[1]["fit_ratio"] is None
     assert "no fit record: schema 1" in report_html(back, {}) and "WARNING" not in format_summary(back)
+
+
+def test_the_progress_bar_counts_real_sub_steps(monkeypatch):
+    """One unit per horizon of gradients, per (horizon, method) of Jacobians and of landscapes, then the paths and
+    the growth laws: for the simulator alone at H = 2, 3, 2 + 2 x 2 + 2 = 8 units, each labelled, all done."""
+    import tqdm.auto
+
+    bars = []
+
+    class Recorder:
+        def __init__(self, *args, total=None, desc=None, disable=False, **kwargs):
+            self.total, self.done, self.labels, self.descriptions = total, 0, [], [desc]
+            bars.append(self)
+
+        def update(self, n=1):
+            self.done += n
+
+        def set_postfix_str(self, label, refresh=True):
+            self.labels.append(label)
+
+        def set_description(self, desc):
+            self.descriptions.append(desc)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorder)
+    small = dataclasses.replace(SMALL, n_samples=2, landscape_points=3)
+    audit("linear", [], [2, 3], config=small, progress=True)
+    bar = next(b for b in bars if b.descriptions[0] == "audit")
+    assert (bar.total, bar.done) == (8, 8)
+    assert bar.labels == ["H = 2", "H = 3", "H = 2, simulator", "H = 3, simulator", "H = 2, simulator",
+                          "H = 3, simulator", "paths", "growth laws"]
+    assert bar.descriptions[1:] == [f"audit: {s}" for s in ("gradients", "jacobians", "landscapes", "paths",
+                                                             "growth")]

@@ -396,19 +396,31 @@ def audit(system, models: Sequence = ("markov", "hwm-transformer", "awm-transfor
     policy = make_policy(kind, base, horizon=h_max, noise_std=config.policy_noise)
     policy_params = policy.init(k_policy)
     methods = [SIMULATOR, *chosen]
-    stages = [("gradients", lambda: _gradients(report, dynamics_at, methods, policy, policy_params, k_grad, config)),
-              ("jacobians", lambda: _jacobians(report, dynamics_at, methods, policy, policy_params, k_noise, config)),
-              ("landscapes", lambda: _landscapes(report, dynamics_at, methods, policy, policy_params, k_dir, k_noise,
-                                                 config)),
-              ("paths", lambda: _paths(report, methods, kind, config)),
-              ("growth", lambda: report.growth.extend(growth_rows(report)))]
     from tqdm.auto import tqdm
 
-    for section, run in tqdm(stages, desc="audit", disable=not progress, leave=False):
-        start = time.perf_counter()
-        _guarded(section, h_max, run)
-        report.timings[section] = time.perf_counter() - start
-        say(f"{section}: done in {report.timings[section]:.1f} s")
+    n_h, n_m = len(grid), len(methods)
+    bar = tqdm(total=n_h + 2 * n_h * n_m + 2, desc="audit", disable=not progress, leave=False)
+
+    def step(label: str) -> None:
+        """One unit of the bar done: a horizon's gradients, a (horizon, method)'s Jacobians or landscapes, ..."""
+        bar.set_postfix_str(label, refresh=False)
+        bar.update()
+
+    stages = [("gradients", lambda: _gradients(report, dynamics_at, methods, policy, policy_params, k_grad, config,
+                                               step)),
+              ("jacobians", lambda: _jacobians(report, dynamics_at, methods, policy, policy_params, k_noise, config,
+                                               step)),
+              ("landscapes", lambda: _landscapes(report, dynamics_at, methods, policy, policy_params, k_dir, k_noise,
+                                                 config, step)),
+              ("paths", lambda: _paths(report, methods, kind, config) or step("paths")),
+              ("growth", lambda: report.growth.extend(growth_rows(report)) or step("growth laws"))]
+    with bar:
+        for section, run in stages:
+            start = time.perf_counter()
+            bar.set_description(f"audit: {section}")
+            _guarded(section, h_max, run)
+            report.timings[section] = time.perf_counter() - start
+            say(f"{section}: done in {report.timings[section]:.1f} s")
     return report
 
 
@@ -527,11 +539,16 @@ def _warning(report: AuditReport, kind: str, method: str | None, horizon: int | 
     report.warnings.append({"kind": kind, "method": method, "horizon": horizon, "message": message})
 
 
-def _gradients(report, dynamics_at, methods, policy, policy_params, key, config: AuditConfig) -> None:
-    rows = gradients.horizon_sweep(
-        lambda h: dynamics_at(SIMULATOR, h), {m: (lambda h, m=m: dynamics_at(m, h)) for m in methods[1:]},
-        policy, policy_params, report.horizons, key, config.n_samples, zeroth_order="simulator",
-        policy_input_grad=config.policy_input_grad, s1_noise=config.s1_noise)
+def _gradients(report, dynamics_at, methods, policy, policy_params, key, config: AuditConfig, step) -> None:
+    """Every method's gradient statistics, one horizon at a time (the same key at each: common random numbers, as
+    in one `horizon_sweep` over the grid)."""
+    rows = []
+    for h in report.horizons:
+        rows += gradients.horizon_sweep(
+            lambda h: dynamics_at(SIMULATOR, h), {m: (lambda h, m=m: dynamics_at(m, h)) for m in methods[1:]},
+            policy, policy_params, [h], key, config.n_samples, zeroth_order="simulator",
+            policy_input_grad=config.policy_input_grad, s1_noise=config.s1_noise)
+        step(f"H = {h}")
     for row in rows:
         if row["n_nonfinite"]:
             _problem(report, "gradients", row["method"], row["horizon"],
@@ -547,7 +564,7 @@ def _nonfinite_where(values: np.ndarray, names: str) -> str:
     return f"{len(bad)} non-finite value(s) at {names} = {shown}{' …' if len(bad) > 6 else ''}"
 
 
-def _jacobians(report, dynamics_at, methods, policy, policy_params, noise_key, config: AuditConfig) -> None:
+def _jacobians(report, dynamics_at, methods, policy, policy_params, noise_key, config: AuditConfig, step) -> None:
     """Jacobian chains of the deterministic policy's rollout; a system with process noise is differentiated along
     one fixed draw of its noise (`noise_key`, the same at every H)."""
     act = policy.bind(policy_params, deterministic=True)
@@ -574,9 +591,11 @@ def _jacobians(report, dynamics_at, methods, policy, policy_params, noise_key, c
                 if not np.all(np.isfinite(steps)):
                     _problem(report, "jacobians", method, h, "step Jacobian norms: " + _nonfinite_where(steps, "(t,)"))
             report.jacobians.append(_plain(row))
+            step(f"H = {h}, {method}")
 
 
-def _landscapes(report, dynamics_at, methods, policy, policy_params, key, noise_key, config: AuditConfig) -> None:
+def _landscapes(report, dynamics_at, methods, policy, policy_params, key, noise_key, config: AuditConfig,
+                step) -> None:
     """1-D and 2-D slices of J; a system with process noise is sliced along one fixed draw (`noise_key`)."""
     normalize = not isinstance(policy_params, jax.Array)  # an open-loop θ = 0 would give zero filter-normalised ones
     d1, d2 = (landscape.random_direction(policy_params, k, filter_normalize=normalize) for k in jax.random.split(key))
@@ -601,6 +620,7 @@ def _landscapes(report, dynamics_at, methods, policy, policy_params, key, noise_
                              f"{rough['nonfinite_at'][:6]}")
                 report.landscapes.append(_plain({"method": method, "horizon": h, "kind": kind,
                                                  "grid": grid, "values": values, "roughness": rough}))
+            step(f"H = {h}, {method}")
 
 
 def _paths(report, methods, kind: str, config: AuditConfig) -> None:
