@@ -25,7 +25,7 @@ from gradlens import envs
 from gradlens.envs.base import System
 from gradlens.policies import check_time_input, make_policy
 from gradlens.rollout import check_policy_input_grad, rollout
-from gradlens.training.bpo import gradient_agreement, policy_gradient, policy_optimizer, policy_update
+from gradlens.training.bpo import gradient_agreement, policy_gradient, policy_optimizer, policy_update, reverse_mode
 from gradlens.training.fit import model_loss
 
 Array = jax.Array
@@ -278,7 +278,7 @@ def make_trainer(config: TrainConfig) -> Trainer:
         k_idx, k_roll = jax.random.split(key)
         starts = state.buffer_states[jax.random.randint(k_idx, (cfg.policy_batch,), 0, n_episodes), 0]
         dynamics = (model, state.model_params) if use_model else system
-        args = (starts, k_roll, H, cfg.entropy_coef, cfg.policy_input_grad, cfg.remat)
+        args = (starts, k_roll, H, cfg.entropy_coef, cfg.policy_input_grad, reverse_mode(cfg.remat))
         grad, stats = policy_gradient(state.policy_params, policy, dynamics, *args)
         if use_model and cfg.compare_to_simulator:
             reference, _ = policy_gradient(state.policy_params, policy, system, *args)
