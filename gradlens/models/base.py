@@ -32,6 +32,7 @@ import numpy as np
 
 from gradlens.dynamics import STEP_ONLY, Capabilities
 from gradlens.envs.base import System, check_finite, check_shape, float_dtype, is_concrete
+from gradlens.models.kv_reverse import kv_reverse_rollout
 
 Array = jax.Array
 Params = Any  # a Haiku params mapping {module: {name: array}}, plus NORMALIZER when config.normalize
@@ -341,8 +342,6 @@ class ModelDynamics:
     def custom_reverse(self, step_policy, s1: Array, horizon: int, step_keys: Array, policy_reads_state: bool):
         """The `Trajectory` of `rollout(..., reverse="recompute")` with the blocked reverse pass of
         `gradlens.models.kv_reverse` (no KV cache stored per step; reverse mode only)."""
-        from gradlens.models.kv_reverse import kv_reverse_rollout
-
         self.model._check_horizon(horizon)
         return kv_reverse_rollout(self, step_policy, s1, horizon, step_keys, policy_reads_state)
 
