@@ -139,7 +139,8 @@ def main():
         rows = [measure(name, h, args) for h in horizons]
         for h, r in zip(horizons, rows):
             print(f"| {name} | {h} | {1e3 * r['fwd']:.2f} | {1e3 * r['stored']:.2f} | {1e3 * r['recompute']:.2f} "
-                  f"| {r['stored'] / r['fwd']:.2f} | {r['recompute'] / r['fwd']:.2f} | {r['compile']:.1f} |", flush=True)
+                  f"| {r['stored'] / r['fwd']:.2f} | {r['recompute'] / r['fwd']:.2f} | {r['compile']:.1f} |",
+                  flush=True)
         best = [min(r["stored"], r["recompute"]) for r in rows]
         fits[name] = (exponent(horizons, [r["fwd"] for r in rows]), exponent(horizons, best),
                       max(r["stored"] / r["fwd"] for r in rows), max(r["recompute"] / r["fwd"] for r in rows),

@@ -23,7 +23,7 @@ from gradlens.models.base import WorldModel
 Array = jax.Array
 Policy = Callable[[Array, Array], Array]  # (obs [O], key) -> action [A]
 PolicyInputGrad = Union[str, float]
-REVERSE = ("store", "recompute")  # reverse-mode strategies of `rollout` (see its docstring)
+REVERSE_MODES = ("store", "recompute")  # reverse-mode strategies of `rollout` (see its docstring)
 
 
 def as_dynamics(dynamics) -> Dynamics:
@@ -60,8 +60,8 @@ def check_policy_input_grad(value) -> None:
 
 
 def check_reverse(value) -> None:
-    if not (isinstance(value, str) and value in REVERSE):
-        raise ValueError(f"reverse must be one of {', '.join(map(repr, REVERSE))}, got {value!r}")
+    if not (isinstance(value, str) and value in REVERSE_MODES):
+        raise ValueError(f"reverse must be one of {', '.join(map(repr, REVERSE_MODES))}, got {value!r}")
 
 
 def rollout(

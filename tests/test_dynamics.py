@@ -1,4 +1,4 @@
-"""The dynamics contract (`gradlens.dynamics`), and the gradient the audit analyses being the one the trainer optimises."""
+"""The dynamics contract (`gradlens.dynamics`); the gradient the audit analyses is the one the trainer optimises."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,7 +8,7 @@ import gradlens as gl
 from gradlens.analysis.gradients import per_sample_gradients
 from gradlens.dynamics import STEP_ONLY, Capabilities, Dynamics
 from gradlens.rollout import as_dynamics
-from gradlens.training.bpo import REVERSE, policy_gradient, reverse_mode
+from gradlens.training.bpo import DEFAULT_REVERSE, policy_gradient, reverse_mode
 from gradlens.training.loop import TrainConfig
 
 H, N = 8, 2
@@ -53,7 +53,7 @@ def test_audit_gradient_is_the_trainers_bit_for_bit(name, policy_input_grad):
     policy = gl.policies.make_policy("mlp", system, (16, 16))
     theta = policy.init(jax.random.PRNGKey(0))
     s1, key, entropy_coef = system.initial_state(), jax.random.PRNGKey(2), TrainConfig.entropy_coef
-    assert reverse_mode(TrainConfig.remat) == REVERSE  # the trainer's default is the analysis' mode
+    assert reverse_mode(TrainConfig.remat) == DEFAULT_REVERSE  # the trainer's default is the analysis' mode
 
     audit = per_sample_gradients(_pair(static, params), policy, theta, s1, H, key, N, entropy_coef=entropy_coef,
                                  policy_input_grad=policy_input_grad)

@@ -17,8 +17,8 @@ same noise under the same key (common random numbers). Non-finite gradients are 
 silently (`GradientStats.n_nonfinite`, `.nonfinite_samples`, `.nonfinite_leaves`).
 
 Sample i's first-order gradient is the trainer's (`gradlens.training.bpo.policy_gradient` of a batch of one, in the
-trainer's reverse mode `bpo.REVERSE`), vmapped over the samples: the gradient analysed is the gradient optimised, bit
-for bit (tests/test_dynamics.py); its zeroth-order estimate evaluates the same objective.
+trainer's reverse mode `bpo.DEFAULT_REVERSE`), vmapped over the samples: the gradient analysed is the gradient
+optimised, bit for bit (tests/test_dynamics.py); the zeroth-order estimator evaluates the same objective.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from jax.flatten_util import ravel_pytree
 
 from gradlens.envs.base import System, check_positive
 from gradlens.models.base import WorldModel
-from gradlens.training.bpo import REVERSE, imagined_objective, policy_gradient
+from gradlens.training.bpo import DEFAULT_REVERSE, imagined_objective, policy_gradient
 
 Array = jax.Array
 ZEROTH_ORDER = ("none", "simulator", "all")
@@ -82,7 +82,7 @@ def _estimator(kind, policy, static, pair, horizon, entropy_coef, policy_input_g
     def first_order(policy_params, dyn_params, s1, key):  # the trainer's gradient, in its reverse mode
         dynamics, s, k_roll = inputs(dyn_params, s1, key)
         return policy_gradient(policy_params, policy, dynamics, s, k_roll, horizon, entropy_coef, policy_input_grad,
-                               REVERSE)[0]
+                               DEFAULT_REVERSE)[0]
 
     def zeroth_order(policy_params, dyn_params, s1, key):
         flat, unravel = ravel_pytree(policy_params)  # [P]

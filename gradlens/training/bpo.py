@@ -6,9 +6,9 @@ Glossary of shapes: B imagined rollouts per update, H horizon, O observation dim
 
 with ŝ unrolled through `dynamics` (a true `System` = the simulator baseline, or a `(model, params)` pair) by
 `gradlens.rollout`. The trainer and the analysis (`gradlens.analysis.gradients`, hence `audit`) both differentiate
-`imagined_objective`, in the reverse mode `REVERSE` unless told otherwise, so the gradient analysed is the gradient
-optimised. Top-level pure functions, in the spirit of Brax's APG: `imagined_objective`, `policy_gradient`,
-`policy_update`.
+`imagined_objective` by `policy_gradient`, in the reverse mode `DEFAULT_REVERSE` unless told otherwise, so the
+gradient analysed is the gradient optimised. Top-level pure functions, in the spirit of Brax's APG:
+`imagined_objective`, `policy_gradient`, `policy_update`.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from jax.flatten_util import ravel_pytree
 from gradlens.rollout import check_reverse, policy_input, rollout
 
 Array = jax.Array
-REVERSE = "recompute"  # the reverse mode (`gradlens.rollout`) of the trainer's default TrainConfig.remat=True
+DEFAULT_REVERSE = "recompute"  # `rollout`'s reverse mode under the trainer's default TrainConfig.remat=True
 
 
 def reverse_mode(remat: bool) -> str:
@@ -41,7 +41,7 @@ class PolicyStats(NamedTuple):
 
 def imagined_objective(policy_params, policy, dynamics, s1: Array, key: Array, horizon: int,
                        entropy_coef: float, policy_input_grad="stop",
-                       reverse: str = REVERSE) -> tuple[Array, tuple[Array, Array]]:
+                       reverse: str = DEFAULT_REVERSE) -> tuple[Array, tuple[Array, Array]]:
     """J for B rollouts from s1 [B, O] with one key each; returns (J, (mean return, mean entropy)).
     reverse: how the backward pass gets each rollout step's values, "store" or "recompute" (`gradlens.rollout`)."""
     check_reverse(reverse)
@@ -59,7 +59,7 @@ def imagined_objective(policy_params, policy, dynamics, s1: Array, key: Array, h
 
 
 def policy_gradient(policy_params, policy, dynamics, s1, key, horizon, entropy_coef, policy_input_grad="stop",
-                    reverse: str = REVERSE):
+                    reverse: str = DEFAULT_REVERSE):
     """(∇_θ J, PolicyStats) — the gradient of the imagined objective (ascent direction)."""
     (objective, (ret, entropy)), grad = jax.value_and_grad(imagined_objective, has_aux=True)(
         policy_params, policy, dynamics, s1, key, horizon, entropy_coef, policy_input_grad, reverse)
