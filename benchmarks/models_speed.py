@@ -5,11 +5,11 @@
 For every model class and H in {16, 32, 64, 128, 256}: the time of one closed-loop forward rollout (or of the mean
 return of `--batch` vmapped rollouts) through `gradlens.rollout` (state-feedback MLP policy (64, 64) swish), of one
 policy gradient (jax.grad of that return w.r.t. the policy parameters, policy_input_grad="stop") in both reverse
-modes `rollout` offers: activations stored (remat=False) and recomputed (remat=True, the trainer's default; for the
-HWM-transformer the blocked KV reverse pass of `gradlens.models.kv_reverse`), the ratio gradient / forward of each,
-and the exponent p of a least-squares fit time ∝ H^p. `awm-transformer (open loop)` optimises the action sequence
-directly: one causal pass. Forward and gradients are timed interleaved, medians of `--repeats` rounds of the
-compiled functions (block_until_ready), so that a busy spell of the machine hits all of them alike; compile time
+modes `rollout` offers: activations stored (reverse="store") and recomputed (reverse="recompute", the trainer's
+default; for the HWM-transformer the blocked KV reverse pass of `gradlens.models.kv_reverse`), the ratio gradient /
+forward of each, and the exponent p of a least-squares fit time ∝ H^p. `awm-transformer (open loop)` optimises the
+action sequence directly: one causal pass. Forward and gradients are timed interleaved, medians of `--repeats` rounds
+of the compiled functions (block_until_ready), so that a busy spell of the machine hits all of them alike; compile time
 (lower + compile) is reported apart. The last table compares the KV-cached transformer rollout with a full recompute
 of the causal pass at every step (`bind(params, recompute=True)`, batch 1).
 
@@ -81,14 +81,15 @@ def measure(name, horizon, args):
         s1 = jnp.broadcast_to(s1, (args.batch, system.obs_dim))
     if name in VARIANTS:
         theta = jnp.zeros((horizon, system.action_dim))
-        ret = lambda th, s, remat: gl.rollout((model, params), jnp.tanh(th), s, remat=remat).ret
+        ret = lambda th, s, reverse: gl.rollout((model, params), jnp.tanh(th), s, reverse=reverse).ret
     else:
         theta, policy = make_policy(system, horizon)
-        ret = lambda th, s, remat: gl.rollout((model, params), policy(th), s, horizon, remat=remat).ret
+        ret = lambda th, s, reverse: gl.rollout((model, params), policy(th), s, horizon, reverse=reverse).ret
     if args.batch > 1:
-        ret = lambda th, s1, remat, one=ret: jnp.mean(jax.vmap(lambda s: one(th, s, remat))(s1))
-    fns = {"fwd": lambda th, s: ret(th, s, False),  # w.r.t. the policy only; the model's params are fixed
-           "stored": jax.grad(lambda th, s: ret(th, s, False)), "remat": jax.grad(lambda th, s: ret(th, s, True))}
+        ret = lambda th, s1, reverse, one=ret: jnp.mean(jax.vmap(lambda s: one(th, s, reverse))(s1))
+    fns = {"fwd": lambda th, s: ret(th, s, "store"),  # w.r.t. the policy only; the model's params are fixed
+           "stored": jax.grad(lambda th, s: ret(th, s, "store")),
+           "recompute": jax.grad(lambda th, s: ret(th, s, "recompute"))}
     times = timed_together(fns, theta, s1, repeats=args.repeats)
     return {key: t for key, (_, t) in times.items()} | {"compile": sum(c for c, _ in times.values())}
 
@@ -129,25 +130,26 @@ def main():
         args.repeats = 1
     print(f"# world-model speed: system {args.system}, batch {args.batch}, median of {args.repeats}, "
           f"jax {jax.__version__} on {jax.devices()[0].platform} ({jax.devices()[0].device_kind})\n")
-    print("| model | H | forward ms | gradient ms, stored | gradient ms, remat | grad / fwd, stored | grad / fwd, remat "
-          "| compile s |")
+    print("| model | H | forward ms | gradient ms, stored | gradient ms, recompute | grad / fwd, stored "
+          "| grad / fwd, recompute | compile s |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     fits = {}
     names = [*QUICK_CLASSES, *VARIANTS] if args.quick else [*CLASSES, *VARIANTS]
     for name in names:
         rows = [measure(name, h, args) for h in horizons]
         for h, r in zip(horizons, rows):
-            print(f"| {name} | {h} | {1e3 * r['fwd']:.2f} | {1e3 * r['stored']:.2f} | {1e3 * r['remat']:.2f} "
-                  f"| {r['stored'] / r['fwd']:.2f} | {r['remat'] / r['fwd']:.2f} | {r['compile']:.1f} |", flush=True)
-        best = [min(r["stored"], r["remat"]) for r in rows]
+            print(f"| {name} | {h} | {1e3 * r['fwd']:.2f} | {1e3 * r['stored']:.2f} | {1e3 * r['recompute']:.2f} "
+                  f"| {r['stored'] / r['fwd']:.2f} | {r['recompute'] / r['fwd']:.2f} | {r['compile']:.1f} |",
+                  flush=True)
+        best = [min(r["stored"], r["recompute"]) for r in rows]
         fits[name] = (exponent(horizons, [r["fwd"] for r in rows]), exponent(horizons, best),
-                      max(r["stored"] / r["fwd"] for r in rows), max(r["remat"] / r["fwd"] for r in rows),
+                      max(r["stored"] / r["fwd"] for r in rows), max(r["recompute"] / r["fwd"] for r in rows),
                       max(b / r["fwd"] for b, r in zip(best, rows)))
     print("\n| model | forward exponent p (time ∝ H^p) | gradient exponent (faster mode) | max grad / fwd, stored "
-          "| max grad / fwd, remat | max grad / fwd, faster mode |")
+          "| max grad / fwd, recompute | max grad / fwd, faster mode |")
     print("|---|---:|---:|---:|---:|---:|")
-    for name, (p_fwd, p_grad, stored, remat, best) in fits.items():
-        print(f"| {name} | {p_fwd:.2f} | {p_grad:.2f} | {stored:.2f} | {remat:.2f} | {best:.2f} |")
+    for name, (p_fwd, p_grad, stored, recompute, best) in fits.items():
+        print(f"| {name} | {p_fwd:.2f} | {p_grad:.2f} | {stored:.2f} | {recompute:.2f} | {best:.2f} |")
     if args.quick:
         return
     h = horizons[-1]

@@ -4,7 +4,8 @@ written, and refuse it in one line when it exceeds the memory available.
 The estimate is an upper-bound-minded sum of the big arrays (bytes), not a simulation of XLA's allocator: the trainer
 state [S, C, H+1, O] (with the jitted chunk's copy), the world model's activations over a fit batch of whole
 episodes [B, H+1, width] (transformers: attention [B, layers, heads, H+1, H+1]), the imagined rollouts of a policy
-update [policy_batch, H, width] (a transformer without remat keeps its cache [layers, 2, H+1, width] at every step),
+update [policy_batch, H, width] (a transformer whose rollout stores its activations, reverse="store", i.e.
+TrainConfig.remat=False, keeps its cache [layers, 2, H+1, width] at every step),
 and, for an audit, the Jacobian chains [H+1, O, H, A] and the gradient samples. tests/test_memory.py checks it grows
 with H (H² for transformers) and seeds, and stays within a stated factor of XLA's compiled peak for a small case.
 
@@ -94,9 +95,11 @@ def train_estimate(config) -> int:
     """Bytes a `TrainConfig` run needs (see the module docstring); BPO methods only, a baseline's replay buffer
     and networks are counted as the trainer state [S, C, H+1, O] alone."""
     from gradlens import envs, models
+    from gradlens.training.bpo import reverse_mode
     from gradlens.training.methods import BASELINES, SIMULATOR
 
     system = envs.make(config.system, horizon=config.horizon, noise_std=config.noise_std)
+    stores = reverse_mode(config.remat) == "store"  # the imagined rollouts keep every step's activations
     H, O, A, S = config.horizon, system.obs_dim, system.action_dim, config.seeds
     capacity = -(-config.total_steps // H)
     state = capacity * ((H + 1) * O + H * A)
@@ -109,7 +112,7 @@ def train_estimate(config) -> int:
             shape = _model_shape(model)
             elements += S * (4 * shape[0]  # params, gradient, Adam's two moments
                              + _sequence_bytes(model, shape, config.model_batch, H, config.method.startswith("hwm"))
-                             + _sequence_bytes(model, shape, config.policy_batch, H, kept_cache=not config.remat))
+                             + _sequence_bytes(model, shape, config.policy_batch, H, kept_cache=stores))
     return int(elements * _itemsize())
 
 

@@ -166,21 +166,21 @@ def test_kv_reverse_gives_exact_gradients_without_per_step_caches(name, block, x
     system, model, params = _setup(name)
     s1, theta = system.initial_state() + 0.1, _theta(system.obs_dim, system.action_dim)
 
-    def ret(theta, params, s1, mode, remat):  # remat=None: the reference, autodiff through the full recompute
-        dyn = model.bind(params, recompute=remat is None)
-        traj = gl.rollout(dyn, linear_policy(theta), s1, H, policy_input_grad=mode, remat=bool(remat))
+    def ret(theta, params, s1, mode, reverse):  # reverse=None: the reference, autodiff through the full recompute
+        dyn = model.bind(params, recompute=reverse is None)
+        traj = gl.rollout(dyn, linear_policy(theta), s1, H, policy_input_grad=mode, reverse=reverse or "store")
         return traj.ret + 0.1 * jnp.sum(traj.states ** 2) + 0.1 * jnp.sum(traj.actions)  # every output's cotangent
 
     for mode in ("full", "stop", 0.5):
         grad = jax.jit(jax.value_and_grad(ret, argnums=(0, 1, 2)), static_argnums=(3, 4))
-        reference, kv = grad(theta, params, s1, mode, None), grad(theta, params, s1, mode, True)
+        reference, kv = grad(theta, params, s1, mode, None), grad(theta, params, s1, mode, "recompute")
         jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13), reference, kv)
         assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(kv[1][0]))  # the policy gets gradient
     # the policy alone (model params not differentiated), vmapped over starts
     starts = jnp.stack([s1, s1 * 1.5])
-    batch = lambda th, remat: jnp.mean(jax.vmap(lambda s: ret(th, params, s, "full", remat))(starts))
+    batch = lambda th, reverse: jnp.mean(jax.vmap(lambda s: ret(th, params, s, "full", reverse))(starts))
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13),
-                           jax.grad(batch)(theta, None), jax.grad(batch)(theta, True))
+                           jax.grad(batch)(theta, None), jax.grad(batch)(theta, "recompute"))
 
     def residual_shapes(f):
         out = io.StringIO()
@@ -189,10 +189,10 @@ def test_kv_reverse_gives_exact_gradients_without_per_step_caches(name, block, x
         return out.getvalue().replace(" ", "")
 
     cache_per_step = f"[{H},3,{H + 1},16]"  # [H, heads, T, head width]: one KV cache stored per step
-    plain = lambda th, remat: gl.rollout((model, params), linear_policy(th), s1, H, policy_input_grad="full",
-                                         remat=remat).ret
-    assert cache_per_step in residual_shapes(lambda th: plain(th, False))
-    assert cache_per_step not in residual_shapes(lambda th: plain(th, True))
+    plain = lambda th, reverse: gl.rollout((model, params), linear_policy(th), s1, H, policy_input_grad="full",
+                                           reverse=reverse).ret
+    assert cache_per_step in residual_shapes(lambda th: plain(th, "store"))
+    assert cache_per_step not in residual_shapes(lambda th: plain(th, "recompute"))
 
 
 @pytest.mark.slow

@@ -131,7 +131,7 @@ def test_bad_actions_and_states():
 
 
 @pytest.mark.parametrize("dynamics", ["cancer", "markov", "hwm-rnn", "hwm-transformer"])
-def test_remat_gives_the_same_values_and_gradients(dynamics):
+def test_reverse_modes_give_the_same_values_and_gradients(dynamics):
     system = gl.envs.make("cancer", horizon=12, noise_std=0.01)
     if dynamics != "cancer":
         model = gl.models.make(dynamics, system)
@@ -142,15 +142,15 @@ def test_remat_gives_the_same_values_and_gradients(dynamics):
     theta = policy.init(jax.random.PRNGKey(0))
     key = jax.random.PRNGKey(1)
 
-    def ret(th, remat):
-        return gl.rollout(system_or_model, policy.bind(th), system.initial_state(), key=key, remat=remat,
+    def ret(th, reverse):
+        return gl.rollout(system_or_model, policy.bind(th), system.initial_state(), key=key, reverse=reverse,
                           policy_input_grad="full").ret
 
-    plain, stored = jax.value_and_grad(ret)(theta, False)
-    again, recomputed = jax.value_and_grad(ret)(theta, True)
+    plain, stored = jax.value_and_grad(ret)(theta, "store")
+    again, recomputed = jax.value_and_grad(ret)(theta, "recompute")
     np.testing.assert_allclose(again, plain, rtol=1e-6)
     for a, b in zip(jax.tree.leaves(recomputed), jax.tree.leaves(stored)):  # float32: rounding differs
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(jnp.abs(b).max()))
     assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(stored))
-    with pytest.raises(ValueError, match="remat must be True or False, got 'yes'"):
-        gl.rollout(system, policy.bind(theta), system.initial_state(), key=key, remat="yes")
+    with pytest.raises(ValueError, match="reverse must be one of 'store', 'recompute', got True"):
+        gl.rollout(system, policy.bind(theta), system.initial_state(), key=key, reverse=True)

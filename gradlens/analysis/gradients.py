@@ -15,6 +15,10 @@ jax.random.split(key_i, 3): the initial-state perturbation, the policy and proce
 zeroth-order estimator) the parameter perturbation. So the first- and zeroth-order estimators, and every model, see the
 same noise under the same key (common random numbers). Non-finite gradients are counted and located, never dropped
 silently (`GradientStats.n_nonfinite`, `.nonfinite_samples`, `.nonfinite_leaves`).
+
+Sample i's first-order gradient is the trainer's (`gradlens.training.bpo.policy_gradient` of a batch of one, in the
+trainer's reverse mode `bpo.DEFAULT_REVERSE`), vmapped over the samples: the gradient analysed is the gradient
+optimised, bit for bit (tests/test_dynamics.py); the zeroth-order estimator evaluates the same objective.
 """
 from __future__ import annotations
 
@@ -29,7 +33,8 @@ from jax.flatten_util import ravel_pytree
 
 from gradlens.analysis.uncertainty import gradient_intervals
 from gradlens.envs.base import System, check_positive
-from gradlens.training.bpo import imagined_objective
+from gradlens.models.base import WorldModel
+from gradlens.training.bpo import DEFAULT_REVERSE, imagined_objective, policy_gradient
 
 Array = jax.Array
 ZEROTH_ORDER = ("none", "simulator", "all")
@@ -37,7 +42,7 @@ ZEROTH_ORDER = ("none", "simulator", "all")
 
 def _split_dynamics(dynamics):
     """(static part, params): a world model's params are a traced jit argument, not a baked-in constant."""
-    if isinstance(dynamics, tuple) and len(dynamics) == 2 and hasattr(dynamics[0], "bind"):
+    if isinstance(dynamics, tuple) and len(dynamics) == 2 and isinstance(dynamics[0], WorldModel):
         return dynamics[0], dynamics[1]
     return dynamics, None
 
@@ -64,13 +69,21 @@ def _initial_states(s1: Array, n_samples: int) -> Array:
 def _estimator(kind, policy, static, pair, horizon, entropy_coef, policy_input_grad, s1_noise, sigma, antithetic):
     """jit(vmap) of one sample's estimate (policy_params, dyn_params, s1s [N, O], keys [N]) -> samples pytree [N]."""
 
-    def objective(policy_params, dyn_params, s1, key):  # J of ONE imagined rollout, its s1 perturbed
+    def inputs(dyn_params, s1, key):  # (dynamics, s1 [1, O] perturbed, rollout key) of ONE imagined rollout
         k_s1, k_roll, _ = jax.random.split(key, 3)
         noise = s1_noise * jax.random.normal(k_s1, (s1.shape[-1] - 1,), s1.dtype)
         s = s1 + jnp.concatenate([noise, jnp.zeros((1,), s1.dtype)])  # time channel untouched
-        dynamics = (static, dyn_params) if pair else static
-        return imagined_objective(policy_params, policy, dynamics, s[None], k_roll, horizon, entropy_coef,
+        return ((static, dyn_params) if pair else static), s[None], k_roll
+
+    def objective(policy_params, dyn_params, s1, key):  # J of ONE imagined rollout
+        dynamics, s, k_roll = inputs(dyn_params, s1, key)
+        return imagined_objective(policy_params, policy, dynamics, s, k_roll, horizon, entropy_coef,
                                   policy_input_grad)[0]
+
+    def first_order(policy_params, dyn_params, s1, key):  # the trainer's gradient, in its reverse mode
+        dynamics, s, k_roll = inputs(dyn_params, s1, key)
+        return policy_gradient(policy_params, policy, dynamics, s, k_roll, horizon, entropy_coef, policy_input_grad,
+                               DEFAULT_REVERSE)[0]
 
     def zeroth_order(policy_params, dyn_params, s1, key):
         flat, unravel = ravel_pytree(policy_params)  # [P]
@@ -82,7 +95,7 @@ def _estimator(kind, policy, static, pair, horizon, entropy_coef, policy_input_g
             diff = (j_plus - objective(policy_params, dyn_params, s1, key)) / sigma
         return unravel(diff * u)
 
-    one = jax.grad(objective) if kind == "first-order" else zeroth_order
+    one = first_order if kind == "first-order" else zeroth_order
     return jax.jit(jax.vmap(one, in_axes=(None, None, 0, 0)))
 
 

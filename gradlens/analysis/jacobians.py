@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradlens.dynamics import STEP_ONLY
 from gradlens.envs.base import check_finite, check_shape
 from gradlens.rollout import Trajectory, as_dynamics, rollout
 
@@ -165,7 +166,8 @@ class _Probed:
     obs_dim = property(lambda self: self.inner.obs_dim)
     action_dim = property(lambda self: self.inner.action_dim)
     horizon = property(lambda self: self.inner.horizon)
-    needs_key = property(lambda self: getattr(self.inner, "needs_key", False))
+    needs_key = property(lambda self: self.inner.needs_key)
+    capabilities = STEP_ONLY  # one step: the probe must see every fed state
 
     def reset(self, s1, horizon):
         return self.inner.reset(s1, horizon)

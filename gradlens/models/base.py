@@ -16,7 +16,8 @@ normalised physical state only: the time channel never enters a core, the wrappe
                                                    without it, a scan over `step` is used
 
 `WorldModel` wraps a core with validation, normalisation, open-loop prediction, teacher forcing and `bind` (the
-`Dynamics` that `gradlens.rollout` unrolls: one step at a time with the carried memory).
+`gradlens.dynamics.Dynamics` that `gradlens.rollout` unrolls: one step at a time with the carried memory, and the
+optional modes its `capabilities` declare).
 """
 from __future__ import annotations
 
@@ -29,7 +30,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradlens.dynamics import STEP_ONLY, Capabilities
 from gradlens.envs.base import System, check_finite, check_shape, float_dtype, is_concrete
+from gradlens.models.kv_reverse import kv_reverse_rollout
 
 Array = jax.Array
 Params = Any  # a Haiku params mapping {module: {name: array}}, plus NORMALIZER when config.normalize
@@ -203,11 +206,11 @@ class WorldModel:
         return self._with_time(states[0], self._decode(params, ys))
 
     def bind(self, params: Params, *, recompute: bool = False):
-        """`Dynamics` for `gradlens.rollout`, stepping with carried memory (KV cache, LSTM or SSM state).
-
-        An AWM's also has `open_loop` (= predict, one causal pass). recompute=True instead re-runs the whole-sequence
-        pass over the padded prefix at every step (no cache; O(H^3) for a transformer): a reference for tests and
-        benchmarks.
+        """`gradlens.dynamics.Dynamics` for `gradlens.rollout`, stepping with carried memory (KV cache, LSTM or SSM
+        state). Capabilities: an AWM's offers `open_loop` (= predict, one causal pass), a transformer's
+        `custom_reverse` (`gradlens.models.kv_reverse`). recompute=True instead re-runs the whole-sequence pass over
+        the padded prefix at every step (no cache; O(H^3) for a transformer; one step only): a reference for tests
+        and benchmarks.
         """
         if recompute:
             return RecomputeDynamics(self, params)
@@ -332,15 +335,13 @@ class ModelDynamics:
         return self.model.system.reward(obs, action)
 
     @property
-    def has_kv_reverse(self) -> bool:
-        """Whether `kv_reverse` applies: a KV-cached transformer core."""
-        return "step_probed" in self.model._fns.apply
+    def capabilities(self) -> Capabilities:
+        """A custom reverse pass for a KV-cached transformer core; open loop for an AWM (`OpenLoopDynamics`)."""
+        return Capabilities(open_loop=False, custom_reverse="step_probed" in self.model._fns.apply)
 
-    def kv_reverse(self, step_policy, s1: Array, horizon: int, step_keys: Array, policy_reads_state: bool):
-        """The `Trajectory` of `rollout(..., remat=True)` with the blocked reverse pass of
+    def custom_reverse(self, step_policy, s1: Array, horizon: int, step_keys: Array, policy_reads_state: bool):
+        """The `Trajectory` of `rollout(..., reverse="recompute")` with the blocked reverse pass of
         `gradlens.models.kv_reverse` (no KV cache stored per step; reverse mode only)."""
-        from gradlens.models.kv_reverse import kv_reverse_rollout
-
         self.model._check_horizon(horizon)
         return kv_reverse_rollout(self, step_policy, s1, horizon, step_keys, policy_reads_state)
 
@@ -353,6 +354,10 @@ class ModelDynamics:
 class OpenLoopDynamics(ModelDynamics):
     """An AWM's `Dynamics`: as `ModelDynamics`, plus the one-pass open-loop fast path."""
 
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(open_loop=True, custom_reverse="step_probed" in self.model._fns.apply)
+
     def open_loop(self, s1: Array, actions: Array, key=None) -> Array:
         """states [H+1, O] from s1 [O] and actions [H, A]: `model.predict`."""
         return self.model.predict(self.params, s1, actions)
@@ -362,7 +367,7 @@ class RecomputeDynamics(ModelDynamics):
     """Reference `Dynamics` without memory: each step writes (state, action) into padded buffers [H, D], [H, A] and
     re-runs the whole-sequence pass. Causality makes the padding irrelevant; cost O(H) passes per rollout."""
 
-    has_kv_reverse = False
+    capabilities = STEP_ONLY
 
     def reset(self, s1: Array, horizon: int):
         m = self.model

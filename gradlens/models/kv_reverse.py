@@ -1,4 +1,4 @@
-"""Reverse mode of a KV-cached transformer rollout that stores no cache per step: `rollout(..., remat=True)`.
+"""Reverse mode of a KV-cached transformer rollout that stores no cache per step: `rollout(..., reverse="recompute")`.
 
 Glossary of shapes: H horizon, T = H + 1 token positions, L layers, h heads, dh head width, B steps per block,
 O observation dim, A action dim.
@@ -17,7 +17,7 @@ small [L, h, B, dh] accumulator, for all earlier positions as one contraction ov
 so the [L, h, T, dh] accumulators are read and written once per block, not once per step. The reward's VJP runs over
 all steps at once before the reverse scan, and, when the policy's input is detached (policy_input_grad="stop"), the
 policy's VJP over all steps at once after it: the scan itself holds only the world model's step.
-A custom VJP: reverse mode only (forward-mode derivatives raise; use remat=False for jvp / jacfwd).
+A custom VJP: reverse mode only (forward-mode derivatives raise; use reverse="store" for jvp / jacfwd).
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
-from gradlens.rollout import Trajectory, rollout_step
+from gradlens.dynamics import Trajectory, rollout_step
 
 Array = jax.Array
 BLOCK = 32  # most steps per block of the backward pass

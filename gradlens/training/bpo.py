@@ -4,9 +4,11 @@ Glossary of shapes: B imagined rollouts per update, H horizon, O observation dim
 
     J(θ) = mean_b Σ_t r(ŝ_t, a_t) + α · mean_{b,t} Ĥ[π_θ(·|ŝ_t)]         (PAPER.md §1.1, γ = 1)
 
-with ŝ unrolled through `dynamics` (a true `System` = the simulator baseline, or a `(model, params)` pair) by the same
-`gradlens.rollout` the analysis uses. Top-level pure functions, in the spirit of Brax's APG: `imagined_objective`,
-`policy_gradient`, `policy_update`.
+with ŝ unrolled through `dynamics` (a true `System` = the simulator baseline, or a `(model, params)` pair) by
+`gradlens.rollout`. The trainer and the analysis (`gradlens.analysis.gradients`, hence `audit`) both differentiate
+`imagined_objective` by `policy_gradient`, in the reverse mode `DEFAULT_REVERSE` unless told otherwise, so the
+gradient analysed is the gradient optimised. Top-level pure functions, in the spirit of Brax's APG:
+`imagined_objective`, `policy_gradient`, `policy_update`.
 """
 from __future__ import annotations
 
@@ -17,9 +19,15 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
-from gradlens.rollout import policy_input, rollout
+from gradlens.rollout import check_reverse, policy_input, rollout
 
 Array = jax.Array
+DEFAULT_REVERSE = "recompute"  # `rollout`'s reverse mode under the trainer's default TrainConfig.remat=True
+
+
+def reverse_mode(remat: bool) -> str:
+    """`rollout`'s reverse mode for the trainer's `TrainConfig.remat`: "recompute" (True) or "store" (False)."""
+    return "recompute" if remat else "store"
 
 
 class PolicyStats(NamedTuple):
@@ -33,13 +41,14 @@ class PolicyStats(NamedTuple):
 
 def imagined_objective(policy_params, policy, dynamics, s1: Array, key: Array, horizon: int,
                        entropy_coef: float, policy_input_grad="stop",
-                       remat: bool = False) -> tuple[Array, tuple[Array, Array]]:
+                       reverse: str = DEFAULT_REVERSE) -> tuple[Array, tuple[Array, Array]]:
     """J for B rollouts from s1 [B, O] with one key each; returns (J, (mean return, mean entropy)).
-    remat: recompute each rollout step in the backward pass (see `gradlens.rollout`)."""
+    reverse: how the backward pass gets each rollout step's values, "store" or "recompute" (`gradlens.rollout`)."""
+    check_reverse(reverse)
 
     def one(s, k):
         traj = rollout(dynamics, policy.bind(policy_params), s, horizon, k, policy_input_grad=policy_input_grad,
-                       remat=remat)
+                       reverse=reverse)
         obs = jax.vmap(lambda o: policy_input(o, policy_input_grad))(traj.states[:-1])
         entropy = jnp.mean(jax.vmap(lambda o, a: policy.entropy(policy_params, o, a))(obs, traj.actions))
         return traj.ret, entropy
@@ -50,10 +59,10 @@ def imagined_objective(policy_params, policy, dynamics, s1: Array, key: Array, h
 
 
 def policy_gradient(policy_params, policy, dynamics, s1, key, horizon, entropy_coef, policy_input_grad="stop",
-                    remat: bool = False):
+                    reverse: str = DEFAULT_REVERSE):
     """(∇_θ J, PolicyStats) — the gradient of the imagined objective (ascent direction)."""
     (objective, (ret, entropy)), grad = jax.value_and_grad(imagined_objective, has_aux=True)(
-        policy_params, policy, dynamics, s1, key, horizon, entropy_coef, policy_input_grad, remat)
+        policy_params, policy, dynamics, s1, key, horizon, entropy_coef, policy_input_grad, reverse)
     return grad, PolicyStats(objective, ret, entropy, optax.tree.norm(grad))
 
 

@@ -22,7 +22,7 @@ import optax
 from gradlens import envs, models, validate
 from gradlens.policies import check_time_input, make_policy
 from gradlens.rollout import check_policy_input_grad, rollout
-from gradlens.training.bpo import gradient_agreement, policy_gradient, policy_optimizer, policy_update
+from gradlens.training.bpo import gradient_agreement, policy_gradient, policy_optimizer, policy_update, reverse_mode
 from gradlens.training.fit import model_loss
 from gradlens.training.protocol import Means, Method, add, flag, mean, nonfinite_code, sequential_on_cpu
 
@@ -169,7 +169,7 @@ def make_bpo(config) -> Method:
         k_idx, k_roll = jax.random.split(key)
         starts = state.buffer_states[jax.random.randint(k_idx, (bpo.policy_batch,), 0, n_episodes), 0]
         dynamics = (model, state.model_params) if use_model else system
-        args = (starts, k_roll, H, bpo.entropy_coef, bpo.policy_input_grad, bpo.remat)
+        args = (starts, k_roll, H, bpo.entropy_coef, bpo.policy_input_grad, reverse_mode(bpo.remat))
         grad, stats = policy_gradient(state.policy_params, policy, dynamics, *args)
         if use_model and bpo.compare_to_simulator:
             reference, _ = policy_gradient(state.policy_params, policy, system, *args)
