@@ -141,7 +141,7 @@ def check(estimate: int, what: str, lower: str) -> None:
 
 def check_train(config) -> None:
     """`check` of a TrainConfig (cheap: shapes only, nothing compiled)."""
-    from gradlens.training.train import run_name
+    from gradlens.training.config import run_name
 
     check(train_estimate(config), f"training {run_name(config)}", "--horizon, --seeds or the batch sizes "
           "(model_batch, policy_batch)" + ("" if config.remat else ", or turn remat on"))

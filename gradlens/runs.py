@@ -37,7 +37,6 @@ plots, app, CLI side). Bad paths and values raise ValueError.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
 import io
@@ -50,11 +49,13 @@ import time
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any
 
 import jax
 import numpy as np
 import pandas as pd
+
+from gradlens.files import fsync_dir, write_bytes_atomic
 
 STATES = ("running", "done", "failed")
 REQUIRED_COLUMNS = ("env_steps", "seed")
@@ -70,45 +71,6 @@ STALE_S = 1800.0  # a "running" run of another host whose heartbeat is older tha
 
 
 # ---------------------------------------------------------------------------------------------------- atomic files
-@contextlib.contextmanager
-def _atomic(path: Path) -> Iterator[BinaryIO]:
-    """Yield a hidden temporary file beside `path`; on success fsync it and rename it onto `path`, else delete it."""
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except OSError as e:
-        raise ValueError(f"cannot write to {path}: {e.strerror or e}") from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise ValueError(f"cannot write to {path}: {e.strerror or e}") from e
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename durable (POSIX); a no-op where folders cannot be opened (Windows)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def write_bytes_atomic(path, data: bytes) -> None:
-    """Replace `path` by `data` atomically: after a crash it holds either the old or the new bytes."""
-    with _atomic(Path(path)) as f:
-        f.write(data)
-
-
 def write_json_atomic(path, obj) -> None:
     """Write `obj` (dicts, lists, tuples, numbers, strings, NumPy/JAX scalars and arrays, paths, dataclasses) as
     indented JSON with sorted keys, atomically."""
@@ -351,7 +313,7 @@ def save_checkpoint(run_dir, state, step: int, metrics_rows) -> None:
             os.replace(run / CHECKPOINT, run / PREVIOUS)
         except OSError as e:
             raise ValueError(f"cannot write to {run / PREVIOUS}: {e.strerror or e}") from e
-        _fsync_dir(run)
+        fsync_dir(run)
     write_bytes_atomic(run / CHECKPOINT, archive.getvalue())  # (3)
     write_json_atomic(run / MARKER, {**entry, "saved": _now(), "previous": keep})  # (4) the commit
 

@@ -219,7 +219,7 @@ class AuditReport:
 
     def save(self, folder) -> Path:
         """Write `folder/report.json` atomically; returns its path."""
-        from gradlens.runs import write_bytes_atomic
+        from gradlens.files import write_bytes_atomic
 
         path = Path(folder) / REPORT
         write_bytes_atomic(path, self.to_json().encode())

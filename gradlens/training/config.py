@@ -117,3 +117,11 @@ class TrainConfig:
             raise ValueError(f"unknown config key(s) {', '.join(map(repr, unknown))}; valid keys: "
                              f"{', '.join(sorted(keys))}")
         return cls(**data)
+
+
+def run_name(config: TrainConfig) -> str:
+    """Deterministic folder name of a run, so `--resume` finds it again."""
+    seeds = f"seed{config.seed}" if config.seeds == 1 else f"seeds{config.seed}-{config.seed + config.seeds - 1}"
+    time_input = "" if config.policy_time_input == "raw" else f"-t{config.policy_time_input}"
+    nonfinite = "-zeronan" if config.zeroes_nonfinite_policy_grad else ""
+    return f"{config.system}-{config.method}-H{config.horizon}{time_input}{nonfinite}-{seeds}"

@@ -26,6 +26,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from gradlens import memory, runs
+from gradlens.training.config import run_name
 from gradlens.training.loop import NONFINITE, TrainConfig, make_trainer
 
 
@@ -34,14 +35,6 @@ HEARTBEAT_S = 30.0  # seconds between renewals of a running run's heartbeat (run
 
 class TrainingDiverged(ValueError):
     """A loss or gradient became NaN/Inf; the message names the env step, seed and quantity."""
-
-
-def run_name(config: TrainConfig) -> str:
-    """Deterministic folder name of a run, so `--resume` finds it again."""
-    seeds = f"seed{config.seed}" if config.seeds == 1 else f"seeds{config.seed}-{config.seed + config.seeds - 1}"
-    time_input = "" if config.policy_time_input == "raw" else f"-t{config.policy_time_input}"
-    nonfinite = "-zeronan" if config.zeroes_nonfinite_policy_grad else ""
-    return f"{config.system}-{config.method}-H{config.horizon}{time_input}{nonfinite}-{seeds}"
 
 
 
