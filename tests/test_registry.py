@@ -96,3 +96,37 @@ def test_myriad_action_maps_affinely_to_control_bounds():
     # cost = a x^2 + u^2 with u = 0 at a = -1 and u = 2 at a = +1; reward = -cost * dt
     np.testing.assert_allclose(system.reward(s1, jnp.array([-1.0])), -(3 * x**2) * 2.0, rtol=1e-6)
     np.testing.assert_allclose(system.reward(s1, jnp.array([1.0])), -(3 * x**2 + 4.0) * 2.0, rtol=1e-6)
+
+
+def _integrator(horizon: int = 6, noise_std: float = 0.0, gain: float = 0.5) -> gl.envs.System:
+    """x_{t+1} = x_t + gain a_t from x_1 = 1, reward -x_t²: d J / d a_k = -Σ_{t>k} 2 x_t gain, in closed form."""
+    return gl.envs.System(name="toy_integrator", state_dim=1, action_dim=1, horizon=horizon, dt=1.0, x0=(1.0,),
+                          transition=lambda x, a, t: x + gain * a, reward_fn=lambda x, a, t: -jnp.sum(x ** 2),
+                          noise_std=noise_std, description="a scalar integrator (a user's own system)")
+
+
+def test_a_system_of_your_own_plugs_into_make_rollout_train_and_audit(monkeypatch, tmp_path):
+    """The contributor's path of docs/architecture.md: one builder, `register`, and every layer accepts the name."""
+    monkeypatch.setattr(gl.envs, "_BUILDERS", dict(gl.envs._BUILDERS))  # registered for this test only
+    gl.envs.register("toy_integrator", _integrator)
+    assert "toy_integrator" in gl.envs.names() and gl.envs.overrides("toy_integrator")["gain"] == 0.5
+    system = gl.envs.make("toy_integrator", horizon=4, gain=2.0)
+    actions = jnp.zeros((4, 1))
+    grad = jax.grad(lambda a: gl.rollout(system, a, system.initial_state()).ret)(actions)
+    np.testing.assert_allclose(grad[:, 0], [-2 * 2.0 * (4 - 1 - k) for k in range(4)], rtol=1e-6)  # x_t = 1
+
+    from gradlens.training.config import run_name
+    config = gl.TrainConfig(system="toy_integrator", method="simulator", horizon=4, total_steps=64, warmup_steps=16,
+                            eval_every=16, policy="open_loop")
+    metrics = gl.train(config, tmp_path, progress=False)
+    assert (tmp_path / run_name(config) / "metrics.parquet").exists() and metrics["return"].notna().all()
+    report = gl.audit("toy_integrator", [], [2, 3], config=gl.AuditConfig(n_samples=2, landscape_points=3,
+                                                                          landscape_2d_points=0), progress=False)
+    assert report.system["name"] == "toy_integrator" and not report.problems
+
+    with pytest.raises(ValueError, match="already registered"):
+        gl.envs.register("toy_integrator", _integrator)
+    with pytest.raises(ValueError, match="must take the keywords horizon and noise_std"):
+        gl.envs.register("toy_two", lambda horizon=3: _integrator(horizon))
+    with pytest.raises(ValueError, match="lowercase identifier"):
+        gl.envs.register("Toy Integrator", _integrator)

@@ -1,8 +1,9 @@
 """Registry of differentiable systems: `names()`, `make(name, **overrides)`.
 
 Each system lives in its own module as a builder function `make_<name>(horizon=..., noise_std=..., **constants)`
-returning a `System`. Builders are imported lazily, so `import gradlens` stays cheap. Adding a system is one new
-module plus one line in `_BUILDERS`.
+returning a `System`. Builders are imported lazily, so `import gradlens` stays cheap. Adding a system to gradlens is
+one new module plus one line in `_BUILDERS`; a system of your own, outside the package, is `register(name, builder)`
+(then `make`, `rollout`, `audit`, `train` and the CLI in the same process accept its name).
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import inspect
 
 from gradlens.envs.base import System, affine_to_bounds
 
-_BUILDERS: dict[str, str] = {
+_BUILDERS: dict[str, object] = {  # name -> "module:function" (imported on first use) or the builder itself
     "bacteria": "gradlens.envs.myriad.bacteria:make_bacteria",
     "bear_populations": "gradlens.envs.myriad.bear_populations:make_bear_populations",
     "bioreactor": "gradlens.envs.myriad.bioreactor:make_bioreactor",
@@ -41,8 +42,28 @@ def builder(name: str):
     """The builder function of system `name` (ValueError listing the valid names if unknown)."""
     if not isinstance(name, str) or name not in _BUILDERS:
         raise ValueError(f"unknown system {name!r}; valid systems: {', '.join(names())}")
-    module, function = _BUILDERS[name].split(":")
+    found = _BUILDERS[name]
+    if callable(found):
+        return found
+    module, function = found.split(":")
     return getattr(importlib.import_module(module), function)
+
+
+def register(name: str, build, *, overwrite: bool = False) -> None:
+    """Register `build(horizon=..., noise_std=..., **constants) -> System` as system `name`. ValueError for a name
+    that is not a lowercase identifier, a builder without `horizon` and `noise_std` keywords, or a taken name (unless
+    `overwrite`)."""
+    if not isinstance(name, str) or not name.isidentifier() or name != name.lower():
+        raise ValueError(f"a system name must be a lowercase identifier such as 'my_system', got {name!r}")
+    if not callable(build):
+        raise ValueError(f"the builder of system {name!r} must be callable, got {type(build).__name__}")
+    missing = {"horizon", "noise_std"} - set(inspect.signature(build).parameters)
+    if missing:
+        raise ValueError(f"the builder of system {name!r} must take the keywords horizon and noise_std (every "
+                         f"command sets them); it lacks {', '.join(sorted(missing))}")
+    if name in _BUILDERS and not overwrite:
+        raise ValueError(f"system {name!r} is already registered; pass overwrite=True to replace it")
+    _BUILDERS[name] = build
 
 
 def overrides(name: str) -> dict[str, object]:
@@ -65,4 +86,4 @@ def make(name: str, **kwargs) -> System:
     return builder(name)(**kwargs)
 
 
-__all__ = ["System", "MYRIAD", "affine_to_bounds", "builder", "make", "names", "overrides"]
+__all__ = ["System", "MYRIAD", "affine_to_bounds", "builder", "make", "names", "overrides", "register"]
