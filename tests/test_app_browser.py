@@ -3,7 +3,8 @@ test_app.py on 127.0.0.1, and that store's audit `report.html` opened from disk.
 a rendered Plotly chart, with no error on screen, no traceback in the server's log, no Deploy button and no request
 leaving this machine; the first page must paint within 5 s. The report must open on its conclusions, whose numbers are
 report.json's, with shared colour ranges and a colour bar on compared contours, bands inside their quantity's range and
-a visible trace for every legend entry. Screenshots go to the test's tmp folder and to $GRADLENS_SCREENSHOTS when set."""
+a visible trace for every legend entry. Screenshots go to the test's tmp folder and to $GRADLENS_SCREENSHOTS when
+set."""
 import os
 import shutil
 import socket

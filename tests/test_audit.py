@@ -170,7 +170,7 @@ def test_an_undertrained_model_is_flagged_everywhere(tmp_path):
     assert fit["epochs"] == 1 and fit["max_epochs"] == 1 and fit["converged"] is False
     assert fit["passes_fit_bar"] == [False, False] and all(x > FIT_BAR for x in fit["ratio_to_repeat"])
     assert len(fit["val_error_by_horizon"]) == len(fit["baseline_linear_by_horizon"]) == 4
-    assert back.meta["schema"] == 3 and back.system["unpredictable_horizons"] == []
+    assert back.meta["schema"] == 4 and back.system["unpredictable_horizons"] == []
     kinds = sorted((w["kind"], w["horizon"]) for w in back.warnings if w["method"] == "markov")
     assert kinds == [("fit_bar", 2), ("fit_bar", 4), ("not_converged", None)]
     assert [(row["method"], row["fit_passes"]) for row in summary_rows(back)] == [

@@ -52,15 +52,15 @@ def test_audit_gradient_is_the_trainers_bit_for_bit(name, policy_input_grad):
     system, static, params = _setup(name)
     policy = gl.policies.make_policy("mlp", system, (16, 16))
     theta = policy.init(jax.random.PRNGKey(0))
-    s1, key, entropy_coef = system.initial_state(), jax.random.PRNGKey(2), TrainConfig.entropy_coef
-    assert reverse_mode(TrainConfig.remat) == DEFAULT_REVERSE  # the trainer's default is the analysis' mode
+    s1, key, entropy_coef = system.initial_state(), jax.random.PRNGKey(2), TrainConfig().entropy_coef
+    assert reverse_mode(TrainConfig().remat) == DEFAULT_REVERSE  # the trainer's default is the analysis' mode
 
     audit = per_sample_gradients(_pair(static, params), policy, theta, s1, H, key, N, entropy_coef=entropy_coef,
                                  policy_input_grad=policy_input_grad)
 
     def trainer(theta, params, s, k):
         return policy_gradient(theta, policy, _pair(static, params), s[None], k, H, entropy_coef, policy_input_grad,
-                               reverse_mode(TrainConfig.remat))[0]
+                               reverse_mode(TrainConfig().remat))[0]
 
     rollout_keys = jax.vmap(lambda k: jax.random.split(k, 3)[1])(jax.random.split(key, N))  # as the audit splits
     starts = jnp.broadcast_to(s1, (N, s1.shape[0]))

@@ -20,8 +20,8 @@ def command(runs, port: int, address: str = "127.0.0.1") -> list[str]:
 
 
 def serve(runs, port: int = 8501, address: str = "127.0.0.1") -> None:
-    """Serve the app over the run store `runs` on `address`:`port` (default: this machine only) until interrupted. ValueError for a port outside 1..65535 or
-    a run store that is a file."""
+    """Serve the app over the run store `runs` on `address`:`port` (default: this machine only) until interrupted.
+    ValueError for a port outside 1..65535 or a run store that is a file."""
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise ValueError(f"port must be an integer between 1 and 65535, got {port!r}")
     if Path(runs).exists() and not Path(runs).is_dir():
