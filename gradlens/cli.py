@@ -11,9 +11,11 @@ from pathlib import Path
 from gradlens import compilation_cache
 
 # The training options' vocabularies, spelled here so that building the parser (`gradlens --help`) imports no JAX;
-# tests/test_cli.py checks that they are the package's (gradlens.policies, gradlens.training.methods.bpo).
+# tests/test_cli.py checks that they are the package's (gradlens.policies, gradlens.training.methods.bpo,
+# gradlens.training.bpo).
 TIME_INPUTS = ("raw", "unit")
 NONFINITE_POLICY_GRAD = ("stop", "zero")
+UPDATE_RULES = ("adam", "natural")
 
 
 def systems_table(horizon: int | None = None) -> list[dict]:
@@ -403,7 +405,9 @@ def _cmd_sweep(args) -> int:
 
 # (flag attribute, TrainConfig field) of the options `train` and `sweep` share
 _POLICY_OPTIONS = (("policy_time", "policy_time_input"), ("policy_lr", "policy_lr"),
-                   ("nonfinite_policy_grad", "nonfinite_policy_grad"))
+                   ("nonfinite_policy_grad", "nonfinite_policy_grad"), ("grad_clip", "grad_clip"),
+                   ("simulator_grad_clip", "simulator_grad_clip"), ("discount", "discount"), ("truncate", "truncate"),
+                   ("update_rule", "update_rule"), ("natural_kl", "natural_kl"))
 
 
 def _add_policy_options(p: argparse.ArgumentParser) -> None:
@@ -415,6 +419,16 @@ def _add_policy_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nonfinite-policy-grad", choices=NONFINITE_POLICY_GRAD,
                    help="a NaN/Inf policy gradient: stop the run (default) or zero its non-finite entries and go on, "
                         "counted per seed (the reference implementation's handling)")
+    g = p.add_argument_group("stabilisers (docs/stability.md; off by default, the paper's settings)")
+    g.add_argument("--grad-clip", type=float, help="global-norm clip of the policy gradient through a world model "
+                                                   "(default 100, the paper's)")
+    g.add_argument("--simulator-grad-clip", type=float, help="the same through the true simulator (default: none)")
+    g.add_argument("--discount", type=float, help="γ in (0, 1] on the imagined return (default 1)")
+    g.add_argument("--truncate", type=int, metavar="K",
+                   help="truncated backpropagation through time: stop the gradient every K steps (default: never)")
+    g.add_argument("--update-rule", choices=UPDATE_RULES,
+                   help="adam (default, the paper's) or natural: natural-gradient steps of KL radius --natural-kl")
+    g.add_argument("--natural-kl", type=float, help="the KL radius of each natural-gradient step (default 0.01)")
 
 
 def _pixels(text: str) -> int:

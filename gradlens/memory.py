@@ -95,7 +95,7 @@ def train_estimate(config) -> int:
     """Bytes a `TrainConfig` run needs (see the module docstring); BPO methods only, a baseline's replay buffer
     and networks are counted as the trainer state [S, C, H+1, O] alone."""
     from gradlens import envs, models
-    from gradlens.training.bpo import reverse_mode
+    from gradlens.objective import reverse_mode
     from gradlens.training.methods import BASELINES, SIMULATOR
 
     system = envs.make(config.system, horizon=config.horizon, noise_std=config.noise_std)

@@ -16,7 +16,7 @@ from typing import Callable, Union
 import jax
 import jax.numpy as jnp
 
-from gradlens.dynamics import Dynamics, SystemDynamics, Trajectory, rollout_step
+from gradlens.dynamics import STEP_ONLY, Dynamics, SystemDynamics, Trajectory, rollout_step
 from gradlens.envs.base import System, check_action_bounds, check_finite, check_shape
 from gradlens.models.base import WorldModel
 
@@ -64,6 +64,19 @@ def check_reverse(value) -> None:
         raise ValueError(f"reverse must be one of {', '.join(map(repr, REVERSE_MODES))}, got {value!r}")
 
 
+def check_truncate(value) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"truncate must be None or an integer k >= 1 (stop the gradient every k steps), got {value!r}")
+
+
+def _cut(carry, t: Array, every: int | None):
+    """The rollout's carry at step t, its gradient stopped when t is a truncation boundary (t % every == 0, t > 0)."""
+    if every is None:
+        return carry
+    boundary = (t % every == 0) & (t > 0)
+    return jax.tree.map(lambda x: jnp.where(boundary, jax.lax.stop_gradient(x), x), carry)
+
+
 def rollout(
     dynamics,
     policy: Array | Policy,
@@ -73,6 +86,7 @@ def rollout(
     *,
     policy_input_grad: PolicyInputGrad = "stop",
     reverse: str = "store",
+    truncate: int | None = None,
 ) -> Trajectory:
     """Unroll `dynamics` for `horizon` steps from `s1` [O] under `policy`.
 
@@ -95,6 +109,10 @@ def rollout(
           runs (a KV-cached transformer read in closed loop: HWM, or an AWM with policy_input_grad != "stop"), their
           own reverse pass is used (`gradlens.models.kv_reverse`: each step recomputed against the final cache, no
           cache stored per step; reverse mode only); otherwise `jax.checkpoint` of the scanned step.
+      truncate: None (default), or k >= 1: truncated backpropagation through time. The gradient of the carried
+        state (the observation and the dynamics' memory: hidden state, KV cache) is stopped before every step t with
+        t % k == 0, t > 0, so d s_t / d a_j = 0 unless t and j fall in the same block of k steps; values unchanged.
+        A truncated rollout always scans `transition` (no one-pass open loop, no custom reverse pass).
       Dynamics declaring `capabilities.open_loop` (AWMs) take open-loop actions in one pass, and with
       policy_input_grad="stop" replay a callable policy's actions through it (below), in either reverse mode.
 
@@ -115,6 +133,7 @@ def rollout(
     check_finite(s1, "s1")
     check_policy_input_grad(policy_input_grad)
     check_reverse(reverse)
+    check_truncate(truncate)
     if open_loop:
         actions = jnp.asarray(policy)
         check_shape(actions, (horizon, dyn.action_dim), "open-loop actions [horizon, action_dim]")
@@ -126,6 +145,8 @@ def rollout(
         key = jax.random.PRNGKey(0)  # deterministic dynamics ignore it; so must the policy, or pass your own key
     step_keys = jax.random.split(key, horizon)
 
+    if truncate is not None:  # every fast path below skips the scan whose carry truncation cuts
+        caps = STEP_ONLY
     if open_loop and caps.open_loop:
         states = dyn.open_loop(s1, actions, key)
         rewards = jax.vmap(dyn.reward)(states[:-1], actions)
@@ -139,7 +160,7 @@ def rollout(
     if reverse == "recompute" and not replay and caps.custom_reverse:
         return dyn.custom_reverse(step_policy, s1, horizon, step_keys, not open_loop and policy_input_grad != "stop")
 
-    body = lambda carry, inputs: rollout_step(dyn, step_policy, carry, inputs)
+    body = lambda carry, inputs: rollout_step(dyn, step_policy, _cut(carry, inputs[0], truncate), inputs)
     init = (dyn.reset(s1, horizon), s1)
     _, (next_states, acts, rewards) = jax.lax.scan(jax.checkpoint(body) if reverse == "recompute" else body, init,
                                                    (jnp.arange(horizon), step_keys))

@@ -39,3 +39,5 @@ def test_import_and_help_load_no_jax_and_the_clis_vocabularies_are_the_packages(
 
     assert callable(gl.rollout) and callable(gl.conclusions) and gl.TrainConfig.__name__ == "TrainConfig"
     assert cli.TIME_INPUTS == policies.TIME_INPUTS and cli.NONFINITE_POLICY_GRAD == bpo.NONFINITE_POLICY_GRAD
+    from gradlens.training.bpo import UPDATE_RULES
+    assert cli.UPDATE_RULES == UPDATE_RULES

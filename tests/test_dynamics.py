@@ -8,7 +8,7 @@ import gradlens as gl
 from gradlens.analysis.gradients import per_sample_gradients
 from gradlens.dynamics import STEP_ONLY, Capabilities, Dynamics
 from gradlens.rollout import as_dynamics
-from gradlens.training.bpo import DEFAULT_REVERSE, policy_gradient, reverse_mode
+from gradlens.objective import DEFAULT_REVERSE, policy_gradient, reverse_mode
 from gradlens.training.loop import TrainConfig
 
 H, N = 8, 2

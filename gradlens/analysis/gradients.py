@@ -16,7 +16,7 @@ zeroth-order estimator) the parameter perturbation. So the first- and zeroth-ord
 same noise under the same key (common random numbers). Non-finite gradients are counted and located, never dropped
 silently (`GradientStats.n_nonfinite`, `.nonfinite_samples`, `.nonfinite_leaves`).
 
-Sample i's first-order gradient is the trainer's (`gradlens.training.bpo.policy_gradient` of a batch of one, in the
+Sample i's first-order gradient is the trainer's (`gradlens.objective.policy_gradient` of a batch of one, in the
 trainer's reverse mode `bpo.DEFAULT_REVERSE`), vmapped over the samples: the gradient analysed is the gradient
 optimised, bit for bit (tests/test_dynamics.py); the zeroth-order estimator evaluates the same objective.
 """
@@ -34,7 +34,7 @@ from jax.flatten_util import ravel_pytree
 from gradlens.analysis.uncertainty import gradient_intervals
 from gradlens.envs.base import System, check_positive
 from gradlens.models.base import WorldModel
-from gradlens.training.bpo import DEFAULT_REVERSE, imagined_objective, policy_gradient
+from gradlens.objective import DEFAULT_REVERSE, imagined_objective, policy_gradient
 
 Array = jax.Array
 ZEROTH_ORDER = ("none", "simulator", "all")
@@ -128,7 +128,7 @@ def per_sample_gradients(dynamics, policy, policy_params, s1: Array, horizon: in
       horizon: H, rollout length (<= the dynamics' horizon or the model's max_horizon).
       key: PRNG key; sample i's policy noise, process noise (noisy systems) and initial-state perturbation come from
         split(key, N)[i] (module docstring).
-      entropy_coef, policy_input_grad: as in `gradlens.training.bpo.imagined_objective` (per-sample objective
+      entropy_coef, policy_input_grad: as in `gradlens.objective.imagined_objective` (per-sample objective
         J_i = Σ_t r_t + α · mean_t Ĥ_t of rollout i).
       s1_noise: std of a Gaussian perturbation of s1's physical components (the time channel is untouched).
     The mean over samples is the BPO gradient of a batch of N; the spread is what `gradient_stats` measures.

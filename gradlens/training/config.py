@@ -17,7 +17,8 @@ _RUN_FIELDS = ("system", "method", "horizon", "total_steps", "warmup_steps", "ev
                "seeds")
 _BPO_FIELDS = tuple(f.name for f in dataclasses.fields(BPOConfig))
 _LATER_FIELDS = {"remat": True, "simulator_grad_clip": None, "policy_time_input": "raw",
-                 "nonfinite_policy_grad": "stop"}
+                 "nonfinite_policy_grad": "stop", "discount": 1.0, "truncate": None, "update_rule": "adam",
+                 "natural_kl": 0.01}
 
 
 @dataclasses.dataclass(frozen=True, init=False)
@@ -124,4 +125,18 @@ def run_name(config: TrainConfig) -> str:
     seeds = f"seed{config.seed}" if config.seeds == 1 else f"seeds{config.seed}-{config.seed + config.seeds - 1}"
     time_input = "" if config.policy_time_input == "raw" else f"-t{config.policy_time_input}"
     nonfinite = "-zeronan" if config.zeroes_nonfinite_policy_grad else ""
-    return f"{config.system}-{config.method}-H{config.horizon}{time_input}{nonfinite}-{seeds}"
+    return f"{config.system}-{config.method}-H{config.horizon}{time_input}{nonfinite}{_stabilisers(config)}-{seeds}"
+
+
+def _stabilisers(config: TrainConfig) -> str:
+    """The run name's part for BPO stabilisers set away from their defaults ("" for the paper's settings, so the
+    names of earlier runs do not change): -clipC, -gG, -tbpttK, -naturalD."""
+    if config.method in methods.BASELINES:
+        return ""
+    bpo, default = config.bpo, BPOConfig()
+    clip = bpo.simulator_grad_clip if config.method == methods.SIMULATOR else bpo.grad_clip
+    parts = [f"-clip{clip:g}" if clip != (None if config.method == methods.SIMULATOR else default.grad_clip) else "",
+             f"-g{bpo.discount:g}" if bpo.discount != 1.0 else "",
+             f"-tbptt{bpo.truncate}" if bpo.truncate is not None else "",
+             f"-natural{bpo.natural_kl:g}" if bpo.update_rule == "natural" else ""]
+    return "".join(parts)

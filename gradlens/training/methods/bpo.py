@@ -22,7 +22,9 @@ import optax
 from gradlens import envs, models, validate
 from gradlens.policies import check_time_input, make_policy
 from gradlens.rollout import check_policy_input_grad, rollout
-from gradlens.training.bpo import gradient_agreement, policy_gradient, policy_optimizer, policy_update, reverse_mode
+from gradlens.objective import gradient_agreement, policy_gradient, reverse_mode
+from gradlens.rollout import check_truncate
+from gradlens.training.bpo import UPDATE_RULES, natural_step, policy_optimizer, policy_update
 from gradlens.training.fit import model_loss
 from gradlens.training.protocol import Means, Method, add, flag, mean, nonfinite_code, sequential_on_cpu
 
@@ -60,6 +62,11 @@ class BPOConfig:
     nonfinite_policy_grad: str = "stop"  # "stop" the run, or "zero" non-finite entries and go on (the reference)
     compare_to_simulator: bool = True  # log cosine / relative error of each model gradient to the simulator's
     remat: bool = True  # recompute imagined rollout steps in the backward pass (gradlens.rollout): less memory traffic
+    # Stabilisers (issue 21, docs/stability.md), off by default; grad_clip above is the fourth.
+    discount: float = 1.0  # γ in (0, 1] on the imagined return
+    truncate: int | None = None  # truncated backpropagation through time: stop the gradient every k steps
+    update_rule: str = "adam"  # "adam" (the paper's) or "natural": natural-gradient steps (gradlens.training.bpo)
+    natural_kl: float = 0.01  # "natural": the KL radius δ of each step
 
     def __post_init__(self):
         for name in ("model_every", "policy_every", "model_batch", "policy_batch"):
@@ -72,6 +79,15 @@ class BPOConfig:
         validate.one_of(self.nonfinite_policy_grad, NONFINITE_POLICY_GRAD, "nonfinite_policy_grad")
         validate.flag(self.compare_to_simulator, "compare_to_simulator")
         validate.flag(self.remat, "remat")
+        validate.finite(self.discount, "discount", low=0)
+        if not 0 < self.discount <= 1:
+            raise ValueError(f"discount must be in (0, 1] (1: the paper's undiscounted return), got {self.discount!r}")
+        check_truncate(self.truncate)
+        validate.one_of(self.update_rule, UPDATE_RULES, "update_rule")
+        validate.positive(self.natural_kl, "natural_kl")
+        if self.update_rule == "natural" and self.policy != "mlp":
+            raise ValueError(f"update_rule 'natural' needs the 'mlp' policy (its Fisher is the Gaussian's), got "
+                             f"policy {self.policy!r}")
         check_policy_input_grad(self.policy_input_grad)
         if not isinstance(self.policy_hidden, (tuple, list)):
             raise ValueError(f"policy_hidden must be a list of positive integers, got {self.policy_hidden!r}")
@@ -124,7 +140,8 @@ def make_bpo(config) -> Method:
     capacity = -(-cfg.total_steps // H)
     policy = make_policy(bpo.policy, system, bpo.policy_hidden, time_input=bpo.policy_time_input)
     use_model = cfg.method != SIMULATOR
-    pol_opt = policy_optimizer(bpo.policy_lr, bpo.grad_clip if use_model else bpo.simulator_grad_clip)
+    pol_opt = policy_optimizer(bpo.policy_lr, bpo.grad_clip if use_model else bpo.simulator_grad_clip,
+                               bpo.update_rule)
     model = models.make(cfg.method, system) if use_model else None
     model_opt = optax.adam(bpo.model_lr)
     s1 = system.initial_state()
@@ -167,9 +184,11 @@ def make_bpo(config) -> Method:
 
     def policy_step(state: TrainState, i, key, n_episodes) -> TrainState:
         k_idx, k_roll = jax.random.split(key)
-        starts = state.buffer_states[jax.random.randint(k_idx, (bpo.policy_batch,), 0, n_episodes), 0]
+        episodes = state.buffer_states[jax.random.randint(k_idx, (bpo.policy_batch,), 0, n_episodes)]
+        starts = episodes[:, 0]
         dynamics = (model, state.model_params) if use_model else system
-        args = (starts, k_roll, H, bpo.entropy_coef, bpo.policy_input_grad, reverse_mode(bpo.remat))
+        args = (starts, k_roll, H, bpo.entropy_coef, bpo.policy_input_grad, reverse_mode(bpo.remat), bpo.discount,
+                bpo.truncate)
         grad, stats = policy_gradient(state.policy_params, policy, dynamics, *args)
         if use_model and bpo.compare_to_simulator:
             reference, _ = policy_gradient(state.policy_params, policy, system, *args)
@@ -187,6 +206,9 @@ def make_bpo(config) -> Method:
             state = flag(state, i, finite, POLICY_GRADIENT)
             sums = add(state.sums, BPOSums, grad_norm=stats.grad_norm, cosine=cosine, relative_error=rel_err,
                        policy_updates=1.0)
+        if bpo.update_rule == "natural":  # the Fisher at the sampled episodes' real states
+            grad, _ = natural_step(policy, state.policy_params, grad, episodes[:, :-1].reshape(-1, episodes.shape[-1]),
+                                   bpo.natural_kl)
         params, opt = policy_update(state.policy_params, state.policy_opt, grad, pol_opt)
         return state._replace(policy_params=params, policy_opt=opt, sums=sums)
 
