@@ -16,6 +16,7 @@ from typing import Callable, Union
 import jax
 import jax.numpy as jnp
 
+from gradlens import validate
 from gradlens.dynamics import STEP_ONLY, Dynamics, SystemDynamics, Trajectory, rollout_step
 from gradlens.envs.base import System, check_action_bounds, check_finite, check_shape
 from gradlens.models.base import WorldModel
@@ -62,11 +63,6 @@ def check_policy_input_grad(value) -> None:
 def check_reverse(value) -> None:
     if not (isinstance(value, str) and value in REVERSE_MODES):
         raise ValueError(f"reverse must be one of {', '.join(map(repr, REVERSE_MODES))}, got {value!r}")
-
-
-def check_truncate(value) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ValueError(f"truncate must be None or an integer k >= 1 (stop the gradient every k steps), got {value!r}")
 
 
 def _cut(carry, t: Array, every: int | None):
@@ -133,7 +129,7 @@ def rollout(
     check_finite(s1, "s1")
     check_policy_input_grad(policy_input_grad)
     check_reverse(reverse)
-    check_truncate(truncate)
+    validate.truncation(truncate)
     if open_loop:
         actions = jnp.asarray(policy)
         check_shape(actions, (horizon, dyn.action_dim), "open-loop actions [horizon, action_dim]")

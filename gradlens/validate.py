@@ -80,6 +80,20 @@ def probability(value, what: str):
     return value
 
 
+def discount(value, what: str = "discount"):
+    """A discount γ on a return: a number in (0, 1]; 1 is the paper's undiscounted return."""
+    if not (_is_number(value) and 0 < value <= 1):
+        _fail(what, "a number in (0, 1] (1: the paper's undiscounted return)", value)
+    return value
+
+
+def truncation(value, what: str = "truncate"):
+    """A truncation period K of backpropagation through time: None (never) or an integer >= 1."""
+    if value is not None:
+        integer(value, what, why="stop the gradient every K steps; None: never")
+    return value
+
+
 def flag(value, what: str):
     """`value` if it is a bool."""
     if not isinstance(value, bool):

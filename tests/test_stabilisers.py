@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.flatten_util import ravel_pytree
 import pytest
 
 from gradlens import envs, models
@@ -60,7 +61,7 @@ def test_truncation_is_validated():
         truncated(G, 2)
     with pytest.raises(ValueError, match="every must be an integer"):
         truncated(graph("markov", 4), 0)
-    with pytest.raises(ValueError, match="truncate must be None or an integer"):
+    with pytest.raises(ValueError, match="truncate must be a positive integer"):
         TrainConfig(truncate=0)
 
 
@@ -75,7 +76,7 @@ def test_discount_weights_each_reward_by_gamma_to_the_t():
     assert float(ret) == pytest.approx(float(jnp.sum(0.9 ** jnp.arange(H) * traj.rewards)), rel=1e-6)
     _, (undiscounted, _) = imagined_objective(params, policy, system, s1, key, H, 0.0)
     assert float(undiscounted) == float(traj.ret)
-    with pytest.raises(ValueError, match="discount must be in"):
+    with pytest.raises(ValueError, match="discount must be a number in"):
         TrainConfig(discount=1.5)
 
 
@@ -137,3 +138,20 @@ def test_a_run_with_every_stabiliser_trains_and_names_them(tmp_path):
     assert np.isfinite(metrics["return"]).all() and np.isfinite(metrics["policy_grad_norm"].dropna()).all()
     with pytest.raises(ValueError, match="needs the 'mlp' policy"):
         TrainConfig(update_rule="natural", policy="open_loop")
+
+
+def test_gradient_statistics_take_the_stabilisers(system):
+    """The analysed gradient is the trained one under stabilisers too: a period longer than the horizon cuts nothing
+    (bit for bit), period 1 leaves only each action's own reward step, and γ rescales step t's share by γ^t."""
+    from gradlens.analysis.gradients import per_sample_gradients
+
+    policy = make_policy("mlp", system)
+    params = policy.init(jax.random.PRNGKey(3))
+    grads = lambda **kw: ravel_pytree(per_sample_gradients(system, policy, params, system.initial_state(), H,
+                                                           jax.random.PRNGKey(4), 4, **kw))[0]
+    full = grads()
+    np.testing.assert_array_equal(grads(truncate=H), full)
+    assert not np.allclose(grads(truncate=1), full, rtol=1e-3)
+    assert not np.allclose(grads(discount=0.5), full, rtol=1e-3)
+    with pytest.raises(ValueError, match="discount must be a number"):
+        grads(discount=0.0)

@@ -34,6 +34,7 @@ from jax.flatten_util import ravel_pytree
 from gradlens.analysis.uncertainty import gradient_intervals
 from gradlens.envs.base import System, check_positive
 from gradlens.models.base import WorldModel
+from gradlens import validate
 from gradlens.objective import DEFAULT_REVERSE, imagined_objective, policy_gradient
 
 Array = jax.Array
@@ -66,7 +67,8 @@ def _initial_states(s1: Array, n_samples: int) -> Array:
     return s1
 
 
-def _estimator(kind, policy, static, pair, horizon, entropy_coef, policy_input_grad, s1_noise, sigma, antithetic):
+def _estimator(kind, policy, static, pair, horizon, entropy_coef, policy_input_grad, s1_noise, sigma, antithetic,
+               discount, truncate):
     """jit(vmap) of one sample's estimate (policy_params, dyn_params, s1s [N, O], keys [N]) -> samples pytree [N]."""
 
     def inputs(dyn_params, s1, key):  # (dynamics, s1 [1, O] perturbed, rollout key) of ONE imagined rollout
@@ -78,12 +80,12 @@ def _estimator(kind, policy, static, pair, horizon, entropy_coef, policy_input_g
     def objective(policy_params, dyn_params, s1, key):  # J of ONE imagined rollout
         dynamics, s, k_roll = inputs(dyn_params, s1, key)
         return imagined_objective(policy_params, policy, dynamics, s, k_roll, horizon, entropy_coef,
-                                  policy_input_grad)[0]
+                                  policy_input_grad, DEFAULT_REVERSE, discount, truncate)[0]
 
     def first_order(policy_params, dyn_params, s1, key):  # the trainer's gradient, in its reverse mode
         dynamics, s, k_roll = inputs(dyn_params, s1, key)
         return policy_gradient(policy_params, policy, dynamics, s, k_roll, horizon, entropy_coef, policy_input_grad,
-                               DEFAULT_REVERSE)[0]
+                               DEFAULT_REVERSE, discount, truncate)[0]
 
     def zeroth_order(policy_params, dyn_params, s1, key):
         flat, unravel = ravel_pytree(policy_params)  # [P]
@@ -103,13 +105,15 @@ _cached_estimator = functools.lru_cache(maxsize=64)(_estimator)
 
 
 def _estimate(kind, dynamics, policy, policy_params, s1, horizon, key, n_samples, entropy_coef, policy_input_grad,
-              s1_noise, sigma=None, antithetic=None):
+              s1_noise, discount, truncate, sigma=None, antithetic=None):
     """Validate, then run the (cached, when every static argument is hashable) estimator."""
     _check_common(horizon, n_samples, s1_noise)
+    validate.discount(discount)
+    validate.truncation(truncate)
     s1s = _initial_states(s1, n_samples)
     static, dyn_params = _split_dynamics(dynamics)
     config = (kind, policy, static, dyn_params is not None, horizon, entropy_coef, policy_input_grad, s1_noise,
-              sigma, antithetic)
+              sigma, antithetic, float(discount), truncate)
     try:
         fn = _cached_estimator(*config)
     except TypeError:  # an unhashable policy or dynamics: compile afresh
@@ -118,7 +122,8 @@ def _estimate(kind, dynamics, policy, policy_params, s1, horizon, key, n_samples
 
 
 def per_sample_gradients(dynamics, policy, policy_params, s1: Array, horizon: int, key: Array, n_samples: int, *,
-                         entropy_coef: float = 0.0, policy_input_grad="stop", s1_noise: float = 0.0):
+                         entropy_coef: float = 0.0, policy_input_grad="stop", s1_noise: float = 0.0,
+                         discount: float = 1.0, truncate: int | None = None):
     """∇θ J of N independent single imagined rollouts: a pytree like `policy_params` with a leading [N] axis.
 
     Args:
@@ -128,18 +133,20 @@ def per_sample_gradients(dynamics, policy, policy_params, s1: Array, horizon: in
       horizon: H, rollout length (<= the dynamics' horizon or the model's max_horizon).
       key: PRNG key; sample i's policy noise, process noise (noisy systems) and initial-state perturbation come from
         split(key, N)[i] (module docstring).
-      entropy_coef, policy_input_grad: as in `gradlens.objective.imagined_objective` (per-sample objective
-        J_i = Σ_t r_t + α · mean_t Ĥ_t of rollout i).
+      entropy_coef, policy_input_grad, discount, truncate: as in `gradlens.objective.imagined_objective`
+        (per-sample objective J_i = Σ_t γ^t r_t + α · mean_t Ĥ_t of rollout i; γ = 1 and no truncation, the paper's,
+        by default; the stabilisers of docs/stability.md otherwise).
       s1_noise: std of a Gaussian perturbation of s1's physical components (the time channel is untouched).
     The mean over samples is the BPO gradient of a batch of N; the spread is what `gradient_stats` measures.
     """
     return _estimate("first-order", dynamics, policy, policy_params, s1, horizon, key, n_samples, entropy_coef,
-                     policy_input_grad, s1_noise)
+                     policy_input_grad, s1_noise, discount, truncate)
 
 
 def zeroth_order_gradients(dynamics, policy, policy_params, s1: Array, horizon: int, key: Array, n_samples: int, *,
                            sigma: float = 0.05, antithetic: bool = True, entropy_coef: float = 0.0,
-                           policy_input_grad="stop", s1_noise: float = 0.0):
+                           policy_input_grad="stop", s1_noise: float = 0.0, discount: float = 1.0,
+                           truncate: int | None = None):
     """Gaussian-smoothing (zeroth-order) estimates of ∇θ E[J], one per sample: same layout as `per_sample_gradients`.
 
     With u_i ~ N(0, I_P) in the flattened parameters and J_i(·) the return of rollout i under its own fixed noise
@@ -153,7 +160,7 @@ def zeroth_order_gradients(dynamics, policy, policy_params, s1: Array, horizon: 
     """
     check_positive(sigma, "sigma (zeroth-order smoothing std)")
     return _estimate("zeroth-order", dynamics, policy, policy_params, s1, horizon, key, n_samples, entropy_coef,
-                     policy_input_grad, s1_noise, float(sigma), bool(antithetic))
+                     policy_input_grad, s1_noise, discount, truncate, float(sigma), bool(antithetic))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,7 +266,7 @@ def _at_horizon(x, horizon: int):
 def horizon_sweep(system: System | Callable[[int], System], models: Mapping[str, object], policy, policy_params,
                   horizons, key: Array, n_samples: int, *, zeroth_order: str = "simulator", sigma: float = 0.05,
                   antithetic: bool = True, entropy_coef: float = 0.0, policy_input_grad="stop", s1=None,
-                  s1_noise: float = 0.0) -> list[dict]:
+                  s1_noise: float = 0.0, discount: float = 1.0, truncate: int | None = None) -> list[dict]:
     """Gradient statistics of the simulator and each model for every horizon: a list of table rows.
 
     Args:
@@ -273,7 +280,8 @@ def horizon_sweep(system: System | Callable[[int], System], models: Mapping[str,
       zeroth_order: which methods also get the zeroth-order estimator at the same budget: "none", "simulator"
         (default, the reference of Suh et al. 2022) or "all".
       sigma, antithetic: of the zeroth-order estimator; s1 (default: the system's initial state), s1_noise,
-        entropy_coef, policy_input_grad: as `per_sample_gradients`.
+        entropy_coef, policy_input_grad, discount, truncate: as `per_sample_gradients` (the simulator's reference
+        gradient is taken with the same discount and truncation).
     Returns rows {method, estimator ("first-order" | "zeroth-order"), horizon, **GradientStats.as_dict(),
     **uncertainty.gradient_intervals(...)}: the reference of every row is the mean first-order simulator gradient at
     the same horizon, and each statistic has a 95 % bootstrap interval (`<stat>_ci`, paired with the simulator's
@@ -286,7 +294,8 @@ def horizon_sweep(system: System | Callable[[int], System], models: Mapping[str,
     horizons = list(horizons)
     if not horizons:
         raise ValueError("horizons must be a non-empty list of positive integers")
-    common = dict(entropy_coef=entropy_coef, policy_input_grad=policy_input_grad, s1_noise=s1_noise)
+    common = dict(entropy_coef=entropy_coef, policy_input_grad=policy_input_grad, s1_noise=s1_noise,
+                  discount=discount, truncate=truncate)
     setups = []  # built and checked for every horizon before any gradient is computed
     for horizon in horizons:
         check_positive(horizon, "horizon", integer=True)

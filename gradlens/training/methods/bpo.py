@@ -23,7 +23,6 @@ from gradlens import envs, models, validate
 from gradlens.policies import check_time_input, make_policy
 from gradlens.rollout import check_policy_input_grad, rollout
 from gradlens.objective import gradient_agreement, policy_gradient, reverse_mode
-from gradlens.rollout import check_truncate
 from gradlens.training.bpo import UPDATE_RULES, natural_step, policy_optimizer, policy_update
 from gradlens.training.fit import model_loss
 from gradlens.training.protocol import Means, Method, add, flag, mean, nonfinite_code, sequential_on_cpu
@@ -79,10 +78,8 @@ class BPOConfig:
         validate.one_of(self.nonfinite_policy_grad, NONFINITE_POLICY_GRAD, "nonfinite_policy_grad")
         validate.flag(self.compare_to_simulator, "compare_to_simulator")
         validate.flag(self.remat, "remat")
-        validate.finite(self.discount, "discount", low=0)
-        if not 0 < self.discount <= 1:
-            raise ValueError(f"discount must be in (0, 1] (1: the paper's undiscounted return), got {self.discount!r}")
-        check_truncate(self.truncate)
+        validate.discount(self.discount)
+        validate.truncation(self.truncate)
         validate.one_of(self.update_rule, UPDATE_RULES, "update_rule")
         validate.positive(self.natural_kl, "natural_kl")
         if self.update_rule == "natural" and self.policy != "mlp":
