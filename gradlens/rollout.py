@@ -116,8 +116,36 @@ def rollout(
     Pure: jit-, grad- and vmap-compatible (vmap over s1, keys, or policy parameters closed over by `policy`).
     """
     dyn = as_dynamics(dynamics)
-    caps = dyn.capabilities
     open_loop = not callable(policy)
+    horizon = _checked_horizon(dyn, policy, horizon, open_loop)
+    check_shape(s1, (dyn.obs_dim,), "s1 (obs_dim = state_dim + 1 time index)")
+    check_finite(s1, "s1")
+    check_policy_input_grad(policy_input_grad)
+    check_reverse(reverse)
+    validate.truncation(truncate)
+    actions = _checked_actions(dyn, policy, horizon) if open_loop else None
+    if key is None:
+        if dyn.needs_key:
+            raise ValueError("these dynamics have process noise (noise_std > 0): pass key=jax.random.PRNGKey(...)")
+        key = jax.random.PRNGKey(0)  # deterministic dynamics ignore it; so must the policy, or pass your own key
+    caps = dyn.capabilities if truncate is None else STEP_ONLY  # truncation cuts the scan's carry: no fast path
+
+    if open_loop and caps.open_loop:
+        return _one_pass(dyn, s1, actions, key)
+    if open_loop:
+        step_policy = lambda obs, t, k: actions[t]
+    else:
+        step_policy = lambda obs, t, k: policy(policy_input(obs, policy_input_grad), k)
+    step_keys = jax.random.split(key, horizon)
+    replay = policy_input_grad == "stop" and caps.open_loop  # see `_replay`
+    if reverse == "recompute" and not replay and caps.custom_reverse:
+        return dyn.custom_reverse(step_policy, s1, horizon, step_keys, not open_loop and policy_input_grad != "stop")
+    traj = _scan(dyn, step_policy, s1, step_keys, reverse, truncate)
+    return _replay(dyn, policy, s1, traj.states, step_keys, key) if replay else traj
+
+
+def _checked_horizon(dyn: Dynamics, policy, horizon, open_loop: bool) -> int:
+    """H: as given, else the number of open-loop action rows, else the dynamics' horizon; ValueError if out of range."""
     if horizon is None:
         horizon = jnp.shape(policy)[0] if open_loop and jnp.ndim(policy) == 2 else dyn.horizon
     if isinstance(horizon, bool) or not isinstance(horizon, int) or not 1 <= horizon <= dyn.horizon:
@@ -125,50 +153,42 @@ def rollout(
             f"horizon must be an integer in [1, {dyn.horizon}] (the dynamics' horizon; make the system or model "
             f"with a larger horizon to roll out further), got {horizon!r}"
         )
-    check_shape(s1, (dyn.obs_dim,), "s1 (obs_dim = state_dim + 1 time index)")
-    check_finite(s1, "s1")
-    check_policy_input_grad(policy_input_grad)
-    check_reverse(reverse)
-    validate.truncation(truncate)
-    if open_loop:
-        actions = jnp.asarray(policy)
-        check_shape(actions, (horizon, dyn.action_dim), "open-loop actions [horizon, action_dim]")
-        check_finite(actions, "open-loop actions")
-        check_action_bounds(actions, "open-loop actions")
-    if key is None:
-        if dyn.needs_key:
-            raise ValueError("these dynamics have process noise (noise_std > 0): pass key=jax.random.PRNGKey(...)")
-        key = jax.random.PRNGKey(0)  # deterministic dynamics ignore it; so must the policy, or pass your own key
-    step_keys = jax.random.split(key, horizon)
+    return horizon
 
-    if truncate is not None:  # every fast path below skips the scan whose carry truncation cuts
-        caps = STEP_ONLY
-    if open_loop and caps.open_loop:
-        states = dyn.open_loop(s1, actions, key)
-        rewards = jax.vmap(dyn.reward)(states[:-1], actions)
-        return Trajectory(states, actions, rewards)
 
-    if open_loop:
-        step_policy = lambda obs, t, k: actions[t]
-    else:
-        step_policy = lambda obs, t, k: policy(policy_input(obs, policy_input_grad), k)
-    replay = policy_input_grad == "stop" and caps.open_loop  # see below
-    if reverse == "recompute" and not replay and caps.custom_reverse:
-        return dyn.custom_reverse(step_policy, s1, horizon, step_keys, not open_loop and policy_input_grad != "stop")
+def _checked_actions(dyn: Dynamics, policy, horizon: int) -> Array:
+    """Open-loop actions [H, A], checked for shape, finiteness and bounds."""
+    actions = jnp.asarray(policy)
+    check_shape(actions, (horizon, dyn.action_dim), "open-loop actions [horizon, action_dim]")
+    check_finite(actions, "open-loop actions")
+    check_action_bounds(actions, "open-loop actions")
+    return actions
 
+
+def _one_pass(dyn: Dynamics, s1: Array, actions: Array, key: Array) -> Trajectory:
+    """Open-loop actions [H, A] through dynamics that predict every state in one pass (`capabilities.open_loop`)."""
+    states = dyn.open_loop(s1, actions, key)
+    return Trajectory(states, actions, jax.vmap(dyn.reward)(states[:-1], actions))
+
+
+def _scan(dyn: Dynamics, step_policy, s1: Array, step_keys: Array, reverse: str, truncate: int | None) -> Trajectory:
+    """`jax.lax.scan` of `rollout_step` over H = len(step_keys) steps, each recomputed in the backward pass under
+    reverse="recompute", the carry's gradient cut every `truncate` steps."""
+    horizon = step_keys.shape[0]
     body = lambda carry, inputs: rollout_step(dyn, step_policy, _cut(carry, inputs[0], truncate), inputs)
     init = (dyn.reset(s1, horizon), s1)
     _, (next_states, acts, rewards) = jax.lax.scan(jax.checkpoint(body) if reverse == "recompute" else body, init,
                                                    (jnp.arange(horizon), step_keys))
-    states = jnp.concatenate([s1[None], next_states])
-    if replay:
-        # An action-conditioned model never reads its predictions and the policy's input is detached, so every
-        # gradient path runs action -> later state inside one causal pass: replay the actions chosen along the
-        # (gradient-free) stepped rollout through `open_loop`. Same values up to rounding, same gradient, and the
-        # backward pass is one parallel pass instead of a scan that stores every step's memory.
-        states = jax.lax.stop_gradient(states)
-        policy_keys = jax.vmap(lambda k: jax.random.split(k)[0])(step_keys)
-        acts = jax.vmap(policy)(states[:-1], policy_keys)
-        states = dyn.open_loop(s1, acts, key)
-        rewards = jax.vmap(dyn.reward)(states[:-1], acts)
-    return Trajectory(states, acts, rewards)
+    return Trajectory(jnp.concatenate([s1[None], next_states]), acts, rewards)
+
+
+def _replay(dyn: Dynamics, policy: Policy, s1: Array, states: Array, step_keys: Array, key: Array) -> Trajectory:
+    """An action-conditioned model never reads its predictions and the policy's input is detached, so every gradient
+    path runs action -> later state inside one causal pass: replay the actions chosen along the (gradient-free)
+    stepped rollout `states` [H+1, O] through `open_loop`. Same values up to rounding, same gradient, and the backward
+    pass is one parallel pass instead of a scan that stores every step's memory."""
+    states = jax.lax.stop_gradient(states)
+    policy_keys = jax.vmap(lambda k: jax.random.split(k)[0])(step_keys)
+    acts = jax.vmap(policy)(states[:-1], policy_keys)
+    states = dyn.open_loop(s1, acts, key)
+    return Trajectory(states, acts, jax.vmap(dyn.reward)(states[:-1], acts))
