@@ -13,6 +13,7 @@ updates). Evaluation is one episode of the deterministic policy in the true syst
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -126,6 +127,24 @@ class TrainState(NamedTuple):
     nonfinite_what: Array  # int32 index into protocol.NONFINITE
 
 
+class _Parts(NamedTuple):
+    """What BPO's pure functions share: the run config, its BPO options and the objects built from them."""
+
+    cfg: Any
+    bpo: BPOConfig
+    system: Any
+    policy: Any
+    model: Any  # None for the simulator
+    policy_opt: optax.GradientTransformation
+    model_opt: optax.GradientTransformation
+    s1: Array  # [O]
+    capacity: int  # C episodes in the buffer
+
+    @property
+    def zero_nonfinite(self) -> bool:
+        return self.bpo.nonfinite_policy_grad == "zero"
+
+
 def make_bpo(config) -> Method:
     """BPO for the run config `config` (method "simulator" or a gradlens.models name), its options `config.bpo`.
 
@@ -133,102 +152,123 @@ def make_bpo(config) -> Method:
     """
     cfg, bpo = config, config.bpo
     system = envs.make(cfg.system, horizon=cfg.horizon, noise_std=cfg.noise_std)
-    H = cfg.horizon
-    capacity = -(-cfg.total_steps // H)
-    policy = make_policy(bpo.policy, system, bpo.policy_hidden, time_input=bpo.policy_time_input)
     use_model = cfg.method != SIMULATOR
-    pol_opt = policy_optimizer(bpo.policy_lr, bpo.grad_clip if use_model else bpo.simulator_grad_clip,
-                               bpo.update_rule)
-    model = models.make(cfg.method, system) if use_model else None
-    model_opt = optax.adam(bpo.model_lr)
-    s1 = system.initial_state()
-    zero_nonfinite = bpo.nonfinite_policy_grad == "zero"
+    parts = _Parts(
+        cfg=cfg, bpo=bpo, system=system,
+        policy=make_policy(bpo.policy, system, bpo.policy_hidden, time_input=bpo.policy_time_input),
+        model=models.make(cfg.method, system) if use_model else None,
+        policy_opt=policy_optimizer(bpo.policy_lr, bpo.grad_clip if use_model else bpo.simulator_grad_clip,
+                                    bpo.update_rule),
+        model_opt=optax.adam(bpo.model_lr), s1=system.initial_state(), capacity=-(-cfg.total_steps // cfg.horizon))
+    # the world-model update is the only one not batched over seeds on the CPU
+    model_step = sequential_on_cpu(functools.partial(_model_step, parts)) if use_model else None
+    policy_step = functools.partial(_policy_step, parts)
+    return Method(system, functools.partial(_init, parts), functools.partial(_iteration, parts, model_step, policy_step),
+                  functools.partial(_evaluate, parts), functools.partial(_means, parts), model_step, policy_step)
 
-    def init(key: Array) -> TrainState:
-        k_run, k_policy, k_model = jax.random.split(key, 3)
-        policy_params = policy.init(k_policy)
-        model_params = model.init(k_model) if use_model else ()
-        return TrainState(
-            key=k_run, policy_params=policy_params, policy_opt=pol_opt.init(policy_params),
-            model_params=model_params, model_opt=model_opt.init(model_params) if use_model else (),
-            buffer_states=jnp.zeros((capacity, H + 1, system.obs_dim), s1.dtype),
-            buffer_actions=jnp.zeros((capacity, H, system.action_dim), s1.dtype),
-            obs=s1, sums=jnp.zeros(len(BPOSums._fields) - (0 if zero_nonfinite else 1), s1.dtype),
-            first_nonfinite=jnp.array(-1, jnp.int32), nonfinite_what=jnp.array(-1, jnp.int32),
-        )
 
-    def env_step(state: TrainState, i, key) -> TrainState:
-        t, episode = i % H, i // H
-        k_act, k_env = jax.random.split(key)
-        action = policy.sample(state.policy_params, state.obs, k_act)
-        nxt = system.step(state.obs, action, k_env if cfg.noise_std > 0 else None)
-        return state._replace(
-            buffer_states=state.buffer_states.at[episode, t].set(state.obs).at[episode, t + 1].set(nxt),
-            buffer_actions=state.buffer_actions.at[episode, t].set(action),
-            obs=jnp.where(t == H - 1, s1, nxt),
-        )
+def _init(p: _Parts, key: Array) -> TrainState:
+    k_run, k_policy, k_model = jax.random.split(key, 3)
+    policy_params = p.policy.init(k_policy)
+    model_params = p.model.init(k_model) if p.model is not None else ()
+    H, dtype = p.cfg.horizon, p.s1.dtype
+    return TrainState(
+        key=k_run, policy_params=policy_params, policy_opt=p.policy_opt.init(policy_params),
+        model_params=model_params, model_opt=p.model_opt.init(model_params) if p.model is not None else (),
+        buffer_states=jnp.zeros((p.capacity, H + 1, p.system.obs_dim), dtype),
+        buffer_actions=jnp.zeros((p.capacity, H, p.system.action_dim), dtype),
+        obs=p.s1, sums=jnp.zeros(len(BPOSums._fields) - (0 if p.zero_nonfinite else 1), dtype),
+        first_nonfinite=jnp.array(-1, jnp.int32), nonfinite_what=jnp.array(-1, jnp.int32),
+    )
 
-    def model_step(state: TrainState, i, key, n_episodes) -> TrainState:
-        idx = jax.random.randint(key, (bpo.model_batch,), 0, n_episodes)
-        loss, grad = jax.value_and_grad(model_loss, argnums=1)(
-            model, state.model_params, state.buffer_states[idx], state.buffer_actions[idx])
-        updates, opt = model_opt.update(grad, state.model_opt, state.model_params)
-        state = flag(state, i, jnp.isfinite(loss), MODEL_LOSS)
-        return state._replace(model_params=optax.apply_updates(state.model_params, updates), model_opt=opt,
-                              sums=add(state.sums, BPOSums, model_loss=loss, model_updates=1.0))
 
-    model_step = sequential_on_cpu(model_step)  # the only update not batched over seeds on the CPU
+def _env_step(p: _Parts, state: TrainState, i, key) -> TrainState:
+    """One real-environment step with the stochastic policy, stored in the buffer; the episode restarts at s1."""
+    H = p.cfg.horizon
+    t, episode = i % H, i // H
+    k_act, k_env = jax.random.split(key)
+    action = p.policy.sample(state.policy_params, state.obs, k_act)
+    nxt = p.system.step(state.obs, action, k_env if p.cfg.noise_std > 0 else None)
+    return state._replace(
+        buffer_states=state.buffer_states.at[episode, t].set(state.obs).at[episode, t + 1].set(nxt),
+        buffer_actions=state.buffer_actions.at[episode, t].set(action),
+        obs=jnp.where(t == H - 1, p.s1, nxt),
+    )
 
-    def policy_step(state: TrainState, i, key, n_episodes) -> TrainState:
-        k_idx, k_roll = jax.random.split(key)
-        episodes = state.buffer_states[jax.random.randint(k_idx, (bpo.policy_batch,), 0, n_episodes)]
-        starts = episodes[:, 0]
-        dynamics = (model, state.model_params) if use_model else system
-        args = (starts, k_roll, H, bpo.entropy_coef, bpo.policy_input_grad, reverse_mode(bpo.remat), bpo.discount,
-                bpo.truncate)
-        grad, stats = policy_gradient(state.policy_params, policy, dynamics, *args)
-        if use_model and bpo.compare_to_simulator:
-            reference, _ = policy_gradient(state.policy_params, policy, system, *args)
-            cosine, rel_err = gradient_agreement(grad, reference)
-        else:
-            cosine, rel_err = jnp.ones((), s1.dtype), jnp.zeros((), s1.dtype)
-        finite = jnp.isfinite(stats.grad_norm)
-        if zero_nonfinite:  # the reference's handling; the update is counted, its statistics left out of the means
-            grad = jax.tree.map(lambda g: jnp.where(jnp.isfinite(g), g, 0.0), grad)
-            keep = lambda value: jnp.where(finite, value, 0.0)
-            sums = add(state.sums, BPOSums, grad_norm=keep(stats.grad_norm), cosine=keep(cosine),
-                       relative_error=keep(rel_err), policy_updates=finite.astype(s1.dtype),
-                       zeroed=1.0 - finite.astype(s1.dtype))
-        else:
-            state = flag(state, i, finite, POLICY_GRADIENT)
-            sums = add(state.sums, BPOSums, grad_norm=stats.grad_norm, cosine=cosine, relative_error=rel_err,
-                       policy_updates=1.0)
-        if bpo.update_rule == "natural":  # the Fisher at the sampled episodes' real states
-            grad, _ = natural_step(policy, state.policy_params, grad, episodes[:, :-1].reshape(-1, episodes.shape[-1]),
-                                   bpo.natural_kl)
-        params, opt = policy_update(state.policy_params, state.policy_opt, grad, pol_opt)
-        return state._replace(policy_params=params, policy_opt=opt, sums=sums)
 
-    def iteration(state: TrainState, i) -> TrainState:
-        key, k_env, k_model, k_policy = jax.random.split(state.key, 4)
-        state = state._replace(key=key)
-        live = i < cfg.total_steps
-        state = jax.lax.cond(live, lambda s: env_step(s, i, k_env), lambda s: s, state)
-        n_episodes = (i + 1) // H  # complete episodes in the buffer after this step
-        learn = live & (i > cfg.warmup_steps) & (n_episodes > 0)
-        if use_model:
-            state = jax.lax.cond(learn & (i % bpo.model_every == 0),
-                                 lambda s: model_step(s, i, k_model, n_episodes), lambda s: s, state)
-        return jax.lax.cond(learn & (i % bpo.policy_every == 0),
-                            lambda s: policy_step(s, i, k_policy, n_episodes), lambda s: s, state)
+def _model_step(p: _Parts, state: TrainState, i, key, n_episodes) -> TrainState:
+    """One Adam step on the world-model MSE over `model_batch` buffered episodes."""
+    idx = jax.random.randint(key, (p.bpo.model_batch,), 0, n_episodes)
+    loss, grad = jax.value_and_grad(model_loss, argnums=1)(
+        p.model, state.model_params, state.buffer_states[idx], state.buffer_actions[idx])
+    updates, opt = p.model_opt.update(grad, state.model_opt, state.model_params)
+    state = flag(state, i, jnp.isfinite(loss), MODEL_LOSS)
+    return state._replace(model_params=optax.apply_updates(state.model_params, updates), model_opt=opt,
+                          sums=add(state.sums, BPOSums, model_loss=loss, model_updates=1.0))
 
-    def evaluate(state: TrainState, key) -> Array:
-        return rollout(system, policy.bind(state.policy_params, deterministic=True), s1, H, key).ret
 
-    def means(sums: Array) -> Means:
-        m = BPOSums(*sums) if zero_nonfinite else BPOSums(*sums, zeroed=None)
-        zeroed = m.zeroed.astype(jnp.int32) if zero_nonfinite else jnp.zeros((), jnp.int32)
-        return Means(mean(m.model_loss, m.model_updates), mean(m.grad_norm, m.policy_updates),
-                     mean(m.cosine, m.policy_updates), mean(m.relative_error, m.policy_updates), zeroed)
+def _policy_step(p: _Parts, state: TrainState, i, key, n_episodes) -> TrainState:
+    """One BPO step: the imagined objective's gradient from `policy_batch` buffered start states, compared with the
+    simulator's, checked for NaN/Inf, then Adam (or a natural-gradient step)."""
+    bpo, H = p.bpo, p.cfg.horizon
+    k_idx, k_roll = jax.random.split(key)
+    episodes = state.buffer_states[jax.random.randint(k_idx, (bpo.policy_batch,), 0, n_episodes)]
+    dynamics = (p.model, state.model_params) if p.model is not None else p.system
+    args = (episodes[:, 0], k_roll, H, bpo.entropy_coef, bpo.policy_input_grad, reverse_mode(bpo.remat),
+            bpo.discount, bpo.truncate)
+    grad, stats = policy_gradient(state.policy_params, p.policy, dynamics, *args)
+    if p.model is not None and bpo.compare_to_simulator:
+        reference, _ = policy_gradient(state.policy_params, p.policy, p.system, *args)
+        cosine, rel_err = gradient_agreement(grad, reference)
+    else:
+        cosine, rel_err = jnp.ones((), p.s1.dtype), jnp.zeros((), p.s1.dtype)
+    grad, state = _checked(p, state, i, grad, stats.grad_norm, cosine, rel_err)
+    if bpo.update_rule == "natural":  # the Fisher at the sampled episodes' real states
+        grad, _ = natural_step(p.policy, state.policy_params, grad, episodes[:, :-1].reshape(-1, episodes.shape[-1]),
+                               bpo.natural_kl)
+    params, opt = policy_update(state.policy_params, state.policy_opt, grad, p.policy_opt)
+    return state._replace(policy_params=params, policy_opt=opt)
 
-    return Method(system, init, iteration, evaluate, means, model_step if use_model else None, policy_step)
+
+def _checked(p: _Parts, state: TrainState, i, grad, grad_norm, cosine, rel_err) -> tuple[Any, TrainState]:
+    """(gradient, state with the update's statistics added): a non-finite gradient is flagged (the run stops), or
+    with nonfinite_policy_grad="zero" its bad entries zeroed, counted, and its statistics left out of the means."""
+    finite = jnp.isfinite(grad_norm)
+    dtype = p.s1.dtype
+    if p.zero_nonfinite:
+        grad = jax.tree.map(lambda g: jnp.where(jnp.isfinite(g), g, 0.0), grad)
+        keep = lambda value: jnp.where(finite, value, 0.0)
+        sums = add(state.sums, BPOSums, grad_norm=keep(grad_norm), cosine=keep(cosine), relative_error=keep(rel_err),
+                   policy_updates=finite.astype(dtype), zeroed=1.0 - finite.astype(dtype))
+        return grad, state._replace(sums=sums)
+    state = flag(state, i, finite, POLICY_GRADIENT)
+    return grad, state._replace(sums=add(state.sums, BPOSums, grad_norm=grad_norm, cosine=cosine,
+                                         relative_error=rel_err, policy_updates=1.0))
+
+
+def _iteration(p: _Parts, model_step, policy_step, state: TrainState, i) -> TrainState:
+    """Real-environment step i, then the updates the schedule (module docstring) runs at i."""
+    cfg, bpo = p.cfg, p.bpo
+    key, k_env, k_model, k_policy = jax.random.split(state.key, 4)
+    state = state._replace(key=key)
+    live = i < cfg.total_steps
+    state = jax.lax.cond(live, lambda s: _env_step(p, s, i, k_env), lambda s: s, state)
+    n_episodes = (i + 1) // cfg.horizon  # complete episodes in the buffer after this step
+    learn = live & (i > cfg.warmup_steps) & (n_episodes > 0)
+    if model_step is not None:
+        state = jax.lax.cond(learn & (i % bpo.model_every == 0),
+                             lambda s: model_step(s, i, k_model, n_episodes), lambda s: s, state)
+    return jax.lax.cond(learn & (i % bpo.policy_every == 0),
+                        lambda s: policy_step(s, i, k_policy, n_episodes), lambda s: s, state)
+
+
+def _evaluate(p: _Parts, state: TrainState, key) -> Array:
+    """Return of one episode of the deterministic policy in the true system."""
+    return rollout(p.system, p.policy.bind(state.policy_params, deterministic=True), p.s1, p.cfg.horizon, key).ret
+
+
+def _means(p: _Parts, sums: Array) -> Means:
+    m = BPOSums(*sums) if p.zero_nonfinite else BPOSums(*sums, zeroed=None)
+    zeroed = m.zeroed.astype(jnp.int32) if p.zero_nonfinite else jnp.zeros((), jnp.int32)
+    return Means(mean(m.model_loss, m.model_updates), mean(m.grad_norm, m.policy_updates),
+                 mean(m.cosine, m.policy_updates), mean(m.relative_error, m.policy_updates), zeroed)
