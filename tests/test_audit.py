@@ -12,7 +12,8 @@ import pytest
 
 import gradlens as gl
 from gradlens import cli
-from gradlens.analysis.audit import AuditConfig, AuditReport, audit, summary_rows
+from gradlens.analysis.rows import ROW_TYPES, GradientRow
+from gradlens.analysis.audit import STAGES, AuditConfig, AuditReport, Progress, audit, summary_rows
 from gradlens.envs.base import System
 from gradlens.report import PLOTLY_JS, SECTION_TEXT, format_summary, report_html
 from gradlens.training.fit_record import FIT_BAR, FitRecord
@@ -68,7 +69,7 @@ def test_report_round_trips_through_json_and_holds_every_section(tmp_path):
     r = audit("linear", ["awm-rnn"], [3, 6], config=SMALL, progress=False)
     assert r.models == ["awm-rnn"] and r.methods == ["simulator", "awm-rnn"]
     for section in ("gradients", "jacobians", "landscapes", "paths"):
-        methods = {row.get("method", row.get("model_class")) for row in getattr(r, section)}
+        methods = {row["model_class"] if section == "paths" else row.method for row in getattr(r, section)}
         assert methods == {"simulator", "awm-rnn"}, section
     assert set(r.fits) == {"awm-rnn"} and r.fits["awm-rnn"]["source"] == "fitted"
     assert r.fits["awm-rnn"]["epochs"] == SMALL.fit_epochs and math.isfinite(r.fits["awm-rnn"]["open_loop_mse"])
@@ -77,6 +78,10 @@ def test_report_round_trips_through_json_and_holds_every_section(tmp_path):
     back = AuditReport.from_json(r.to_json())
     assert _same(dataclasses.asdict(back), json.loads(r.to_json()))
     assert back.to_json() == r.to_json()
+    for section, kind in ROW_TYPES.items():  # the same typed rows back, field by field (NaN == NaN)
+        rows, again = getattr(r, section), getattr(back, section)
+        assert all(type(a) is type(b) is kind and _same(a.as_dict(), b.as_dict()) for a, b in zip(rows, again))
+        assert len(rows) == len(again) and (rows or section in ("problems", "warnings")), section
     saved = AuditReport.load(r.save(tmp_path))
     assert saved.to_json() == r.to_json()
     assert len(summary_rows(r)) == 2 * 2 and "awm-rnn" in format_summary(r)
@@ -268,5 +273,4 @@ def test_the_progress_bar_counts_real_sub_steps(monkeypatch):
     assert (bar.total, bar.done) == (8, 8)
     assert bar.labels == ["H = 2", "H = 3", "H = 2, simulator", "H = 3, simulator", "H = 2, simulator",
                           "H = 3, simulator", "paths", "growth laws"]
-    assert bar.descriptions[1:] == [f"audit: {s}" for s in ("gradients", "jacobians", "landscapes", "paths",
-                                                             "growth")]
+    assert bar.descriptions[1:] == [f"audit: {s}" for s in STAGES]
