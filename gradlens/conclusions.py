@@ -13,8 +13,6 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-import numpy as np
-
 from gradlens.analysis import growth
 from gradlens.analysis.audit import SIMULATOR
 from gradlens.analysis.rows import GradientRow
