@@ -270,7 +270,7 @@ def _run_and_print(system, models, horizons, args, quick: bool):
     report = AuditReport.load(run)
     print(format_summary(report))
     for p in report.problems:
-        print(f"problem: {p['diagnostic']} {p['method']} H={p['horizon']}: {p['message']}")
+        print(f"problem: {p.diagnostic} {p.method} H={p.horizon}: {p.message}")
     seconds, samples = time.perf_counter() - start, (len(models) + 1) * len(horizons) * config.n_samples
     print(f"\naudit finished in {seconds:.0f} s ({samples} gradient samples, {samples / seconds:.3g}/s, fits "
           f"included); run folder {run}")

@@ -13,16 +13,16 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-import numpy as np
-
 from gradlens.analysis import growth
 from gradlens.analysis.audit import SIMULATOR
+from gradlens.analysis.rows import GradientRow
 
 COSINE_GOOD = 0.9  # a gradient this aligned with the simulator's descends the true landscape
 REL_ERROR_BAD = 0.5  # a relative error above this is a gradient mostly off the simulator's
 VARIANCE_BAD = 10.0  # a variance this many times the simulator's needs that many more samples for the same SNR
 TIE = 1.05  # landscapes whose roughness differs by less than 5 % are equally smooth
 SMOOTHER = 0.5  # a model landscape under half the simulator's roughness has smoothed its structure away
+_ABSENT = GradientRow("", "", 0)  # the row of a (method, H) without gradients: every statistic None
 
 
 class Conclusions(NamedTuple):
@@ -34,7 +34,7 @@ class Conclusions(NamedTuple):
 
 def conclusions(report) -> Conclusions:
     """The conclusion of an `AuditReport`, every sentence carrying the numbers behind it."""
-    grads = {(r["method"], r["horizon"]): r for r in report.gradients if r["estimator"] == "first-order"}
+    grads = {(r.method, r.horizon): r for r in report.gradients if r.estimator == "first-order"}
     findings = _closest(report, grads) + _variance_growth(report, grads) + _smoothest(report, grads)
     caveats = (_fit_caveats(report) + _unpredictable(report) + _nonfinite(report, grads)
                + _sample_size(report, grads))
@@ -88,19 +88,19 @@ def _qualifier(report, method: str, horizons) -> str:
 def _closest(report, grads) -> list[str]:
     """The model whose cosine to the simulator's gradient is highest at the largest H, and how far down it holds."""
     h = max(report.horizons)
-    cos = {m: grads[m, h]["cosine"] for m in report.models if _finite(grads.get((m, h), {}).get("cosine"))}
+    cos = {m: grads[m, h].cosine for m in report.models if _finite(grads.get((m, h), _ABSENT).cosine)}
     if not cos:
         return []
     best = max(cos, key=cos.get)
     others = sorted((m for m in cos if m != best), key=cos.get, reverse=True)
     text = (f"{best}'s gradient is the closest to the simulator's at the largest horizon, H = {h}: cosine "
-            f"{_cos(cos[best])}{_ci(grads[best, h])}, relative error {_num(grads[best, h].get('relative_error'))}")
+            f"{_cos(cos[best])}{_ci(grads[best, h])}, relative error {_num(grads[best, h].relative_error)}")
     if others:
         text += f" (cosine {', '.join(f'{m} {_cos(cos[m])}' for m in others)})"
     tied = [m for m in others if _overlap(grads[best, h], grads[m, h])]
     if tied:
         text += (f"; but its cosine's 95 % interval overlaps {', '.join(tied)}'s, so which is closer is inconclusive "
-                 f"at {grads[best, h].get('n')} samples")
+                 f"at {grads[best, h].n} samples")
     text += "; " + _reach(report, grads, best)
     costs = _error_cost(report, grads, best) + _variance_cost(grads, best, h)
     text += ("; but " + "; ".join(costs) + ": it is close in direction, not in size or noise" if costs else "") \
@@ -108,25 +108,25 @@ def _closest(report, grads) -> list[str]:
     fit = [m for m in others if h not in _failing(report, m)]
     if h in _failing(report, best) and fit:
         text += (f"; of the models that pass the fit bar at H = {h}, {fit[0]}'s is the closest (cosine "
-                 f"{_cos(cos[fit[0]])}, relative error {_num(grads[fit[0], h].get('relative_error'))})")
+                 f"{_cos(cos[fit[0]])}, relative error {_num(grads[fit[0], h].relative_error)})")
     return [text + "."]
 
 
-def _ci(row) -> str:
+def _ci(row: GradientRow) -> str:
     """" (95 % CI [lo, hi])" of the row's cosine (schema >= 4), or nothing."""
-    lo, hi = row.get("cosine_ci") or (None, None)
+    lo, hi = row.cosine_ci or (None, None)
     return f" (95 % CI [{_cos(lo)}, {_cos(hi)}])" if _finite(lo) and _finite(hi) else ""
 
 
-def _overlap(a, b) -> bool:
+def _overlap(a: GradientRow, b: GradientRow) -> bool:
     """Whether two rows' cosine intervals overlap (False without intervals)."""
-    (alo, ahi), (blo, bhi) = a.get("cosine_ci") or (None, None), b.get("cosine_ci") or (None, None)
+    (alo, ahi), (blo, bhi) = a.cosine_ci or (None, None), b.cosine_ci or (None, None)
     return all(map(_finite, (alo, ahi, blo, bhi))) and alo <= bhi and blo <= ahi
 
 
 def _reach(report, grads, method: str) -> str:
     """Up to which audited H the model's cosine stays >= COSINE_GOOD, from the smallest H."""
-    cosines = [(h, grads.get((method, h), {}).get("cosine")) for h in report.horizons]
+    cosines = [(h, grads.get((method, h), _ABSENT).cosine) for h in report.horizons]
     bad = next(((h, c) for h, c in cosines if not (_finite(c) and c >= COSINE_GOOD)), None)
     if bad is None:
         return f"its cosine stays >= {COSINE_GOOD} at every audited horizon up to H = {report.horizons[-1]}"
@@ -158,8 +158,8 @@ def _variance_series(report, grads) -> dict:
     """method -> [(H, variance)] over the horizons where it is finite and > 0, for methods with at least two."""
     out = {}
     for m in report.methods:
-        pts = [(h, grads[m, h]["variance"]) for h in report.horizons
-               if _finite(grads.get((m, h), {}).get("variance")) and grads[m, h]["variance"] > 0]
+        pts = [(h, v) for h, v in ((h, grads.get((m, h), _ABSENT).variance) for h in report.horizons)
+               if _finite(v) and v > 0]
         if len(pts) >= 2:
             out[m] = pts
     return out
@@ -186,10 +186,10 @@ def _variance_growth(report, grads) -> list[str]:
 def _landscape_rows(report):
     """(kind, H, method -> normalised TV) of the largest H's random-direction slices (the toys' J(a_1) without)."""
     for kind, what in (("direction", "along a random policy direction"), ("action", "of the first action, J(a_1)")):
-        rows = [r for r in report.landscapes if r["kind"] == kind]
+        rows = [r for r in report.landscapes if r.kind == kind]
         if rows:
-            h = max(r["horizon"] for r in rows)
-            tv = {r["method"]: r["roughness"].get("normalized_tv") for r in rows if r["horizon"] == h}
+            h = max(r.horizon for r in rows)
+            tv = {r.method: r.roughness.get("normalized_tv") for r in rows if r.horizon == h}
             return what, h, {m: x for m, x in tv.items() if _finite(x)}
     return None, None, {}
 
@@ -218,20 +218,20 @@ def _smoothest(report, grads) -> list[str]:
 
 
 def _cosine_cost(grads, method: str, h: int) -> list[str]:
-    cos = grads.get((method, h), {}).get("cosine")
+    cos = grads.get((method, h), _ABSENT).cosine
     return [f"its gradient's cosine to the simulator's is {_cos(cos)} at H = {h}"] \
         if _finite(cos) and cos < COSINE_GOOD else []
 
 
 def _error_cost(report, grads, method: str) -> list[str]:
-    rel = [(g, grads[method, g]["relative_error"]) for g in report.horizons
-           if _finite(grads.get((method, g), {}).get("relative_error"))]
+    rel = [(g, r) for g, r in ((g, grads.get((method, g), _ABSENT).relative_error) for g in report.horizons)
+           if _finite(r)]
     return [f"its relative error is {_span([r for _, r in rel])} over {_hs([g for g, _ in rel])}"] \
         if rel and max(r for _, r in rel) > REL_ERROR_BAD else []
 
 
 def _variance_cost(grads, method: str, h: int) -> list[str]:
-    var, ref = grads.get((method, h), {}).get("variance"), grads.get((SIMULATOR, h), {}).get("variance")
+    var, ref = grads.get((method, h), _ABSENT).variance, grads.get((SIMULATOR, h), _ABSENT).variance
     return [f"its gradient variance is ×{_num(var / ref)} the simulator's at H = {h}"] \
         if _finite(var) and _finite(ref) and ref > 0 and var > VARIANCE_BAD * ref else []
 
@@ -273,16 +273,16 @@ def _unpredictable(report) -> list[str]:
 def _nonfinite(report, grads) -> list[str]:
     out = []
     for (m, h), r in grads.items():
-        if r.get("n_nonfinite"):
-            out.append(f"{m}'s gradient is not finite in {r['n_nonfinite']} of {r['n'] + r['n_nonfinite']} samples "
+        if r.n_nonfinite:
+            out.append(f"{m}'s gradient is not finite in {r.n_nonfinite} of {r.n + r.n_nonfinite} samples "
                        f"at H = {h}: its statistics there use the finite samples only (see Problems).")
-        elif r.get("n") and not _finite(r.get("mean_norm")):
+        elif r.n and not _finite(r.mean_norm):
             out.append(f"{m}'s gradient statistics at H = {h} are not finite (see Problems).")
     return out
 
 
 def _sample_size(report, grads) -> list[str]:
-    sizes = sorted({r["n"] + r.get("n_nonfinite", 0) for r in grads.values() if r.get("n") is not None})
+    sizes = sorted({r.n + (r.n_nonfinite or 0) for r in grads.values() if r.n is not None})
     if not sizes:
         return []
     n = sizes[0] if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"

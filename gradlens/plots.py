@@ -279,7 +279,7 @@ def _color(method):
 
 def _methods(rows):
     """Methods in first-seen order, the simulator first."""
-    seen = list(dict.fromkeys(r["method"] for r in rows))
+    seen = list(dict.fromkeys(r.method for r in rows))
     return sorted(seen, key=lambda m: m != "simulator")
 
 
@@ -295,22 +295,21 @@ def gradient_stats_figure(report, title="Policy-gradient statistics versus horiz
                                         "cosine to simulator"))
     rows = report.gradients
     styles = line_styles(_methods(rows))
-    sim = {r["horizon"]: r for r in rows if r["method"] == "simulator" and r["estimator"] == "first-order"}
+    sim = {r.horizon: r for r in rows if r.method == "simulator" and r.estimator == "first-order"}
     for method, style in styles.items():
         for estimator in ("first-order", "zeroth-order"):
-            part = sorted((r for r in rows if r["method"] == method and r["estimator"] == estimator),
-                          key=lambda r: r["horizon"])
+            part = sorted((r for r in rows if r.method == method and r.estimator == estimator), key=lambda r: r.horizon)
             if not part:
                 continue
             first = estimator == "first-order"
             name = method if first else f"{method} (zeroth-order)"
-            x = [r["horizon"] for r in part]
+            x = [r.horizon for r in part]
             for col, key in ((1, "mean_norm"), (2, "variance"), (3, "snr"), (4, "cosine")):
                 if first and not (key == "cosine" and method == "simulator"):  # its own mean: cosine 1 exactly
                     low, high, what = gradient_band(part, key, sim)
                     fig.add_trace(_band(x, low, high, key, _color(method), name, what), row=1, col=col)
                 fig.add_trace(go.Scatter(
-                    x=x, y=[r[key] for r in part], mode="lines+markers", name=name, legendgroup=name,
+                    x=x, y=[getattr(r, key) for r in part], mode="lines+markers", name=name, legendgroup=name,
                     showlegend=col == 1, line={"color": _color(method), "dash": style["dash"] if first else "dot",
                                                "width": style["width"]},
                     marker={"size": style["size"], "symbol": style["symbol"] + ("" if first else "-open")}),
@@ -324,10 +323,11 @@ def gradient_stats_figure(report, title="Policy-gradient statistics versus horiz
 
 
 def gradient_band(part, key: str, sim: dict) -> tuple[list, list, str]:
-    """(low, high, what) of each row's `key`: its bootstrap interval `<key>_ci` where every row has one, otherwise
-    about one standard error (`_standard_errors`)."""
-    if all(f"{key}_ci" in r for r in part):
-        return [r[f"{key}_ci"][0] for r in part], [r[f"{key}_ci"][1] for r in part], "95 % bootstrap CI"
+    """(low, high, what) of each row's statistic `key` (rows: `GradientRow`s): its bootstrap interval `<key>_ci`
+    where every row has one, otherwise about one standard error (`_standard_errors`)."""
+    intervals = [getattr(r, f"{key}_ci") for r in part]
+    if all(ci is not None for ci in intervals):
+        return [lo for lo, _ in intervals], [hi for _, hi in intervals], "95 % bootstrap CI"
     return (*_standard_errors(part, key, sim), "± 1 s.e.")
 
 
@@ -336,23 +336,22 @@ def _standard_errors(part, key: str, sim: dict) -> tuple[list, list]:
     ‖ḡ‖ and tr Σ sqrt(2 / (n - 1)) for tr Σ (a Gaussian variance's), both as the factor 1 + s / value either way (so
     the band stays positive on the log axes); SNR by the delta method from the two, s_SNR² = SNR² (s_‖ḡ‖² / ‖ḡ‖² +
     s_trΣ² / (4 tr Σ²)); cosine ± (1 / SNR + 1 / SNR_sim) / sqrt(n) (the angles of ḡ and of the simulator's mean, to
-    first order). NaN where a statistic is missing."""
+    first order). sim: H -> the simulator's first-order row. NaN where a statistic is missing."""
     low, high = [], []
     for r in part:
-        n, value = r.get("n") or 0, r[key]
+        n, value = r.n or 0, getattr(r, key)
         spread = math.nan
         if n >= 2 and _finite(value):
             if key == "mean_norm":
-                spread = math.sqrt(r["variance"] / n)
+                spread = math.sqrt(r.variance / n)
             elif key == "variance":
                 spread = value * math.sqrt(2 / (n - 1))
             elif key == "snr":
-                if r["mean_norm"] > 0 and r["variance"] > 0:
-                    spread = value * math.sqrt(r["variance"] / n / r["mean_norm"] ** 2 + 1 / (2 * (n - 1)))
+                if r.mean_norm > 0 and r.variance > 0:
+                    spread = value * math.sqrt(r.variance / n / r.mean_norm ** 2 + 1 / (2 * (n - 1)))
             else:
-                ref = sim.get(r["horizon"], {})
-                spread = sum(math.sqrt(row["variance"] / row["n"]) / row["mean_norm"] for row in (r, ref)
-                             if row.get("n") and row.get("mean_norm"))
+                spread = sum(math.sqrt(row.variance / row.n) / row.mean_norm for row in (r, sim.get(r.horizon))
+                             if row is not None and row.n and row.mean_norm)
         if not _finite(spread):
             low.append(math.nan)
             high.append(math.nan)
@@ -375,14 +374,14 @@ def jacobian_heatmaps_figure(report, horizon=None, title=None, width=None, heigh
     import numpy as np
 
     horizon = max(report.horizons) if horizon is None else horizon
-    rows = [r for r in report.jacobians if r["horizon"] == horizon]
+    rows = [r for r in report.jacobians if r.horizon == horizon]
     if not rows:
         raise ValueError(f"no Jacobians at horizon {horizon}; the report has horizons {report.horizons}")
     fig = make_subplots(rows=1, cols=len(rows), horizontal_spacing=0.07,
-                        subplot_titles=[f"{r['method']}<br>growth {r['growth_rate']:.3g} per step" for r in rows])
+                        subplot_titles=[f"{r.method}<br>growth {r.growth_rate:.3g} per step" for r in rows])
     logs = []
     for r in rows:
-        n = np.asarray(r["norms"], dtype=float)
+        n = np.asarray(r.norms, dtype=float)
         with np.errstate(divide="ignore", invalid="ignore"):
             logs.append(np.where(n > 0, np.log10(n), np.nan))
     finite = np.concatenate([x[np.isfinite(x)] for x in logs]) if logs else np.array([])
@@ -391,7 +390,7 @@ def jacobian_heatmaps_figure(report, horizon=None, title=None, width=None, heigh
         fig.add_trace(go.Heatmap(z=z.tolist(), x=list(range(1, z.shape[1] + 1)), y=list(range(1, z.shape[0] + 1)),
                                  zmin=zmin, zmax=zmax, colorscale="Viridis", showscale=i == len(rows) - 1,
                                  colorbar={"title": "log10 ‖·‖"},
-                                 hovertemplate="t=%{y}, k=%{x}<br>log10 norm=%{z:.2f}<extra>" + r["method"]
+                                 hovertemplate="t=%{y}, k=%{x}<br>log10 norm=%{z:.2f}<extra>" + r.method
                                  + "</extra>"), row=1, col=i + 1)
     fig.update_xaxes(title_text="action a_k")
     fig.update_yaxes(title_text="state ŝ_t", autorange="reversed", col=1)
@@ -404,24 +403,24 @@ def jacobian_heatmaps_figure(report, horizon=None, title=None, width=None, heigh
 def landscapes_figure(report, kind="action", title=None, width=None, height=340):
     """1-D slices J along `kind` ("action": J(a_1); "direction": J(θ + α d)), one panel per horizon, one line per
     method; panel titles carry the normalised total variation of each slice (1 = monotone)."""
-    rows = [r for r in report.landscapes if r["kind"] == kind]
+    rows = [r for r in report.landscapes if r.kind == kind]
     if not rows:
         raise ValueError(f"no {kind!r} landscapes in this report (kinds: "
-                         f"{sorted({r['kind'] for r in report.landscapes})})")
-    horizons = sorted({r["horizon"] for r in rows})
+                         f"{sorted({r.kind for r in report.landscapes})})")
+    horizons = sorted({r.horizon for r in rows})
     fig = make_subplots(rows=1, cols=len(horizons), horizontal_spacing=0.05,
                         subplot_titles=[f"H = {h}" for h in horizons])
     styles = line_styles(_methods(rows))
     for col, h in enumerate(horizons, start=1):
-        for r in sorted((r for r in rows if r["horizon"] == h), key=lambda r: r["method"] != "simulator"):
-            rough = r["roughness"].get("normalized_tv")
-            style = styles[r["method"]]
-            fig.add_trace(go.Scatter(x=r["grid"], y=r["values"], mode="lines+markers", name=r["method"],
-                                     legendgroup=r["method"], showlegend=col == 1,
-                                     line={"color": _color(r["method"]), "width": style["width"],
+        for r in sorted((r for r in rows if r.horizon == h), key=lambda r: r.method != "simulator"):
+            rough = r.roughness.get("normalized_tv")
+            style = styles[r.method]
+            fig.add_trace(go.Scatter(x=r.grid, y=r.values, mode="lines+markers", name=r.method,
+                                     legendgroup=r.method, showlegend=col == 1,
+                                     line={"color": _color(r.method), "width": style["width"],
                                            "dash": style["dash"]},
                                      marker={"symbol": style["symbol"], "size": style["size"], "maxdisplayed": 12},
-                                     hovertemplate=f"{r['method']}, H={h}<br>x=%{{x:.3f}}<br>J=%{{y:.4g}}<br>"
+                                     hovertemplate=f"{r.method}, H={h}<br>x=%{{x:.3f}}<br>J=%{{y:.4g}}<br>"
                                      f"normalised TV={rough:.3g}<extra></extra>"), row=1, col=col)
     fig.update_xaxes(title_text="first action a_1" if kind == "action" else "step α along d")
     fig.update_yaxes(title_text="return J", col=1)
@@ -435,25 +434,25 @@ def plane_figure(report, horizon=None, title=None, height=360):
     `OWN_RANGE`x or less than 1/`OWN_RANGE` of the simulator's (the median panel's without it) is drawn on its own
     range, stated in its title."""
     horizon = max(report.horizons) if horizon is None else horizon
-    rows = [r for r in report.landscapes if r["kind"] == "plane" and r["horizon"] == horizon]
+    rows = [r for r in report.landscapes if r.kind == "plane" and r.horizon == horizon]
     if not rows:
         raise ValueError(f"no 2-D slices at horizon {horizon} in this report")
-    rows.sort(key=lambda r: r["method"] != "simulator")
-    ranges, shared = shared_ranges({r["method"]: r["values"] for r in rows})
-    titles = [f"{r['method']} (TV {r['roughness']['normalized_tv']:.3g})" + (
-        "" if r["method"] in shared else f"<br>own colour range {ranges[r['method']][0]:.3g} to "
-                                         f"{ranges[r['method']][1]:.3g}") for r in rows]
+    rows.sort(key=lambda r: r.method != "simulator")
+    ranges, shared = shared_ranges({r.method: r.values for r in rows})
+    titles = [f"{r.method} (TV {r.roughness['normalized_tv']:.3g})" + (
+        "" if r.method in shared else f"<br>own colour range {ranges[r.method][0]:.3g} to "
+                                      f"{ranges[r.method][1]:.3g}") for r in rows]
     fig = make_subplots(rows=1, cols=len(rows), horizontal_spacing=0.06, subplot_titles=titles)
-    bar = next((r["method"] for r in reversed(rows) if r["method"] in shared), None)
+    bar = next((r.method for r in reversed(rows) if r.method in shared), None)
     for i, r in enumerate(rows):
-        alphas, betas = r["grid"]
-        lo, hi = ranges[r["method"]]
-        fig.add_trace(go.Contour(z=r["values"], x=betas, y=alphas, colorscale="RdBu", zmin=lo, zmax=hi,
+        alphas, betas = r.grid
+        lo, hi = ranges[r.method]
+        fig.add_trace(go.Contour(z=r.values, x=betas, y=alphas, colorscale="RdBu", zmin=lo, zmax=hi,
                                  autocontour=False, contours={"coloring": "heatmap", "start": lo, "end": hi,
                                                               "size": (hi - lo) / 20 or 1.0},
-                                 showscale=r["method"] == bar, colorbar={"title": {"text": "return J"}},
-                                 name=r["method"],
-                                 hovertemplate="α=%{y:.2f}, β=%{x:.2f}<br>J=%{z:.4g}<extra>" + r["method"]
+                                 showscale=r.method == bar, colorbar={"title": {"text": "return J"}},
+                                 name=r.method,
+                                 hovertemplate="α=%{y:.2f}, β=%{x:.2f}<br>J=%{z:.4g}<extra>" + r.method
                                  + "</extra>"), row=1, col=i + 1)
     fig.update_xaxes(title_text="β (direction 2)")
     fig.update_yaxes(title_text="α (direction 1)", col=1)

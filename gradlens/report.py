@@ -38,7 +38,7 @@ def audit_figures(report: AuditReport) -> dict:
     figs = {"gradients": plots.gradient_stats_figure(report), "jacobians": plots.jacobian_heatmaps_figure(report)}
     if any("val_error_by_horizon" in f for f in report.fits.values()):
         figs["fit_error"] = plots.fit_error_figure(report)
-    kinds = {r["kind"] for r in report.landscapes}
+    kinds = {r.kind for r in report.landscapes}
     for kind in ("action", "direction"):
         if kind in kinds:
             figs[f"landscape_{kind}"] = plots.landscapes_figure(report, kind)
@@ -78,7 +78,7 @@ FIT_NOTE = ("fit/repeat: the model's open-loop error over steps 1-H, on held-out
 
 def warning_lines(report: AuditReport) -> list[str]:
     """One plain sentence per warning (unpredictable horizon, unconverged fit, fit bar failed); [] for old reports."""
-    return [w["message"] + "." for w in report.warnings]
+    return [w.message + "." for w in report.warnings]
 
 
 def fit_caveat(report: AuditReport) -> str:
@@ -86,8 +86,8 @@ def fit_caveat(report: AuditReport) -> str:
     beat repeating the last state 2x; "" when every fit passes (or the report has no fit records)."""
     failing = {}
     for w in report.warnings:
-        if w["kind"] == "fit_bar":
-            failing.setdefault(w["method"], []).append(str(w["horizon"]))
+        if w.kind == "fit_bar":
+            failing.setdefault(w.method, []).append(str(w.horizon))
     if not failing:
         return ""
     parts = [f"{name} at H = {', '.join(hs)}" for name, hs in failing.items()]
@@ -210,8 +210,8 @@ def report_html(report: AuditReport, figures: dict | None = None, plotlyjs: str 
     embedded once (a page that stands alone), or, with `plotlyjs` a path relative to the page, loaded from there."""
     figures = audit_figures(report) if figures is None else figures
     esc = html.escape
-    problems = "".join(f"<li><b>{esc(str(p['diagnostic']))}</b> · {esc(str(p['method']))} · "
-                       f"H={esc(str(p['horizon']))}: {esc(p['message'])}</li>" for p in report.problems)
+    problems = "".join(f"<li><b>{esc(str(p.diagnostic))}</b> · {esc(str(p.method))} · "
+                       f"H={esc(str(p.horizon))}: {esc(p.message)}</li>" for p in report.problems)
     records = fits_table(report)
     legacy = "".join(f"<li>{esc(name)} ({esc(f['source'])}): open-loop MSE {_cell(f['open_loop_mse'])} vs "
                      f"{_cell(f['baseline_mse'])} for predicting s_1 throughout (no fit record: schema "
@@ -266,8 +266,8 @@ def growth_table(report: AuditReport) -> list[list[str]]:
         return []
     rows = [["method", "quantity", "against", "verdict", "law"]]
     for r in report.growth:
-        against = r["against"] if r["horizon"] is None else f"{r['against']} (H = {r['horizon']})"
-        rows.append([r["method"], r["quantity"], against, r["verdict"], r["description"]])
+        against = r.against if r.horizon is None else f"{r.against} (H = {r.horizon})"
+        rows.append([r.method, r.quantity, against, r.verdict, r.description])
     return rows
 
 
@@ -310,8 +310,9 @@ def standalone_html(folder) -> bytes:
 
 
 def run_audit(system, models, horizons, root, *, config: AuditConfig = AuditConfig(), name: str | None = None,
-              progress: bool = True, log=None) -> Path:
-    """`audit(...)` recorded as a run (kind "audit") under `root`; returns the run folder.
+              progress: bool = True, log=None, on_progress=None) -> Path:
+    """`audit(...)` recorded as a run (kind "audit") under `root`; returns the run folder. progress, log, on_progress:
+    as `audit`'s.
 
     The folder is created first (status "running"); an exception or interrupt marks it failed with the reason.
     """
@@ -322,7 +323,7 @@ def run_audit(system, models, horizons, root, *, config: AuditConfig = AuditConf
     run = runs.create(root, {"system": system_name, "method": "audit", "models": model_names, "horizons": horizons,
                              **dataclasses.asdict(config)}, name=name, kind="audit")
     try:
-        report = audit(system, models, horizons, config=config, progress=progress, log=log)
+        report = audit(system, models, horizons, config=config, progress=progress, log=log, on_progress=on_progress)
         write_report(report, run)
     except BaseException as err:
         runs.set_status(run, "failed", reason=f"{type(err).__name__}: {err}" if str(err) else type(err).__name__)

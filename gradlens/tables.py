@@ -1,7 +1,10 @@
-"""`Table`: gradlens's tables (a list of row dicts, as `paths.horizon_table` and an audit report's sections give them)
-printed as a terminal-sized summary: columns equal in every row on one line above, then the other scalar columns,
-the first and last rows, and the list-valued columns named only. `pandas.DataFrame(table)` has every column."""
+"""`Table`: gradlens's tables (a list of rows: dicts as `paths.horizon_table` gives them, or the typed rows of an audit
+report's sections, `gradlens.analysis.rows`) printed as a terminal-sized summary: columns equal in every row on one
+line above, then the other scalar columns, the first and last rows, and the list-valued columns named only.
+`pandas.DataFrame(table)` has every column (pandas reads dataclass rows as it reads dicts)."""
 from __future__ import annotations
+
+from typing import Mapping
 
 MAX_ROWS = 12  # more rows print as the first and last MAX_ROWS // 2
 WIDTH = 120  # columns that do not fit are named, not drawn
@@ -26,7 +29,8 @@ def _scalar(value) -> bool:
 
 
 def summary(rows) -> str:
-    """The compact text of a list of row dicts (what `Table` prints)."""
+    """The compact text of a list of rows, dicts or typed rows with `as_dict()` (what `Table` prints)."""
+    rows = [row if isinstance(row, Mapping) else row.as_dict() for row in rows]
     if not rows:
         return "Table: 0 rows"
     columns = sorted(dict.fromkeys(k for row in rows for k in row), key=lambda c: FIRST.index(c) if c in FIRST
@@ -53,7 +57,7 @@ def summary(rows) -> str:
 
 
 class Table(list):
-    """A list of row dicts whose repr is `summary` (a terminal-sized summary, not every number)."""
+    """A list of rows (dicts or typed rows) whose repr is `summary` (a terminal-sized summary, not every number)."""
 
     def __repr__(self) -> str:
         return summary(self)

@@ -12,7 +12,8 @@ import pytest
 
 import gradlens as gl
 from gradlens import cli
-from gradlens.analysis.audit import AuditConfig, AuditReport, audit, summary_rows
+from gradlens.analysis.audit import STAGES, AuditConfig, AuditReport, Progress, audit, summary_rows
+from gradlens.analysis.rows import ROW_TYPES, GradientRow
 from gradlens.envs.base import System
 from gradlens.report import PLOTLY_JS, SECTION_TEXT, format_summary, report_html
 from gradlens.training.fit_record import FIT_BAR, FitRecord
@@ -68,7 +69,7 @@ def test_report_round_trips_through_json_and_holds_every_section(tmp_path):
     r = audit("linear", ["awm-rnn"], [3, 6], config=SMALL, progress=False)
     assert r.models == ["awm-rnn"] and r.methods == ["simulator", "awm-rnn"]
     for section in ("gradients", "jacobians", "landscapes", "paths"):
-        methods = {row.get("method", row.get("model_class")) for row in getattr(r, section)}
+        methods = {row["model_class"] if section == "paths" else row.method for row in getattr(r, section)}
         assert methods == {"simulator", "awm-rnn"}, section
     assert set(r.fits) == {"awm-rnn"} and r.fits["awm-rnn"]["source"] == "fitted"
     assert r.fits["awm-rnn"]["epochs"] == SMALL.fit_epochs and math.isfinite(r.fits["awm-rnn"]["open_loop_mse"])
@@ -77,6 +78,10 @@ def test_report_round_trips_through_json_and_holds_every_section(tmp_path):
     back = AuditReport.from_json(r.to_json())
     assert _same(dataclasses.asdict(back), json.loads(r.to_json()))
     assert back.to_json() == r.to_json()
+    for section, kind in ROW_TYPES.items():  # the same typed rows back, field by field (NaN == NaN)
+        rows, again = getattr(r, section), getattr(back, section)
+        assert all(type(a) is type(b) is kind and _same(a.as_dict(), b.as_dict()) for a, b in zip(rows, again))
+        assert len(rows) == len(again) and (rows or section in ("problems", "warnings")), section
     saved = AuditReport.load(r.save(tmp_path))
     assert saved.to_json() == r.to_json()
     assert len(summary_rows(r)) == 2 * 2 and "awm-rnn" in format_summary(r)
@@ -263,10 +268,45 @@ def test_the_progress_bar_counts_real_sub_steps(monkeypatch):
 
     monkeypatch.setattr(tqdm.auto, "tqdm", Recorder)
     small = dataclasses.replace(SMALL, n_samples=2, landscape_points=3)
-    audit("linear", [], [2, 3], config=small, progress=True)
+    events, lines = [], []
+    audit("linear", [], [2, 3], config=small, progress=True, log=lines.append, on_progress=events.append)
     bar = next(b for b in bars if b.descriptions[0] == "audit")
     assert (bar.total, bar.done) == (8, 8)
     assert bar.labels == ["H = 2", "H = 3", "H = 2, simulator", "H = 3, simulator", "H = 2, simulator",
                           "H = 3, simulator", "paths", "growth laws"]
-    assert bar.descriptions[1:] == [f"audit: {s}" for s in ("gradients", "jacobians", "landscapes", "paths",
-                                                             "growth")]
+    assert bar.descriptions[1:] == [f"audit: {s}" for s in STAGES]
+
+    # the bar, the log lines and the app's live progress are all drawn from these events
+    from gradlens.app.live import progress_text
+
+    assert all(isinstance(e, Progress) and e.total == 8 for e in events)
+    assert [e.label for e in events if e.kind == "step"] == bar.labels
+    assert [(e.section, e.kind) for e in events if e.kind != "step"] == [(s, k) for s in STAGES
+                                                                         for k in ("start", "end")]
+    assert [e.done for e in events if e.kind == "step"] == list(range(1, 9)) and events[-1].fraction == 1.0
+    assert lines == [e.line for e in events if e.kind == "end"] and lines[0] == "fits: none"
+    assert all(re.fullmatch(rf"{s}: done in \d+\.\d s", line) for s, line in zip(STAGES[1:], lines[1:]))
+    assert [progress_text(e) for e in events[2:5]] == [
+        "0 of 8 steps · gradients: starting", "1 of 8 steps · gradients: H = 2", "2 of 8 steps · gradients: H = 3"]
+
+
+def test_an_older_schemas_rows_load_typed_with_their_defaults_and_a_bad_row_is_refused():
+    """A schema-3 report (gradient rows without intervals) loads as typed rows, the missing keys None; the JSON path
+    is one: `as_dict` gives the rows back as written, with the intervals now null."""
+    row = {"method": "simulator", "estimator": "first-order", "horizon": 4, "n": 8, "n_nonfinite": 0,
+           "nonfinite_samples": [], "nonfinite_leaves": [], "mean_norm": 2.0, "sample_norm": 2.5,
+           "variance": float("nan"), "snr": 0.5, "cosine": 1.0, "relative_error": 0.0}
+    old = {"system": {"name": "linear"}, "models": [], "horizons": [4], "config": {}, "meta": {"schema": 3},
+           "gradients": [row], "problems": [{"diagnostic": "gradients", "method": None, "horizon": 4, "message": "x"}]}
+    back = AuditReport.from_json(json.dumps(old))
+    (grad,), (problem,) = back.gradients, back.problems
+    assert isinstance(grad, GradientRow) and grad.cosine == 1.0 == grad["cosine"] and grad.cosine_ci is None
+    assert problem.horizon == 4 and problem.method is None
+    assert _same(grad.as_dict(), {**row, **{f"{q}_ci": None for q in ("mean_norm", "variance", "snr", "cosine",
+                                                                       "relative_error")}})
+    again = AuditReport.from_json(back.to_json())
+    assert again.to_json() == back.to_json() and type(again.gradients[0]) is GradientRow
+    with pytest.raises(ValueError, match=r"GradientRow row: missing keys \['estimator'\], unknown keys \['cos'\]"):
+        AuditReport.from_json(json.dumps({**old, "gradients": [{"method": "markov", "horizon": 4, "cos": 1.0}]}))
+    with pytest.raises(KeyError):
+        grad["as_dict"]

@@ -1,4 +1,5 @@
 """`gradlens.conclusions` on synthetic audit reports with known answers, and where its sentences are shown."""
+import dataclasses
 import re
 
 import numpy as np
@@ -31,6 +32,13 @@ def _fit(ratios):
     return {"ratio_to_repeat": ratios, "passes_fit_bar": [r <= 0.5 for r in ratios], "converged": True}
 
 
+def _edit(report: AuditReport, method: str, h: int, **changes) -> None:
+    """Replace fields of `method`'s first-order gradient row at H (rows are frozen)."""
+    i = next(i for i, r in enumerate(report.gradients)
+             if (r.method, r.horizon, r.estimator) == (method, h, "first-order"))
+    report.gradients[i] = dataclasses.replace(report.gradients[i], **changes)
+
+
 def _report(**changes) -> AuditReport:
     """hwm-transformer: cosine 0.99 at H = 20, fits; awm-transformer: smoothest landscape, but relative error 3.1-16
     and 400x the simulator's variance; markov: the fastest-growing variance, failing the fit bar at H = 10, 20."""
@@ -60,10 +68,11 @@ def test_the_closest_model_is_named_with_its_cosine_relative_error_and_reach():
                             "H = 20: cosine 0.99, relative error 0.12 (cosine markov 0.7, awm-transformer 0.2)")
     assert "its cosine stays >= 0.9 at every audited horizon up to H = 20" in first and "fit bar" not in first
     report = _report()
-    hwm = {r["horizon"]: r for r in report.gradients if r["method"] == "hwm-transformer"}
-    hwm[10]["cosine"], hwm[20]["cosine"] = 0.85, 0.8
+    _edit(report, "hwm-transformer", 10, cosine=0.85)
+    _edit(report, "hwm-transformer", 20, cosine=0.8)
     assert "its cosine stays >= 0.9 up to H = 5 and is 0.85 at H = 10" in conclusions(report).findings[0]
-    hwm[5]["relative_error"], hwm[20]["variance"] = 0.9, 3000.0  # right direction, wrong size, 30x the variance
+    _edit(report, "hwm-transformer", 5, relative_error=0.9)  # right direction, wrong size, 30x the variance
+    _edit(report, "hwm-transformer", 20, variance=3000.0)
     assert conclusions(report).findings[0].endswith(
         "; but its relative error is 0.08-0.9 over H = 5, 10, 20; its gradient variance is ×30 the simulator's at "
         "H = 20: it is close in direction, not in size or noise.")
@@ -71,13 +80,12 @@ def test_the_closest_model_is_named_with_its_cosine_relative_error_and_reach():
 
 def test_the_closest_models_interval_is_given_and_an_overlap_is_called_inconclusive():
     report = _report()
-    at20 = {r["method"]: r for r in report.gradients if r["horizon"] == 20 and r["estimator"] == "first-order"}
-    at20["hwm-transformer"]["cosine_ci"] = [0.97, 0.995]
-    at20["markov"]["cosine_ci"] = [0.4, 0.85]
-    at20["awm-transformer"]["cosine_ci"] = [-0.1, 0.5]
+    for method, interval in (("hwm-transformer", [0.97, 0.995]), ("markov", [0.4, 0.85]),
+                             ("awm-transformer", [-0.1, 0.5])):
+        _edit(report, method, 20, cosine_ci=interval)
     first = conclusions(report).findings[0]
     assert "H = 20: cosine 0.99 (95 % CI [0.97, 0.995]), relative error 0.12" in first and "inconclusive" not in first
-    at20["markov"]["cosine_ci"] = [0.4, 0.975]  # reaches into hwm-transformer's interval
+    _edit(report, "markov", 20, cosine_ci=[0.4, 0.975])  # reaches into hwm-transformer's interval
     assert ("; but its cosine's 95 % interval overlaps markov's, so which is closer is inconclusive at 32 samples"
             in conclusions(report).findings[0])
 
@@ -130,7 +138,7 @@ def test_old_reports_unpredictable_horizons_and_nonfinite_gradients_are_caveats(
     report = _report(fits={"markov": {"open_loop_mse": 3.0, "baseline_mse": 2.0}},
                      system={"name": "toy", "unpredictable_horizons": [20], "divergence_delta": 1e-6,
                              "divergence_by_horizon": [0.0] * 19 + [0.25]})
-    report.gradients[3].update(n_nonfinite=4, n=28)  # markov at H = 5
+    _edit(report, "markov", 5, n_nonfinite=4, n=28)
     caveats = conclusions(report).caveats
     assert caveats[0].startswith("Do not read markov's gradients at H = 5, 10, 20 as a property of its architecture: "
                                  "its open-loop MSE, 3, is no better than holding s_1 throughout (2)")

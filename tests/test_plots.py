@@ -1,5 +1,6 @@
 """The audit figures read as JSON (`fig.to_dict()`) on synthetic reports: bands inside their quantity's range, one
 colour range and a colour bar for compared contours, a distinct dash and marker per model, readable panel titles."""
+import dataclasses
 import math
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import pytest
 from gradlens import plots
 from gradlens.analysis.audit import AuditReport
 from gradlens.analysis.paths import horizon_table
+from gradlens.analysis.rows import GradientRow
 
 H = [2, 4, 8]
 METHODS = ("simulator", "markov", "awm-rnn", "awm-transformer")
@@ -49,16 +51,18 @@ def test_gradient_bands_stay_inside_each_quantitys_range():
     cosines = by_axis["x4"]
     assert -1 <= min(cosines) and max(cosines) == 1.0  # unclipped, 0.95 + s.e. would pass 1
     assert {b["name"].split(" ", 1)[1] for b in bands} == {"± 1 s.e."}  # rows without intervals (schema < 4)
-    unclipped = plots._standard_errors([_row("markov", 8, 0.95, 80.0)], "cosine", {8: _row("simulator", 8, 1, 80.0)})
+    markov, sim = (GradientRow.from_dict(_row(m, 8, c, 80.0)) for m, c in (("markov", 0.95), ("simulator", 1)))
+    unclipped = plots._standard_errors([markov], "cosine", {8: sim})
     assert unclipped[1][0] > 1 and plots.clip_band(*unclipped, "cosine") == ([-1.0], [1.0])
     assert plots.clip_band([-2.0, 0.5], [3.0, 4.0], "variance") == ([0.0, 0.5], [3.0, 4.0])
 
 
 def test_bands_are_the_rows_bootstrap_intervals_where_they_have_them():
     report = _report()
-    for r in report.gradients:
-        r.update(mean_norm_ci=[0.4, 0.6], variance_ci=[0.5 * r["variance"], 2 * r["variance"]], snr_ci=[0.1, 0.2],
-                 cosine_ci=[0.9, 1.2])  # a cosine interval past 1 is clipped
+    report.gradients[:] = [dataclasses.replace(r, mean_norm_ci=[0.4, 0.6], snr_ci=[0.1, 0.2],
+                                               variance_ci=[0.5 * r.variance, 2 * r.variance],
+                                               cosine_ci=[0.9, 1.2])  # a cosine interval past 1 is clipped
+                           for r in report.gradients]
     fig = plots.gradient_stats_figure(report).to_dict()
     markov = [b for b in _bands(fig) if b["name"] == "markov 95 % bootstrap CI"]
     assert [b["xaxis"] for b in markov] == ["x", "x2", "x3", "x4"]
@@ -124,8 +128,8 @@ def test_jacobian_panel_titles_fit_their_panels():
 @pytest.mark.parametrize("kind", ["gradients", "plane"])
 def test_figures_still_draw_with_missing_numbers(kind):
     report = _report()
-    report.gradients[0].update(variance=math.nan, cosine=math.nan, n=0)
-    report.landscapes[1]["values"][0][0] = math.nan
+    report.gradients[0] = dataclasses.replace(report.gradients[0], variance=math.nan, cosine=math.nan, n=0)
+    report.landscapes[1].values[0][0] = math.nan
     fig = plots.gradient_stats_figure(report) if kind == "gradients" else plots.plane_figure(report)
     assert fig.to_dict()["data"]
 

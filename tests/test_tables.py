@@ -1,7 +1,10 @@
 """`gradlens.tables.Table`: gradlens's tables print as a terminal-sized summary, and stay plain lists of rows."""
 import json
 
+import pandas as pd
+
 from gradlens.analysis.audit import AuditReport
+from gradlens.analysis.rows import GradientRow
 from gradlens.analysis.paths import horizon_table
 from gradlens.tables import MAX_ROWS, WIDTH, Table
 
@@ -32,10 +35,12 @@ def test_long_tables_show_their_ends_and_wide_ones_name_the_columns_left_out():
 
 def test_report_sections_are_tables_and_the_report_prints_in_one_line():
     report = AuditReport(system={"name": "toy"}, models=["markov"], horizons=[2], config={},
-                         gradients=[{"method": "markov", "horizon": 2, "cosine": 0.5}])
+                         gradients=[{"method": "markov", "estimator": "first-order", "horizon": 2, "cosine": 0.5}])
     back = AuditReport.from_json(report.to_json())
     assert isinstance(back.gradients, Table) and back.gradients == report.gradients
-    assert json.loads(report.to_json())["gradients"] == [{"method": "markov", "horizon": 2, "cosine": 0.5}]
+    assert back.gradients[0] == GradientRow("markov", "first-order", 2, cosine=0.5)
+    assert json.loads(report.to_json())["gradients"] == [GradientRow("markov", "first-order", 2, cosine=0.5).as_dict()]
+    assert "cosine" in repr(back.gradients) and pd.DataFrame(back.gradients).loc[0, "cosine"] == 0.5
     assert repr(report) == ("AuditReport('toy', models ['markov'], horizons [2]: fits of 0 models, gradients 1 rows, "
                             "jacobians 0 rows, landscapes 0 rows, paths 0 rows, growth 0 rows, problems 0 rows, "
                             "warnings 0 rows)")

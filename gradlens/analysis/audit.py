@@ -47,6 +47,8 @@ import numpy as np
 
 from gradlens import envs, memory, models as model_registry
 from gradlens.analysis import gradients, growth, jacobians, landscape, paths
+from gradlens.analysis.rows import (ROW_TYPES, GradientRow, GrowthRow, JacobianRow, LandscapeRow, ProblemRow, Row,
+                                    WarningRow)
 from gradlens.envs.base import System, check_positive
 from gradlens.models.base import WorldModel
 from gradlens.policies import POLICIES, make_policy
@@ -61,6 +63,7 @@ SIMULATOR = "simulator"
 REPORT = "report.json"
 SCHEMA_VERSION = 4  # 2: fit records, system divergence, warnings; 3: growth laws; 4: gradient intervals
 SECTIONS = ("fits", "gradients", "jacobians", "landscapes", "paths")
+STAGES = (*SECTIONS, "growth")  # the audit's stages in order: its timings and the sections of its progress events
 _TOYS = ("double_pendulum", "one_bounce")  # terminal-reward tasks: the paper's toy data scheme
 
 
@@ -139,7 +142,9 @@ class AuditConfig:
 
 @dataclasses.dataclass
 class AuditReport:
-    """The result of `audit`, as plain JSON types (so `from_json(to_json())` gives the same report back).
+    """The result of `audit`, as plain JSON types (so `from_json(to_json())` gives the same report back); the rows of
+    gradients, jacobians, landscapes, growth, problems and warnings are typed (`gradlens.analysis.rows`: `row.cosine`),
+    those of paths dicts, each section a `Table`.
 
     Fields (the README's "report.json" section documents every key):
       system: {name, obs_dim, action_dim, dt, horizon_mode ("rebuilt" | "prefix"), max_horizon}
@@ -186,8 +191,11 @@ class AuditReport:
     meta: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
+        """Each row section as a `Table`; dict rows (report.json's) become their typed rows (`Row.from_dict`)."""
         for name in _ROW_SECTIONS:
-            setattr(self, name, Table(getattr(self, name)))
+            kind = ROW_TYPES.get(name)
+            setattr(self, name, Table(kind.from_dict(row) if kind and not isinstance(row, Row) else row
+                                      for row in getattr(self, name)))
 
     def __repr__(self) -> str:
         """One line per section with its size: the rows themselves print as compact tables (`report.gradients`)."""
@@ -200,11 +208,17 @@ class AuditReport:
         """The simulator, then the audited models."""
         return [SIMULATOR, *self.models]
 
+    def as_dict(self) -> dict:
+        """The report as plain JSON types: report.json's object (rows as dicts, `Row.as_dict`)."""
+        return _plain({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+
     def to_json(self) -> str:
-        return json.dumps(_plain(dataclasses.asdict(self)), sort_keys=True, indent=1) + "\n"
+        return json.dumps(self.as_dict(), sort_keys=True, indent=1) + "\n"
 
     @classmethod
     def from_json(cls, text: str) -> "AuditReport":
+        """The report of `to_json`'s text, of this schema or an older one (keys added since take their defaults);
+        ValueError when it is not an audit report."""
         data = json.loads(text)
         if not isinstance(data, dict):
             raise ValueError(f"an audit report must be a JSON object, got {type(data).__name__}")
@@ -238,11 +252,13 @@ class AuditReport:
             raise ValueError(f"{path} is corrupt: {err}") from None
 
 
-_ROW_SECTIONS = (*SECTIONS[1:], "growth", "problems", "warnings")  # lists of row dicts, held as `Table`s
+_ROW_SECTIONS = (*STAGES[1:], "problems", "warnings")  # lists of rows, held as `Table`s
 
 
 def _plain(value):
-    """NumPy / JAX scalars and arrays, tuples -> plain JSON types (recursively)."""
+    """NumPy / JAX scalars and arrays, tuples, typed rows -> plain JSON types (recursively)."""
+    if isinstance(value, Row):
+        return _plain(value.as_dict())
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -332,6 +348,57 @@ def _scheme(config: AuditConfig, system: System) -> str:
     return "toy" if system.name in _TOYS else "random_walk"
 
 
+# --------------------------------------------------------------------------------------------------- progress
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """One progress event of `audit`: the CLI's bar (`bar_events`), the log lines (`log_lines`) and the app's progress
+    all consume these.
+
+    section: the stage (`STAGES`); kind: "start" (the stage begins), "step" (one unit done: a model's fit, a horizon's
+    gradients, a (horizon, method)'s Jacobians or landscapes, the path counts, the growth laws) or "end" (the stage is
+    done); done of total: units done over the whole audit (M + H + 2 H (M + 1) + 2 for M models and H horizons);
+    label: the unit just done ("H = 5, markov"), the stage's one-line summary on "end" ("done in 1.2 s"), "" on "start".
+    """
+
+    section: str
+    kind: str
+    done: int
+    total: int
+    label: str = ""
+
+    @property
+    def fraction(self) -> float:
+        """done / total, in [0, 1]."""
+        return self.done / self.total
+
+    @property
+    def line(self) -> str | None:
+        """The log line of an "end" event ("gradients: done in 1.2 s"), None for the others."""
+        return f"{self.section}: {self.label}" if self.kind == "end" else None
+
+
+def log_lines(log: Callable[[str], None]) -> Callable[[Progress], None]:
+    """The progress callback that calls `log` with each stage's one line (`Progress.line`)."""
+    def on_event(event: Progress) -> None:
+        if event.line is not None:
+            log(event.line)
+
+    return on_event
+
+
+def bar_events(bar) -> Callable[[Progress], None]:
+    """The progress callback that drives a tqdm `bar` of `Progress.total` units: the stage as its description, the
+    unit just done as its postfix."""
+    def on_event(event: Progress) -> None:
+        if event.kind == "start":
+            bar.set_description(f"audit: {event.section}")
+        elif event.kind == "step":
+            bar.set_postfix_str(event.label, refresh=False)
+            bar.update()
+
+    return on_event
+
+
 # --------------------------------------------------------------------------------------------------- the audit
 def prepare(system, models, horizons, params=None, config: AuditConfig = AuditConfig()):
     """Validate `audit`'s arguments without computing anything: (horizon grid, horizon -> System, horizon mode,
@@ -354,7 +421,8 @@ def prepare(system, models, horizons, params=None, config: AuditConfig = AuditCo
 
 def audit(system, models: Sequence = ("markov", "hwm-transformer", "awm-transformer"), horizons=(5, 10, 20), *,
           params: Mapping[str, Any] | None = None, config: AuditConfig = AuditConfig(), progress: bool = True,
-          log: Callable[[str], None] | None = None) -> AuditReport:
+          log: Callable[[str], None] | None = None,
+          on_progress: Callable[[Progress], None] | None = None) -> AuditReport:
     """Fit (or take) world models of `system` and run every diagnostic at every horizon; returns an `AuditReport`.
 
     Args:
@@ -362,7 +430,8 @@ def audit(system, models: Sequence = ("markov", "hwm-transformer", "awm-transfor
       models: model names (`gradlens.models.names()`, user-registered ones included) and/or `WorldModel`s.
       horizons: the horizon grid; every H must fit the system and each model's `max_horizon`.
       params: {model name: fitted params}; those models are not fitted again (and a NaN in them is reported).
-      config: `AuditConfig` (sizes, seed); progress: tqdm bars; log: called with one line per finished stage.
+      config: `AuditConfig` (sizes, seed); progress: tqdm bars; log: called with one line per finished stage;
+      on_progress: called with every `Progress` event (the bar and the log lines are drawn from the same events).
     Raises ValueError on bad input (unknown names, an empty grid, a horizon beyond a model's context, models whose
     dimensions do not match the system) before any computation, `memory.OutOfMemory` (a ValueError) when the
     estimated memory exceeds the memory available or an allocation fails anyway.
@@ -370,7 +439,6 @@ def audit(system, models: Sequence = ("markov", "hwm-transformer", "awm-transfor
     grid, system_at, mode, chosen = prepare(system, models, horizons, params, config)
     h_max = grid[-1]
     base = system_at(h_max)
-    say = log or (lambda line: None)
     report = AuditReport(
         system={"name": base.name, "obs_dim": base.obs_dim, "action_dim": base.action_dim, "dt": base.dt,
                 "horizon_mode": mode, "max_horizon": h_max},
@@ -378,14 +446,32 @@ def audit(system, models: Sequence = ("markov", "hwm-transformer", "awm-transfor
         meta={"gradlens": _version(), "jax": jax.__version__, "schema": SCHEMA_VERSION,
               "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
     k_data, k_fit, k_policy, k_grad, k_dir, k_noise = jax.random.split(jax.random.PRNGKey(config.seed), 6)
+    from tqdm.auto import tqdm
 
-    start = time.perf_counter()
-    fitted = _guarded("fits", h_max, lambda: _fit_all(report, chosen, system_at, mode, config, k_data, k_fit,
-                                                      progress))
-    report.timings["fits"] = time.perf_counter() - start
-    say(_fit_line(report))
+    n_h, n_m = len(grid), len(chosen) + 1
+    total = len(chosen) + n_h + 2 * n_h * n_m + 2
+    bar = tqdm(total=total, desc="audit", disable=not progress, leave=False)
+    listeners = [bar_events(bar), *([log_lines(log)] if log else []), *([on_progress] if on_progress else [])]
+    done = 0
+
+    def emit(section: str, kind: str, label: str = "") -> None:
+        nonlocal done
+        done += kind == "step"
+        for listen in listeners:
+            listen(Progress(section, kind, done, total, label))
+
+    def stage(section: str, run: Callable[[Callable[[str], None]], Any]):
+        """`run(step)` as `section`: timed, its start, units (`step(label)`) and end emitted."""
+        emit(section, "start")
+        start = time.perf_counter()
+        out = _guarded(section, h_max, lambda: run(functools.partial(emit, section, "step")))
+        report.timings[section] = time.perf_counter() - start
+        emit(section, "end", _fit_summary(report) if section == "fits" else
+             f"done in {report.timings[section]:.1f} s")
+        return out
 
     def dynamics_at(name, h):
+        """The dynamics of `name` at H: the system, or (model, params) once the fits are done."""
         if name == SIMULATOR:
             return system_at(h)
         model, p = fitted[name]
@@ -395,32 +481,18 @@ def audit(system, models: Sequence = ("markov", "hwm-transformer", "awm-transfor
     report.system["policy"] = kind
     policy = make_policy(kind, base, horizon=h_max, noise_std=config.policy_noise)
     policy_params = policy.init(k_policy)
-    methods = [SIMULATOR, *chosen]
-    from tqdm.auto import tqdm
-
-    n_h, n_m = len(grid), len(methods)
-    bar = tqdm(total=n_h + 2 * n_h * n_m + 2, desc="audit", disable=not progress, leave=False)
-
-    def step(label: str) -> None:
-        """One unit of the bar done: a horizon's gradients, a (horizon, method)'s Jacobians or landscapes, ..."""
-        bar.set_postfix_str(label, refresh=False)
-        bar.update()
-
-    stages = [("gradients", lambda: _gradients(report, dynamics_at, methods, policy, policy_params, k_grad, config,
-                                               step)),
-              ("jacobians", lambda: _jacobians(report, dynamics_at, methods, policy, policy_params, k_noise, config,
-                                               step)),
-              ("landscapes", lambda: _landscapes(report, dynamics_at, methods, policy, policy_params, k_dir, k_noise,
-                                                 config, step)),
-              ("paths", lambda: _paths(report, methods, kind, config) or step("paths")),
-              ("growth", lambda: report.growth.extend(growth_rows(report)) or step("growth laws"))]
+    methods = report.methods
     with bar:
-        for section, run in stages:
-            start = time.perf_counter()
-            bar.set_description(f"audit: {section}")
-            _guarded(section, h_max, run)
-            report.timings[section] = time.perf_counter() - start
-            say(f"{section}: done in {report.timings[section]:.1f} s")
+        fitted = stage("fits", lambda step: _fit_all(report, chosen, system_at, mode, config, k_data, k_fit, progress,
+                                                     step))
+        stage("gradients", lambda step: _gradients(report, dynamics_at, methods, policy, policy_params, k_grad,
+                                                   config, step))
+        stage("jacobians", lambda step: _jacobians(report, dynamics_at, methods, policy, policy_params, k_noise,
+                                                   config, step))
+        stage("landscapes", lambda step: _landscapes(report, dynamics_at, methods, policy, policy_params, k_dir,
+                                                     k_noise, config, step))
+        stage("paths", lambda step: _paths(report, methods, kind, config) or step("paths"))
+        stage("growth", lambda step: report.growth.extend(growth_rows(report)) or step("growth laws"))
     return report
 
 
@@ -441,15 +513,15 @@ def _version() -> str:
     return __version__
 
 
-def _fit_line(report: AuditReport) -> str:
+def _fit_summary(report: AuditReport) -> str:
     parts = [f"{name} {f['epochs']} epochs{'' if f['converged'] is not False else ' (not converged)'}, "
              f"error/repeat {', '.join(f'{r:.2g}' for r in f['ratio_to_repeat'])} at H = "
              f"{', '.join(map(str, report.horizons))}" for name, f in report.fits.items()]
-    return "fits: " + ("; ".join(parts) if parts else "none")
+    return "; ".join(parts) if parts else "none"
 
 
 def _problem(report: AuditReport, diagnostic: str, method: str | None, horizon: int | None, message: str) -> None:
-    report.problems.append({"diagnostic": diagnostic, "method": method, "horizon": horizon, "message": message})
+    report.problems.append(ProblemRow(diagnostic, method, horizon, message))
 
 
 def _bar_episodes(system_at, mode: str, grid: list[int], scheme: str, val: Trajectories, key) -> dict:
@@ -461,10 +533,10 @@ def _bar_episodes(system_at, mode: str, grid: list[int], scheme: str, val: Traje
     return {h: collect(system_at(h), scheme, val.n_episodes, jax.random.fold_in(key, h)) for h in grid}
 
 
-def _fit_all(report, chosen, system_at, mode: str, config: AuditConfig, k_data, k_fit, progress) -> dict:
+def _fit_all(report, chosen, system_at, mode: str, config: AuditConfig, k_data, k_fit, progress, step) -> dict:
     """Fit every model without given params on one shared data set (collected at H_max) and one shared held-out
     split; measure the fit bar at each audited H on `_bar_episodes`; fill report.fits, the system's divergence and
-    the fit warnings; return name -> (model, params)."""
+    the fit warnings; `step(name)` after each model; return name -> (model, params)."""
     if not chosen:
         return {}
     grid = report.horizons
@@ -502,6 +574,7 @@ def _fit_all(report, chosen, system_at, mode: str, config: AuditConfig, k_data, 
             _problem(report, "fits", name, None, f"open-loop MSE on the collected data is {entry['open_loop_mse']}")
         report.fits[name] = entry
         out[name] = (model, given)
+        step(name)
     repeat = next(iter(report.fits.values()))["baseline_repeat_by_horizon"]
     report.system.update(divergence_delta=CHAOS_DELTA, divergence_by_horizon=spread.tolist(),
                          unpredictable_horizons=[h for h in report.horizons
@@ -536,7 +609,7 @@ def _fit_warnings(report: AuditReport) -> None:
 
 
 def _warning(report: AuditReport, kind: str, method: str | None, horizon: int | None, message: str) -> None:
-    report.warnings.append({"kind": kind, "method": method, "horizon": horizon, "message": message})
+    report.warnings.append(WarningRow(kind, method, horizon, message))
 
 
 def _gradients(report, dynamics_at, methods, policy, policy_params, key, config: AuditConfig, step) -> None:
@@ -549,12 +622,12 @@ def _gradients(report, dynamics_at, methods, policy, policy_params, key, config:
             policy, policy_params, [h], key, config.n_samples, zeroth_order="simulator",
             policy_input_grad=config.policy_input_grad, s1_noise=config.s1_noise)
         step(f"H = {h}")
+    rows = [GradientRow.from_dict(row) for row in _plain(rows)]
     for row in rows:
-        if row["n_nonfinite"]:
-            _problem(report, "gradients", row["method"], row["horizon"],
-                     f"{row['n_nonfinite']} of {row['n'] + row['n_nonfinite']} {row['estimator']} gradient samples "
-                     f"non-finite (samples {row['nonfinite_samples'][:8]}, parameter leaves "
-                     f"{row['nonfinite_leaves'][:4]})")
+        if row.n_nonfinite:
+            _problem(report, "gradients", row.method, row.horizon,
+                     f"{row.n_nonfinite} of {row.n + row.n_nonfinite} {row.estimator} gradient samples non-finite "
+                     f"(samples {row.nonfinite_samples[:8]}, parameter leaves {row.nonfinite_leaves[:4]})")
     report.gradients.extend(rows)
 
 
@@ -574,23 +647,23 @@ def _jacobians(report, dynamics_at, methods, policy, policy_params, noise_key, c
             s1 = dynamics_at(SIMULATOR, h).initial_state()
             chain = jacobians.jacobian_chain(dyn, act, s1, h, noise_key, policy_input_grad=config.policy_input_grad)
             norms = np.asarray(jacobians.norms(chain), np.float64)  # [H+1, H]
-            row = {"method": method, "horizon": h, "norms": norms, "growth_rate": float("nan"), "lags": [],
-                   "mean_log_norm": [], "step_norms": None}
+            rate, lags, mean_log_norm = float("nan"), [], []
             if not np.all(np.isfinite(norms)):
                 _problem(report, "jacobians", method, h, _nonfinite_where(norms, "(t, k)"))
             try:
-                row["growth_rate"] = jacobians.growth_rate(chain)
+                rate = jacobians.growth_rate(chain)
                 profile = jacobians.lag_profile(chain)
-                row.update(lags=profile.lags, mean_log_norm=profile.mean_log_norm)
+                lags, mean_log_norm = profile.lags, profile.mean_log_norm
             except ValueError as err:
                 _problem(report, "jacobians", method, h, f"no growth rate: {err}")
             steps = jacobians.step_jacobian_norms(dyn, act, s1, h, noise_key)
             if steps is not None:
                 steps = np.asarray(steps, np.float64)
-                row["step_norms"] = steps
                 if not np.all(np.isfinite(steps)):
                     _problem(report, "jacobians", method, h, "step Jacobian norms: " + _nonfinite_where(steps, "(t,)"))
-            report.jacobians.append(_plain(row))
+            report.jacobians.append(JacobianRow(**_plain({
+                "method": method, "horizon": h, "norms": norms, "growth_rate": float(rate), "lags": lags,
+                "mean_log_norm": mean_log_norm, "step_norms": steps})))
             step(f"H = {h}, {method}")
 
 
@@ -618,8 +691,8 @@ def _landscapes(report, dynamics_at, methods, policy, policy_params, key, noise_
                     _problem(report, "landscapes", method, h,
                              f"{kind} slice: {rough['n_nonfinite']} non-finite value(s) at grid positions "
                              f"{rough['nonfinite_at'][:6]}")
-                report.landscapes.append(_plain({"method": method, "horizon": h, "kind": kind,
-                                                 "grid": grid, "values": values, "roughness": rough}))
+                report.landscapes.append(LandscapeRow(**_plain({"method": method, "horizon": h, "kind": kind,
+                                                                "grid": grid, "values": values, "roughness": rough})))
             step(f"H = {h}, {method}")
 
 
@@ -635,32 +708,31 @@ def _paths(report, methods, kind: str, config: AuditConfig) -> None:
             report.paths.append(_plain({k: v for k, v in row.items() if k != "mean_length_per_action"}))
 
 
-def growth_rows(report: AuditReport) -> list[dict]:
+def growth_rows(report: AuditReport) -> list[GrowthRow]:
     """Growth laws (`gradlens.analysis.growth`) of each method's first-order gradient norm and variance against H
     over the grid, and of its Jacobian norm against the lag t - k at each H; a row says why where no law can be
     fitted (fewer than 3 horizons or lags with a finite positive value)."""
     rows = []
 
     def add(method, quantity, against, horizon, x, y):
-        row = {"method": method, "quantity": quantity, "against": against, "horizon": horizon, "fit": None,
-               "reason": None}
         try:
             fit = growth.fit_growth(x, y)
         except ValueError as err:
-            rows.append({**row, "verdict": "no fit", "description": f"no fit: {err}", "reason": str(err)})
+            rows.append(GrowthRow(method, quantity, against, horizon, "no fit", f"no fit: {err}", None, str(err)))
             return
         unit = "per step" if against == "lag" else "per unit of H"
-        rows.append({**row, "verdict": fit.verdict, "description": fit.describe(unit), "fit": fit.as_dict()})
+        rows.append(GrowthRow(method, quantity, against, horizon, fit.verdict, fit.describe(unit),
+                              _plain(fit.as_dict()), None))
 
-    grads = [r for r in report.gradients if r["estimator"] == "first-order"]
+    grads = [r for r in report.gradients if r.estimator == "first-order"]
     for method in report.methods:
-        mine = sorted((r for r in grads if r["method"] == method), key=lambda r: r["horizon"])
-        x = [r["horizon"] for r in mine]
-        for quantity, key in (("gradient norm", "mean_norm"), ("gradient variance", "variance")):
-            add(method, quantity, "H", None, x, [_number(r[key]) for r in mine])
-        for r in (r for r in report.jacobians if r["method"] == method):
-            add(method, "Jacobian norm", "lag", r["horizon"], r["lags"], np.exp(np.asarray(r["mean_log_norm"], float)))
-    return _plain(rows)
+        mine = sorted((r for r in grads if r.method == method), key=lambda r: r.horizon)
+        x = [r.horizon for r in mine]
+        add(method, "gradient norm", "H", None, x, [_number(r.mean_norm) for r in mine])
+        add(method, "gradient variance", "H", None, x, [_number(r.variance) for r in mine])
+        for r in (r for r in report.jacobians if r.method == method):
+            add(method, "Jacobian norm", "lag", r.horizon, r.lags, np.exp(np.asarray(r.mean_log_norm, float)))
+    return rows
 
 
 def _number(value) -> float:
@@ -670,23 +742,23 @@ def _number(value) -> float:
 def summary_rows(report: AuditReport) -> list[dict]:
     """One row per (method, horizon): the figures the CLI prints and report.html tabulates, with the model's fit
     against repeating the last state at that H (fit_ratio, fit_passes: None for the simulator and older reports)."""
-    grads = {(r["method"], r["horizon"]): r for r in report.gradients if r["estimator"] == "first-order"}
-    jac = {(r["method"], r["horizon"]): r for r in report.jacobians}
-    rough = {(r["method"], r["horizon"]): r["roughness"] for r in report.landscapes if r["kind"] == "direction"}
+    grads = {(r.method, r.horizon): r for r in report.gradients if r.estimator == "first-order"}
+    jac = {(r.method, r.horizon): r for r in report.jacobians}
+    rough = {(r.method, r.horizon): r.roughness for r in report.landscapes if r.kind == "direction"}
     counts = {(r["model_class"], r["horizon"]): r for r in report.paths}
     rows = []
     for h in report.horizons:
         for method in report.methods:
-            g, j = grads.get((method, h), {}), jac.get((method, h), {})
+            g, j = grads.get((method, h)), jac.get((method, h))
             p = counts.get((method, h))
             fit_row = report.fits.get(method, {})
             i = report.horizons.index(h)
             ratio = fit_row["ratio_to_repeat"][i] if "ratio_to_repeat" in fit_row else None
             passes = fit_row["passes_fit_bar"][i] if "passes_fit_bar" in fit_row else None
             rows.append({"method": method, "horizon": h, "fit_ratio": ratio, "fit_passes": passes,
-                         "grad_norm": g.get("mean_norm"),
-                         "variance": g.get("variance"), "snr": g.get("snr"), "cosine": g.get("cosine"),
-                         "rel_error": g.get("relative_error"), "growth_rate": j.get("growth_rate"),
+                         "grad_norm": g and g.mean_norm, "variance": g and g.variance, "snr": g and g.snr,
+                         "cosine": g and g.cosine, "rel_error": g and g.relative_error,
+                         "growth_rate": j and j.growth_rate,
                          "roughness": rough.get((method, h), {}).get("normalized_tv"),
                          "log10_paths": p["log10_paths"] if p else None})
     return rows

@@ -109,7 +109,7 @@ def subset(report, methods=None, horizons=None):
     keep_h = set(report.horizons if horizons is None else horizons)
 
     def rows(table):
-        return [r for r in table if r["method"] in keep_m and r["horizon"] in keep_h]
+        return [r for r in table if r.method in keep_m and r.horizon in keep_h]
 
     return dataclasses.replace(report, models=[m for m in report.models if m in keep_m],
                                horizons=[h for h in report.horizons if h in keep_h],

@@ -1,6 +1,7 @@
 """Live audits from the app: a form bounded to small sizes, the one-click demo (`gradlens demo`), and `launch`, which
-runs `gradlens.report.run_audit` into the run store with its progress on screen. An audit already in the store with
-the same settings is shown instead of being computed again."""
+runs `gradlens.report.run_audit` into the run store with its progress on screen (a bar and each stage's line, drawn
+from the audit's `Progress` events). An audit already in the store with the same settings is shown instead of being
+computed again."""
 import dataclasses
 import time
 from pathlib import Path
@@ -8,7 +9,7 @@ from pathlib import Path
 import streamlit as st
 
 from gradlens import envs, models as model_registry
-from gradlens.analysis.audit import SECTIONS, AuditConfig
+from gradlens.analysis.audit import AuditConfig, Progress
 from gradlens.app import selection, store
 from gradlens.policies import POLICIES
 from gradlens.report import DEMO, QUICK_CONFIG, QUICK_HORIZONS, run_audit
@@ -35,6 +36,13 @@ def parse_horizons(text: str) -> list[int]:
         raise ValueError(f"the app runs at most {MAX_HORIZONS} horizons between 1 and {MAX_HORIZON} (got {text!r}); "
                          "use `gradlens audit` for larger ones")
     return horizons
+
+
+def progress_text(event: Progress) -> str:
+    """The caption of the live progress bar at an audit's `Progress` event: "3 of 8 steps · landscapes: H = 2,
+    simulator" (the unit just done), "… · landscapes: done" at a stage's end, "… · landscapes: starting"."""
+    what = {"step": event.label, "end": "done", "start": "starting"}[event.kind]
+    return f"{event.done} of {event.total} steps · {event.section}: {what}"
 
 
 def find_same(root, system: str, models: list, horizons: list, config: AuditConfig) -> str | None:
@@ -67,16 +75,13 @@ def launch(root, system: str, models: list, horizons: list, config: AuditConfig)
                    f"{', '.join(map(str, horizons))}) …", expanded=True) as status:
         bar = st.progress(0.0, text="collecting data and fitting the world models")
 
-        def log(line: str) -> None:
-            section = line.split(":", 1)[0]
-            if section in SECTIONS:
-                done = SECTIONS.index(section) + 1
-                upcoming = f"; now {SECTIONS[done]}" if done < len(SECTIONS) else ""
-                bar.progress(done / len(SECTIONS), text=f"{section} done{upcoming}")
-            st.write(line)
+        def show(event: Progress) -> None:
+            bar.progress(event.fraction, text=progress_text(event))
+            if event.line is not None:
+                st.write(event.line)
 
         try:
-            run = run_audit(system, models, horizons, root, config=config, progress=False, log=log)
+            run = run_audit(system, models, horizons, root, config=config, progress=False, on_progress=show)
         except ValueError as err:
             status.update(label="The audit could not run", state="error")
             st.error(str(err))

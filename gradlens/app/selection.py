@@ -70,10 +70,10 @@ def load_report(path, section: str | None = None):
     except ValueError as err:
         st.error(f"Cannot show the audit run {Path(path).name}: {err}")
         return None
-    problems = [p for p in report.problems if section is None or p["diagnostic"] == section]
+    problems = [p for p in report.problems if section is None or p.diagnostic == section]
     if problems:
-        lines = "\n".join(f"- {p['diagnostic']} · {p['method'] or 'all'} · H = {p['horizon'] or 'all'}: "
-                          f"{p['message']}" for p in problems)
+        lines = "\n".join(f"- {p.diagnostic} · {p.method or 'all'} · H = {p.horizon or 'all'}: {p.message}"
+                          for p in problems)
         st.warning(f"This audit met {len(problems)} problem(s) (NaN/Inf or a diagnostic that failed); the figures "
                    f"show what could be computed:\n{lines}")
     return report

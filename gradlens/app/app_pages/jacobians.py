@@ -21,10 +21,10 @@ if report is not None:
     shown = figures.subset(report, None if method.startswith("all") else [method], [horizon])
     if shown.jacobians:
         st.plotly_chart(plots.jacobian_heatmaps_figure(shown, horizon), theme=None)
-        rows = [{"model": r["method"], "H": r["horizon"], "growth rate (ln per step)": r["growth_rate"],
-                 "per-step gain": math.exp(r["growth_rate"]) if math.isfinite(r["growth_rate"]) else float("nan"),
+        rows = [{"model": r.method, "H": r.horizon, "growth rate (ln per step)": r.growth_rate,
+                 "per-step gain": math.exp(r.growth_rate) if math.isfinite(r.growth_rate) else float("nan"),
                  "largest ‖d ŝ_t / d a_k‖": max(
-                     (x for row in r["norms"] for x in row if math.isfinite(x)), default=float("nan"))}
+                     (x for row in r.norms for x in row if math.isfinite(x)), default=float("nan"))}
                 for r in shown.jacobians]
         st.dataframe(pd.DataFrame(rows), hide_index=True)
     else:

@@ -19,7 +19,7 @@ if report is not None:
     methods = left.multiselect("Models", report.methods, default=report.methods, key="land_methods")
     horizons = right.multiselect("Horizons", report.horizons, default=report.horizons, key="land_horizons")
     shown = figures.subset(report, methods, horizons)
-    kinds = [k for k in KINDS if any(r["kind"] == k for r in shown.landscapes)]
+    kinds = [k for k in KINDS if any(r.kind == k for r in shown.landscapes)]
     if not kinds:
         st.warning("No landscape for this choice: pick at least one model and one horizon.")
     for kind in (k for k in kinds if k != "plane"):
@@ -27,13 +27,13 @@ if report is not None:
         st.plotly_chart(plots.landscapes_figure(shown, kind), theme=None)
     if "plane" in kinds:
         st.subheader(KINDS["plane"])
-        planes = sorted({r["horizon"] for r in shown.landscapes if r["kind"] == "plane"})
+        planes = sorted({r.horizon for r in shown.landscapes if r.kind == "plane"})
         h = st.radio("Horizon of the 2-D slice", planes, index=len(planes) - 1, horizontal=True, key="land_plane_h")
         st.plotly_chart(plots.plane_figure(shown, h), theme=None)
     if kinds:
         st.subheader("Roughness")
-        table = [{"model": r["method"], "H": r["horizon"], "slice": r["kind"], **{
-            label: r["roughness"][key] for key, label in (
+        table = [{"model": r.method, "H": r.horizon, "slice": r.kind, **{
+            label: r.roughness[key] for key, label in (
                 ("normalized_tv", "normalised TV"), ("total_variation", "total variation"),
                 ("lipschitz", "Lipschitz"), ("mean_slope", "mean slope"), ("n_nonfinite", "non-finite"))}}
             for r in shown.landscapes]
