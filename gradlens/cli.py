@@ -249,7 +249,9 @@ def _audit_config(args, quick: bool):
 
     values = {key: getattr(args, flag) for flag, key in (("seed", "seed"), ("samples", "n_samples"),
                                                           ("episodes", "n_episodes"), ("epochs", "fit_epochs"),
-                                                          ("policy", "policy")) if getattr(args, flag, None) is not None}
+                                                          ("policy", "policy"), ("discount", "discount"),
+                                                          ("truncate", "truncate"))
+              if getattr(args, flag, None) is not None}
     return dataclasses.replace(QUICK_CONFIG if quick else AuditConfig(), **values)
 
 
@@ -419,7 +421,7 @@ def _add_policy_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nonfinite-policy-grad", choices=NONFINITE_POLICY_GRAD,
                    help="a NaN/Inf policy gradient: stop the run (default) or zero its non-finite entries and go on, "
                         "counted per seed (the reference implementation's handling)")
-    g = p.add_argument_group("stabilisers (docs/stability.md; off by default, the paper's settings)")
+    g = p.add_argument_group("stabilisers (docs/stability.md; the defaults are the paper's settings)")
     g.add_argument("--grad-clip", type=float, help="global-norm clip of the policy gradient through a world model "
                                                    "(default 100, the paper's)")
     g.add_argument("--simulator-grad-clip", type=float, help="the same through the true simulator (default: none)")
@@ -495,8 +497,13 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--horizons", required=True, help="comma-separated horizons, e.g. 5,10,20")
             p.add_argument("--samples", type=int, help="gradient samples per method and horizon (default 32)")
             p.add_argument("--episodes", type=int, help="episodes collected to fit the models (default 256)")
-            p.add_argument("--epochs", type=int, help="maximum fitting epochs (default 60)")
+            p.add_argument("--epochs", type=int, help="fitting epochs at most, a safety cap: fits stop on a validation "
+                                                      "plateau (default 1000; 300 with --quick)")
             p.add_argument("--policy", help="auto (default), mlp or open_loop")
+            p.add_argument("--discount", type=float, help="γ in (0, 1] on the imagined return whose gradient is "
+                                                          "analysed (default 1, the paper's; docs/stability.md)")
+            p.add_argument("--truncate", type=int, metavar="K",
+                           help="analyse the gradient truncated every K steps (default: never)")
             p.set_defaults(func=_cmd_audit)
         else:
             p.add_argument("--quick", action="store_true", help="toy sizes (about 2 minutes on 2 CPU cores, 40 s once compiled)")

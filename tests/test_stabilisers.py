@@ -155,3 +155,9 @@ def test_gradient_statistics_take_the_stabilisers(system):
     assert not np.allclose(grads(discount=0.5), full, rtol=1e-3)
     with pytest.raises(ValueError, match="discount must be a number"):
         grads(discount=0.0)
+    from gradlens.analysis.audit import AuditConfig
+
+    with pytest.raises(ValueError, match="AuditConfig.truncate must be a positive integer"):
+        AuditConfig(truncate=0)
+    with pytest.raises(ValueError, match="AuditConfig.discount must be a number in"):
+        AuditConfig(discount=2.0)

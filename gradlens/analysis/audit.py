@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradlens import envs, memory, models as model_registry
+from gradlens import envs, memory, models as model_registry, validate
 from gradlens.analysis import gradients, growth, jacobians, landscape, paths
 from gradlens.analysis.rows import (ROW_TYPES, GradientRow, GrowthRow, JacobianRow, LandscapeRow, ProblemRow, Row,
                                     WarningRow)
@@ -89,6 +89,8 @@ class AuditConfig:
       s1_noise: std of the initial-state perturbation of each gradient sample (0: policy noise only).
       landscape_points: grid size of the 1-D slices (J(a_1) over [-1, 1], J along a direction over α ∈ [-1, 1]).
       landscape_2d_points: grid size per axis of the 2-D slice (0 = none).
+      discount, truncate: the stabilisers of the objective whose gradient is analysed (docs/stability.md): γ in
+        (0, 1] on the imagined return, and None or K to stop the gradient every K steps; the defaults are the paper's.
       seed: every key of the audit derives from it.
     """
 
@@ -107,6 +109,8 @@ class AuditConfig:
     s1_noise: float = 0.0
     landscape_points: int = 101
     landscape_2d_points: int = 15
+    discount: float = 1.0
+    truncate: int | None = None
     seed: int = 0
 
     def __post_init__(self):
@@ -138,6 +142,8 @@ class AuditConfig:
             raise ValueError(f"AuditConfig.s1_noise must be a finite number >= 0, got {self.s1_noise!r}")
         if self.data != "auto":
             as_scheme(self.data)
+        validate.discount(self.discount, "AuditConfig.discount")
+        validate.truncation(self.truncate, "AuditConfig.truncate")
 
 
 @dataclasses.dataclass
@@ -620,7 +626,8 @@ def _gradients(report, dynamics_at, methods, policy, policy_params, key, config:
         rows += gradients.horizon_sweep(
             lambda h: dynamics_at(SIMULATOR, h), {m: (lambda h, m=m: dynamics_at(m, h)) for m in methods[1:]},
             policy, policy_params, [h], key, config.n_samples, zeroth_order="simulator",
-            policy_input_grad=config.policy_input_grad, s1_noise=config.s1_noise)
+            policy_input_grad=config.policy_input_grad, s1_noise=config.s1_noise, discount=config.discount,
+            truncate=config.truncate)
         step(f"H = {h}")
     rows = [GradientRow.from_dict(row) for row in _plain(rows)]
     for row in rows:
