@@ -2,8 +2,8 @@
 layers of docs/architecture.md, never up:
 
     base (validate, files, tables, compilation cache) -> envs -> dynamics -> models, policies -> rollout
-    -> training, analysis, outcomes, memory -> run store (runs, the training driver, sweep, export)
-    -> report, plots, conclusions, app, cli
+    -> fitting (data collection, world-model fitting) -> training, analysis, outcomes, memory
+    -> run store (runs, the training driver, sweep, export) -> report, plots, conclusions, app, cli
 
 Also: nothing in models/ imports the rollout (the rollout consumes the models' declared dynamics)."""
 import ast
@@ -18,6 +18,7 @@ LAYERS = [  # (layer, module-name prefixes), lowest first; a module's layer is t
     ("dynamics", ("gradlens.dynamics",)),
     ("models", ("gradlens.models", "gradlens.policies")),
     ("rollout", ("gradlens.rollout",)),
+    ("fitting", ("gradlens.fitting",)),
     ("training and analysis", ("gradlens.training", "gradlens.analysis", "gradlens.outcomes", "gradlens.memory")),
     ("run store", ("gradlens.runs", "gradlens.training.train", "gradlens.sweep", "gradlens.tensorboard")),
     ("interfaces", ("gradlens.report", "gradlens.plots", "gradlens.outcome_plots", "gradlens.conclusions",

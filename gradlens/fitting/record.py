@@ -28,7 +28,7 @@ import numpy as np
 from gradlens import validate
 from gradlens.envs.base import System
 from gradlens.rollout import rollout
-from gradlens.training.data import Trajectories
+from gradlens.fitting.data import Trajectories
 
 Array = jax.Array
 Params = Any

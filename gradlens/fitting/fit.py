@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from gradlens import validate
 from gradlens.rollout import Trajectory
-from gradlens.training.data import Trajectories, split, state_stats, trajectories
+from gradlens.fitting.data import Trajectories, split, state_stats, trajectories
 
 Array = jax.Array
 Params = Any
