@@ -11,14 +11,13 @@ derived in docs/paths.md) and tabulates them over horizons (`horizon_table`).
     closed_form("hwm-transformer", 8, policy="closed", stop_gradient=False).count   # the same, from the formula
     horizon_table("awm-transformer", [10, 100, 1000])   # rows: paths a_k -> J summed over k, longest, mean length
 """
-from gradlens.analysis.paths._builders import LEVELS, MODEL_CLASSES, PAPER_LAYERS, POLICIES, graph
+from gradlens.analysis.paths._builders import LEVELS, MODEL_CLASSES, POLICIES, graph
 from gradlens.analysis.paths._closed_forms import closed_form
 from gradlens.analysis.paths._counting import PathStats, action_to_state, horizon_table, path_stats
 
 __all__ = [
     "LEVELS",
     "MODEL_CLASSES",
-    "PAPER_LAYERS",
     "POLICIES",
     "PathStats",
     "action_to_state",
