@@ -54,7 +54,8 @@ class Structure:
         validate.positive_int(self.paper_layers, "paper_layers")
 
 
-_STRUCTURES: dict[str, Structure] = {  # the networks of the paper's code: MLP 64-64, one LSTM, GPT-2 2 blocks, S4 3
+# The built-in classes; depths of the paper code's networks: MLP 64-64, one LSTM, GPT-2 with 2 blocks, S4 3 layers.
+_STRUCTURES: dict[str, Structure] = {
     "markov": Structure("markov", "mlp", 2),
     "hwm-rnn": Structure("hwm", "rnn", 1),
     "hwm-transformer": Structure("hwm", "transformer", 2),
