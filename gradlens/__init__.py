@@ -14,9 +14,9 @@ __version__ = "0.1.0"
 _SUBMODULES = ("analysis", "envs", "models", "policies", "runs")
 _NAMES = {"AuditConfig": "gradlens.analysis.audit", "AuditReport": "gradlens.analysis.audit",
           "audit": "gradlens.analysis.audit", "conclusions": "gradlens.conclusions", "Trajectory": "gradlens.rollout",
-          "rollout": "gradlens.rollout", "Trajectories": "gradlens.training.data", "collect": "gradlens.training.data",
-          "trajectories": "gradlens.training.data", "FitConfig": "gradlens.training.fit",
-          "FitHistory": "gradlens.training.fit", "fit": "gradlens.training.fit",
+          "rollout": "gradlens.rollout", "Trajectories": "gradlens.fitting.data", "collect": "gradlens.fitting.data",
+          "trajectories": "gradlens.fitting.data", "FitConfig": "gradlens.fitting.fit",
+          "FitHistory": "gradlens.fitting.fit", "fit": "gradlens.fitting.fit",
           "TrainConfig": "gradlens.training.config", "train": "gradlens.training.train"}
 __all__ = sorted([*_NAMES, *_SUBMODULES])
 

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from gradlens import validate
-from gradlens.envs.base import System
+from gradlens.envs.base import System, physical, time_index, with_time
 
 Array = jax.Array
 
@@ -47,7 +47,7 @@ class GaussianMLPPolicy:
             out = hk.nets.MLP(
                 (*self.hidden, 2 * self.action_dim), activation=jax.nn.swish,
                 w_init=hk.initializers.VarianceScaling(1.0, "fan_in", "uniform"), name="policy",
-            )(obs if self.time_scale == 1.0 else obs.at[..., -1].multiply(self.time_scale))
+            )(obs if self.time_scale == 1.0 else with_time(physical(obs), time_index(obs) * self.time_scale))
             loc, raw_scale = jnp.split(out, 2, axis=-1)
             return loc, jax.nn.softplus(raw_scale) + self.min_scale
 
@@ -99,7 +99,7 @@ class OpenLoopPolicy:
         return self.init_scale * jax.random.normal(key, (self.horizon, self.action_dim))
 
     def _row(self, params: Array, obs: Array) -> Array:
-        t = jnp.clip(jnp.round(obs[-1]).astype(jnp.int32), 0, self.horizon - 1)
+        t = jnp.clip(jnp.round(time_index(obs)).astype(jnp.int32), 0, self.horizon - 1)
         return params[t]
 
     def sample(self, params, obs: Array, key: Array) -> Array:

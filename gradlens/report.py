@@ -18,7 +18,7 @@ from pathlib import Path
 from gradlens import plots, runs
 from gradlens.analysis.audit import AuditConfig, AuditReport, audit, prepare, summary_rows
 from gradlens.conclusions import conclusions
-from gradlens.training.fit_record import FitRecord, horizon_ratio
+from gradlens.fitting.record import FitRecord, horizon_ratio
 
 DEMO = {"system": "double_pendulum", "models": ("markov", "hwm-transformer", "awm-transformer"),
         "horizons": (5, 10, 20)}  # `gradlens demo`: the main job

@@ -15,8 +15,8 @@ from gradlens import cli
 from gradlens.analysis.audit import STAGES, AuditConfig, AuditReport, Progress, audit, summary_rows
 from gradlens.analysis.rows import ROW_TYPES, GradientRow
 from gradlens.envs.base import System
+from gradlens.fitting.record import FIT_BAR, FitRecord
 from gradlens.report import PLOTLY_JS, SECTION_TEXT, format_summary, report_html
-from gradlens.training.fit_record import FIT_BAR, FitRecord
 
 SMALL = AuditConfig(n_episodes=16, fit_epochs=2, n_samples=8, landscape_points=11, landscape_2d_points=0)
 

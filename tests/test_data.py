@@ -6,7 +6,7 @@ import pytest
 from scipy import stats
 
 import gradlens as gl
-from gradlens.training import data as gd
+from gradlens.fitting import data as gd
 
 
 def _linear(horizon=8, **kw):

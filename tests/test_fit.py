@@ -10,10 +10,8 @@ import pytest
 
 import gradlens as gl
 from gradlens import models
+from gradlens.fitting import data as gd, fit as gf, record as fr
 from gradlens.models import NORMALIZER
-from gradlens.training import data as gd
-from gradlens.training import fit as gf
-from gradlens.training import fit_record as fr
 
 MODELS = ["markov", "hwm-rnn", "hwm-transformer", "awm-rnn", "awm-transformer", "awm-ssm"]
 CONFIG = gf.FitConfig(learning_rate=3e-3, batch_size=32, epochs=60, patience=None)

@@ -1,7 +1,8 @@
 """The package's module graph: no import cycle, and every import (module-level or inside a function) goes down the
 layers of docs/architecture.md, never up:
 
-    base (validate, files, tables, compilation cache) -> envs -> dynamics -> models, policies -> rollout -> objective
+    base (validate, files, tables, compilation cache) -> envs -> dynamics -> models, policies -> rollout
+    -> fitting (data collection, world-model fitting), objective (BPO's imagined objective)
     -> training, analysis, outcomes, memory -> run store (runs, the training driver, sweep, export)
     -> report, plots, conclusions, app, cli
 
@@ -18,7 +19,7 @@ LAYERS = [  # (layer, module-name prefixes), lowest first; a module's layer is t
     ("dynamics", ("gradlens.dynamics",)),
     ("models", ("gradlens.models", "gradlens.policies")),
     ("rollout", ("gradlens.rollout",)),
-    ("objective", ("gradlens.objective",)),
+    ("fitting and objective", ("gradlens.fitting", "gradlens.objective")),
     ("training and analysis", ("gradlens.training", "gradlens.analysis", "gradlens.outcomes", "gradlens.memory")),
     ("run store", ("gradlens.runs", "gradlens.training.train", "gradlens.sweep", "gradlens.tensorboard")),
     ("interfaces", ("gradlens.report", "gradlens.plots", "gradlens.outcome_plots", "gradlens.conclusions",

@@ -58,7 +58,8 @@ def _theta(obs_dim, action_dim, seed=3):
 
 
 def test_registry():
-    assert gm.names() == sorted(MODELS)
+    assert gm.names() == sorted(MODELS) and list(gm.structures()) == MODELS
+    assert gm.structure("awm-ssm") == gm.Structure("awm", "ssm", paper_layers=3)
     system = _system()
     with pytest.raises(ValueError, match="unknown model 'gpt'.*awm-transformer.*markov"):
         gm.make("gpt", system)
@@ -78,6 +79,10 @@ def test_registry():
         gm.make("markov", "linear")
     with pytest.raises(ValueError, match="already registered"):
         gm.register("markov", lambda system: None)
+    with pytest.raises(ValueError, match="unknown model 'gpt'"):
+        gm.structure("gpt")
+    with pytest.raises(ValueError, match="must be a gradlens.models.Structure"):
+        gm.register("gpt", lambda system: None, structure=("awm", "transformer", 2))
     model = gm.make("awm-transformer", system, layers=1, max_horizon=9, decoder_hidden=[32])
     assert (model.config.layers, model.max_horizon, model.config.decoder_hidden) == (1, 9, (32,))
     assert model.reads_states is False and gm.make("hwm-rnn", system).reads_states is True

@@ -5,9 +5,11 @@ import re
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import gradlens as gl
 import gradlens.models as gm
+from gradlens.analysis import paths
 from gradlens.envs.linear import matrices
 
 DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "models.md"
@@ -22,6 +24,7 @@ def _example() -> str:
 
 def test_documented_custom_model(monkeypatch):
     monkeypatch.setattr(gm, "_FACTORIES", dict(gm._FACTORIES))  # undo the registration afterwards
+    monkeypatch.setattr(gm, "_STRUCTURES", dict(gm._STRUCTURES))
     namespace = {}
     exec(compile(_example(), str(DOC), "exec"), namespace)
     model, params, system, traj = (namespace[k] for k in ("model", "params", "system", "traj"))
@@ -49,3 +52,25 @@ def test_documented_custom_model(monkeypatch):
         assert "linear-awm: horizon must be an integer in [1, 10]" in str(err)
     else:
         raise AssertionError("a horizon beyond max_horizon was accepted")
+
+
+def test_a_registered_structure_gives_the_gradient_graph(monkeypatch):
+    """The path builders read a model's structure from the model registry: a user model registered as a one-layer
+    recurrent AWM has awm-rnn's graph at both levels; one registered without a structure has none."""
+    monkeypatch.setattr(gm, "_FACTORIES", dict(gm._FACTORIES))
+    monkeypatch.setattr(gm, "_STRUCTURES", dict(gm._STRUCTURES))
+    gm.register("toy-awm", lambda system: None, structure=gm.Structure("awm", "rnn", paper_layers=1))
+    assert gm.structure("toy-awm") == gm.structure("awm-rnn") and "toy-awm" in gm.structures()
+    for level in ("time", "architecture"):
+        toy, reference = (paths.graph(name, 6, level=level) for name in ("toy-awm", "awm-rnn"))
+        assert set(toy.edges) == set(reference.edges) and toy.graph["layers"] == reference.graph["layers"]
+    assert paths.closed_form("toy-awm", 4, level="architecture", layers=3) == paths.closed_form(
+        "awm-rnn", 4, level="architecture", layers=3)
+    gm.register("toy-awm", lambda system: None, overwrite=True)  # no structure now: no graph
+    assert gm.structure("toy-awm") is None
+    with pytest.raises(ValueError, match="unknown model class 'toy-awm'"):
+        paths.graph("toy-awm", 3)
+    with pytest.raises(ValueError, match="network of a markov model must be one of mlp"):
+        gm.Structure("markov", "rnn", 1)
+    with pytest.raises(ValueError, match="structure kind must be one of markov, hwm, awm"):
+        gm.Structure("gru", "rnn", 1)

@@ -1,10 +1,16 @@
-"""The system registry and the `System` boundary checks."""
+"""The system and training-method registries (a toy of each registered from a test), and the `System` boundary
+checks."""
+import dataclasses
+from typing import ClassVar, NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import gradlens as gl
+from gradlens.training import methods
+from gradlens.training.protocol import LossSums, Method, add, loss_means
 
 ALL = gl.envs.names()
 
@@ -130,3 +136,84 @@ def test_a_system_of_your_own_plugs_into_make_rollout_train_and_audit(monkeypatc
         gl.envs.register("toy_two", lambda horizon=3: _integrator(horizon))
     with pytest.raises(ValueError, match="lowercase identifier"):
         gl.envs.register("Toy Integrator", _integrator)
+
+
+@dataclasses.dataclass(frozen=True)
+class HillClimbConfig:
+    """A toy method's settings: the std of its proposals."""
+
+    step_std: float = 0.3
+    default_warmup: ClassVar[int] = 0
+
+    def check(self, config) -> None:
+        if config.seeds < 1:
+            raise ValueError("hill_climb needs a seed")
+
+
+class HillClimbState(NamedTuple):
+    key: jax.Array
+    actions: jax.Array  # [H, A] open-loop, in [-1, 1]
+    best: jax.Array  # their return
+    sums: jax.Array  # [4] LossSums
+    first_nonfinite: jax.Array
+    nonfinite_what: jax.Array
+
+
+def _make_hill_climb(config) -> Method:
+    """Propose actions + N(0, step_std²), clipped, at every step; keep them if their return is higher (a return that
+    never decreases: what the test checks)."""
+    system = gl.envs.make(config.system, horizon=config.horizon, noise_std=config.noise_std)
+    s1, shape = system.initial_state(), (config.horizon, system.action_dim)
+    ret = lambda actions: gl.rollout(system, actions, s1).ret
+
+    def init(key):
+        actions = jnp.zeros(shape, s1.dtype)
+        return HillClimbState(key, actions, ret(actions), jnp.zeros(4, s1.dtype), jnp.array(-1, jnp.int32),
+                              jnp.array(-1, jnp.int32))
+
+    def policy_step(state, i, key, n=1):
+        proposal = jnp.clip(state.actions + config.baseline.step_std * jax.random.normal(key, shape), -1.0, 1.0)
+        value = ret(proposal)
+        better = value > state.best
+        sums = add(state.sums, LossSums, loss=-jnp.maximum(value, state.best), loss_updates=1.0,
+                   grad_norm=jnp.where(better, jnp.linalg.norm(proposal - state.actions), 0.0), grad_updates=1.0)
+        return state._replace(actions=jnp.where(better, proposal, state.actions),
+                              best=jnp.maximum(value, state.best), sums=sums)
+
+    def iteration(state, i):
+        key, k_step = jax.random.split(state.key)
+        return policy_step(state._replace(key=key), i, k_step)
+
+    return Method(system, init, iteration, lambda state, key: ret(state.actions), loss_means, None, policy_step)
+
+
+def test_a_training_method_of_your_own_registers_trains_and_writes_its_metrics(monkeypatch, tmp_path):
+    """The contributor's path of docs/architecture.md for a method: one module (here, above), `register`, and the
+    run config, the trainer and the run store accept it by name."""
+    monkeypatch.setattr(methods, "BASELINES", dict(methods.BASELINES))  # registered for this test only
+    monkeypatch.setattr(methods, "_BUILDERS", dict(methods._BUILDERS))
+    methods.register("hill_climb", HillClimbConfig, _make_hill_climb)
+    assert methods.names()[-1] == "hill_climb" and methods.default_warmup("hill_climb") == 0
+
+    from gradlens.training.config import run_name
+    config = gl.TrainConfig(system="linear", method="hill_climb", horizon=4, total_steps=48, eval_every=8,
+                            baseline={"step_std": 0.5})
+    assert config.baseline == HillClimbConfig(0.5) and gl.TrainConfig.from_dict(config.to_dict()) == config
+    metrics = gl.train(config, tmp_path, progress=False)
+    assert (tmp_path / run_name(config) / "metrics.parquet").exists() and len(metrics) == 6
+    returns = metrics["return"].to_numpy()
+    assert np.all(np.diff(returns) >= 0) and returns[-1] > returns[0]  # kept only improvements, found some
+    assert metrics["model_loss"].notna().all() and metrics["cosine_to_simulator"].isna().all()
+
+    with pytest.raises(ValueError, match="already registered"):
+        methods.register("hill_climb", HillClimbConfig, _make_hill_climb)
+    with pytest.raises(ValueError, match="is a BPO method"):
+        methods.register("markov", HillClimbConfig, _make_hill_climb)
+    with pytest.raises(ValueError, match="lowercase identifier"):
+        methods.register("Hill Climb", HillClimbConfig, _make_hill_climb)
+    with pytest.raises(ValueError, match="frozen dataclass with a check"):
+        methods.register("hill_two", dict, _make_hill_climb)
+    with pytest.raises(ValueError, match="default_warmup must be an integer >= 0"):
+        methods.register("hill_two", dataclasses.make_dataclass("NoWarmup", [], frozen=True,
+                                                                namespace={"check": lambda self, c: None}),
+                         _make_hill_climb)

@@ -54,10 +54,10 @@ from gradlens.models.base import WorldModel
 from gradlens.policies import POLICIES, make_policy
 from gradlens.rollout import check_policy_input_grad
 from gradlens.tables import Table
-from gradlens.training.data import Trajectories, as_scheme, collect
-from gradlens.training.fit import FitConfig, FitDiverged, baseline_mse, fit, fit_split, mse
-from gradlens.training.fit_record import (CHAOS_DELTA, FIT_BAR, FitRecord, divergence, fit_record, horizon_ratio,
-                                          open_loop_error, repeat_error)
+from gradlens.fitting.data import Trajectories, as_scheme, collect
+from gradlens.fitting.fit import FitConfig, FitDiverged, baseline_mse, fit, fit_split, mse
+from gradlens.fitting.record import (CHAOS_DELTA, FIT_BAR, FitRecord, divergence, fit_record, horizon_ratio,
+                                     open_loop_error, repeat_error)
 
 SIMULATOR = "simulator"
 REPORT = "report.json"

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradlens.dynamics import STEP_ONLY
-from gradlens.envs.base import check_finite, check_shape
+from gradlens.envs.base import check_finite, check_shape, physical, time_index, with_time
 from gradlens.rollout import Trajectory, as_dynamics, rollout
 
 Array = jax.Array
@@ -86,11 +86,11 @@ def jacobian_chain(dynamics, policy, s1: Array, horizon: int | None = None, key:
     check_shape(s1, (dyn.obs_dim,), "s1 (obs_dim = state_dim + 1 time index)")
     if callable(policy):
         delta = jnp.zeros((horizon, dyn.action_dim), jnp.result_type(s1))  # [H, A]
-        t0 = s1[-1]
+        t0 = time_index(s1)
 
         def perturbed(delta):
             def act(obs, key):
-                step = jnp.clip(jnp.round(obs[-1] - t0).astype(jnp.int32), 0, horizon - 1)
+                step = jnp.clip(jnp.round(time_index(obs) - t0).astype(jnp.int32), 0, horizon - 1)
                 return policy(obs, key) + delta[step]
             return act
     else:
@@ -102,7 +102,7 @@ def jacobian_chain(dynamics, policy, s1: Array, horizon: int | None = None, key:
 
     def states(delta):
         traj = rollout(dyn, perturbed(delta), s1, horizon, key, policy_input_grad=policy_input_grad)
-        return traj.states[:, :-1], traj  # [H+1, D]
+        return physical(traj.states), traj  # [H+1, D]
 
     if mode == "auto":
         mode = "fwd" if dyn.action_dim <= dyn.obs_dim - 1 else "rev"
@@ -174,7 +174,7 @@ class _Probed:
 
     def transition(self, carry, obs, action, key):
         carry, obs = jax.lax.stop_gradient((carry, obs))
-        shift = jnp.concatenate([self.eps, jnp.zeros((1,), self.eps.dtype)])
+        shift = with_time(self.eps, jnp.zeros((), self.eps.dtype))  # ε on x, 0 on t
         return self.inner.transition(carry, obs + shift, action, key)
 
     def reward(self, obs, action):
@@ -206,7 +206,7 @@ def step_jacobians(dynamics, policy, s1: Array, horizon: int | None = None,
 
     def next_states(eps):
         traj = rollout(_Probed(dyn, eps), policy, s1, horizon, key, policy_input_grad="stop")
-        return traj.states[1:, :-1]  # [H, D]
+        return physical(traj.states[1:])  # [H, D]
 
     return jax.jit(jax.jacfwd(next_states))(jnp.zeros((dyn.obs_dim - 1,), jnp.result_type(s1)))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import inspect
 
-from gradlens.envs.base import System, affine_to_bounds
+from gradlens.envs.base import System, affine_to_bounds, physical, time_index, with_time
 
 _BUILDERS: dict[str, object] = {  # name -> "module:function" (imported on first use) or the builder itself
     "bacteria": "gradlens.envs.myriad.bacteria:make_bacteria",
@@ -86,4 +86,5 @@ def make(name: str, **kwargs) -> System:
     return builder(name)(**kwargs)
 
 
-__all__ = ["System", "MYRIAD", "affine_to_bounds", "builder", "make", "names", "overrides", "register"]
+__all__ = ["System", "MYRIAD", "affine_to_bounds", "builder", "make", "names", "overrides", "physical", "register",
+           "time_index", "with_time"]

@@ -11,6 +11,9 @@ A system is a frozen dataclass of constants and pure functions of the *physical*
 and exposes the observation-level API that rollouts, world models and analyses use:
 `initial_state() -> [O]`, `step(obs, a, key=None) -> [O]`, `reward(obs, a) -> scalar`.
 Actions always live in [-1, 1]^A; each system maps them to its own control range.
+
+The observation layout is owned here: `physical(obs)` [..., D], `time_index(obs)` [...] and `with_time(x, t)` [..., O]
+are the only places that know the time index is the last channel.
 """
 from __future__ import annotations
 
@@ -36,6 +39,22 @@ RewardFn = Callable[[Array, Array, Array], Array]  # (x [D], a [A], t scalar) ->
 def float_dtype():
     """float64 when JAX x64 is enabled, else float32."""
     return jnp.asarray(0.0, dtype=float).dtype
+
+
+def physical(obs: Array) -> Array:
+    """The physical state x [..., D] of observations obs [..., O]: every channel but the time index."""
+    return obs[..., :-1]
+
+
+def time_index(obs: Array) -> Array:
+    """The time index t [...] of observations obs [..., O] (steps since the episode began, stored as a float)."""
+    return obs[..., -1]
+
+
+def with_time(x: Array, t: Array) -> Array:
+    """The observations [..., O] of physical states x [..., D] at time indices t [...] (an array; the usual dtype
+    promotion applies, so cast t first to keep x's dtype)."""
+    return jnp.concatenate([x, jnp.expand_dims(t, -1)], -1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,12 +111,12 @@ class System:
 
     def initial_state(self) -> Array:
         """s_1 = [x0, 0]: [O]."""
-        return jnp.concatenate([jnp.asarray(self.x0, float_dtype()), jnp.zeros((1,), float_dtype())])
+        return with_time(jnp.asarray(self.x0, float_dtype()), jnp.zeros((), float_dtype()))
 
     def step(self, obs: Array, action: Array, key: Array | None = None) -> Array:
         """s_{t+1} from s_t [O] and a_t [A] in [-1, 1]; `key` is required iff noise_std > 0. Pure, jit/grad-able."""
         self._check_io(obs, action)
-        x, t = obs[:-1], obs[-1]
+        x, t = physical(obs), time_index(obs)
         x_next = self.transition(x, action, t)
         if self.noise_std > 0:
             if key is None:
@@ -107,12 +126,12 @@ class System:
             x_next = x_next + self.noise_std * jax.random.normal(key, x_next.shape, x_next.dtype)
         if self.clip_states and self.state_low is not None:
             x_next = jnp.clip(x_next, jnp.asarray(self.state_low, x_next.dtype), jnp.asarray(self.state_high, x_next.dtype))
-        return jnp.concatenate([x_next, (t + 1.0)[None]])
+        return with_time(x_next, t + 1.0)
 
     def reward(self, obs: Array, action: Array) -> Array:
         """Scalar reward of taking `action` [A] in `obs` [O] (terminal terms included at t = H - 1)."""
         self._check_io(obs, action)
-        return self.reward_fn(obs[:-1], action, obs[-1])
+        return self.reward_fn(physical(obs), action, time_index(obs))
 
     def is_terminal(self, t: Array) -> Array:
         """Boolean: is step index t (a float from the observation) the last one, H - 1?"""

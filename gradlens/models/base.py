@@ -31,7 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradlens.dynamics import STEP_ONLY, Capabilities
-from gradlens.envs.base import System, check_finite, check_shape, float_dtype, is_concrete
+from gradlens.envs.base import (System, check_finite, check_shape, float_dtype, is_concrete, physical, time_index,
+                                with_time)
 from gradlens.models.kv_reverse import kv_reverse_rollout
 
 Array = jax.Array
@@ -188,7 +189,7 @@ class WorldModel:
 
             _, nxt = jax.lax.scan(body, (dyn.reset(s1, horizon), s1), actions)
             return jnp.concatenate([s1[None], nxt])
-        z1 = self._encode(params, s1[:-1])
+        z1 = self._encode(params, physical(s1))
         ys = self._sequence(params, jnp.broadcast_to(z1, (horizon, z1.shape[0])), actions)
         return self._with_time(s1, self._decode(params, ys))
 
@@ -202,7 +203,7 @@ class WorldModel:
         check_shape(states, (horizon + 1, self.system.obs_dim),
                     f"{self.name}: states [H+1, obs_dim] (one more row than actions)")
         check_finite(states, f"{self.name}: states")
-        ys = self._sequence(params, self._encode(params, states[:-1, :-1]), actions)
+        ys = self._sequence(params, self._encode(params, physical(states[:-1])), actions)
         return self._with_time(states[0], self._decode(params, ys))
 
     def bind(self, params: Params, *, recompute: bool = False):
@@ -262,8 +263,8 @@ class WorldModel:
 
     def _with_time(self, s1: Array, xs_next: Array) -> Array:
         """[s1; [xs_next, t0 + 1 … t0 + H]]: [H+1, O] with the exact time channel."""
-        times = s1[-1] + jnp.arange(1, xs_next.shape[0] + 1, dtype=xs_next.dtype)
-        return jnp.concatenate([s1[None], jnp.concatenate([xs_next, times[:, None]], axis=1)])
+        times = time_index(s1) + jnp.arange(1, xs_next.shape[0] + 1, dtype=xs_next.dtype)
+        return jnp.concatenate([s1[None], with_time(xs_next, times)])
 
     def _check_horizon(self, horizon) -> int:
         if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or not (
@@ -318,16 +319,16 @@ class ModelDynamics:
         m = self.model
         m._check_state(s1, "s1")
         horizon = m._check_horizon(horizon)
-        memory = m._prime(self.params, m._encode(self.params, s1[:-1]), horizon)
-        return memory, jnp.zeros((), jnp.int32), s1[-1]
+        memory = m._prime(self.params, m._encode(self.params, physical(s1)), horizon)
+        return memory, jnp.zeros((), jnp.int32), time_index(s1)
 
     def transition(self, carry, obs: Array, action: Array, key=None):
         """(carry, s_{t+1} [O]) from the current (predicted) obs [O] and action [A]; an AWM never reads obs."""
         m = self.model
         self._check_step(obs, action)
         memory, t, time = carry
-        memory, y = m._step(self.params, memory, m._encode(self.params, obs[:-1]), action, t)
-        nxt = jnp.concatenate([m._decode(self.params, y), (time + 1)[None].astype(y.dtype)])
+        memory, y = m._step(self.params, memory, m._encode(self.params, physical(obs)), action, t)
+        nxt = with_time(m._decode(self.params, y), (time + 1).astype(y.dtype))
         return (memory, t + 1, time + 1), nxt
 
     def reward(self, obs: Array, action: Array) -> Array:
@@ -375,15 +376,15 @@ class RecomputeDynamics(ModelDynamics):
         horizon = m._check_horizon(horizon)
         zs = jnp.zeros((horizon, m.system.state_dim), s1.dtype)
         actions = jnp.zeros((horizon, m.system.action_dim), s1.dtype)
-        return zs, actions, jnp.zeros((), jnp.int32), s1[-1]
+        return zs, actions, jnp.zeros((), jnp.int32), time_index(s1)
 
     def transition(self, carry, obs: Array, action: Array, key=None):
         m = self.model
         self._check_step(obs, action)
         zs, actions, t, time = carry
-        zs = zs.at[t].set(m._encode(self.params, obs[:-1]))
+        zs = zs.at[t].set(m._encode(self.params, physical(obs)))
         actions = actions.at[t].set(action.astype(actions.dtype))
         y = m._sequence(self.params, zs, actions)[t]
-        nxt = jnp.concatenate([m._decode(self.params, y), (time + 1)[None].astype(y.dtype)])
+        nxt = with_time(m._decode(self.params, y), (time + 1).astype(y.dtype))
         return (zs, actions, t + 1, time + 1), nxt
 

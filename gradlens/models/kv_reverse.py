@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
 from gradlens.dynamics import Trajectory, rollout_step
+from gradlens.envs.base import physical, time_index, with_time
 
 Array = jax.Array
 BLOCK = 32  # most steps per block of the backward pass
@@ -97,8 +98,9 @@ class _Reverse:
             return self.policy_fn(obs, t, key, *all_consts)
 
         def model_step(params, obs, action, t, probes):
-            y, entries, aux = model._step_probed(params, frozen, model._encode(params, obs[:-1]), action, t, probes)
-            return (jnp.concatenate([model._decode(params, y), obs[-1:] + 1]), entries), aux
+            z = model._encode(params, physical(obs))
+            y, entries, aux = model._step_probed(params, frozen, z, action, t, probes)
+            return (with_time(model._decode(params, y), time_index(obs) + 1), entries), aux
 
         # the reward's share of each state's and action's cotangent, all steps at once
         d_obs_r, d_act_r = jax.vjp(jax.vmap(model.system.reward), states[:-1], actions)[1](ct.rewards)
@@ -155,7 +157,7 @@ class _Reverse:
             d_con, = jax.vjp(all_steps, float_consts)[1](d_acts.reshape(actions.shape))
 
         # position 0 holds s_1's token: its keys and values come from `prime`
-        prime = lambda pr, s: model._prime(pr, model._encode(pr, s[:-1]), horizon)
+        prime = lambda pr, s: model._prime(pr, model._encode(pr, physical(s)), horizon)
         memory_ct = tuple((acc[0][layer], acc[1][layer]) for layer in range(layers))
         if self.with_params:
             d_p, d_s = jax.vjp(prime, params, s1)[1](memory_ct)

@@ -12,7 +12,7 @@ derived in docs/paths.md) and tabulates them over horizons (`horizon_table`).
     horizon_table("awm-transformer", [10, 100, 1000])   # rows: paths a_k -> J summed over k, longest, mean length
     truncated(G, 4)    # the edges left by truncated backpropagation every 4 steps (`rollout(..., truncate=4)`)
 """
-from gradlens.analysis.paths._builders import LEVELS, MODEL_CLASSES, PAPER_LAYERS, POLICIES, graph
+from gradlens.analysis.paths._builders import LEVELS, MODEL_CLASSES, POLICIES, graph
 from gradlens.analysis.paths._closed_forms import closed_form
 from gradlens.analysis.paths._counting import PathStats, action_to_state, horizon_table, path_stats
 from gradlens.analysis.paths._truncation import truncated
@@ -20,7 +20,6 @@ from gradlens.analysis.paths._truncation import truncated
 __all__ = [
     "LEVELS",
     "MODEL_CLASSES",
-    "PAPER_LAYERS",
     "POLICIES",
     "PathStats",
     "action_to_state",

@@ -7,17 +7,17 @@ Every builder fills a `Skeleton`: nodes in topological order with, for each node
 `graph` turns it into a networkx.DiGraph; the counting code runs on either, with identical results.
 """
 import dataclasses
-import functools
 import numbers
 
 import networkx as nx
 
-MODEL_CLASSES = ("markov", "hwm-rnn", "hwm-transformer", "awm-rnn", "awm-transformer", "awm-ssm", "simulator")
+from gradlens import models
+
+SIMULATOR = "simulator"  # the true system: a Markov step with no network
+# The classes registered at import (the built-in ones); `graph` also takes a model registered later with a structure.
+MODEL_CLASSES = (*models.structures(), SIMULATOR)
 LEVELS = ("time", "architecture")
 POLICIES = ("open", "closed")
-# Depth used when `layers` is None: the networks of the paper's code (Markov MLP 64-64, one LSTM, GPT-2 with 2
-# blocks, S4 with 3 layers). The simulator has no network.
-PAPER_LAYERS = {"markov": 2, "hwm-rnn": 1, "awm-rnn": 1, "hwm-transformer": 2, "awm-transformer": 2, "awm-ssm": 3}
 
 
 @dataclasses.dataclass
@@ -54,17 +54,25 @@ def check_choice(value, name, choices):
         raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(map(str, choices))}")
 
 
+def structure(model_class):
+    """The model registry's `models.Structure` of `model_class` (None for the simulator). ValueError, listing the
+    classes, for a name that is not the simulator or a model registered with a structure."""
+    found = models.structures()
+    check_choice(model_class, "model class", (*found, SIMULATOR))
+    return found.get(model_class)
+
+
 def check_settings(model_class, horizon, level, policy, layers):
     """Validate the arguments of `graph`; return the depth to use (None where the graph has no layers)."""
-    check_choice(model_class, "model class", MODEL_CLASSES)
+    shape = structure(model_class)
     check_choice(level, "level", LEVELS)
     check_choice(policy, "policy", POLICIES)
     if isinstance(horizon, bool) or not isinstance(horizon, numbers.Integral) or horizon < 1:
         raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}")
-    if level == "time" or model_class == "simulator":
+    if level == "time" or shape is None:
         return None
     if layers is None:
-        return PAPER_LAYERS[model_class]
+        return shape.paper_layers
     if isinstance(layers, bool) or not isinstance(layers, numbers.Integral) or layers < 1:
         raise ValueError(f"layers must be an integer >= 1 (or None for the paper's depth), got {layers!r}")
     return int(layers)
@@ -79,11 +87,9 @@ def skeleton(model_class, horizon, level="time", policy="closed", stop_gradient=
                         "stop_gradient": bool(stop_gradient), "layers": layers})
     theta = sk.add(("theta",), "param", None, "θ", [])
     s_t = sk.add(("s", 1), "state", 1, "s_1", [])
-    if layers is None:
-        step = _TIME_STEPS[model_class](sk, s_t)
-    else:
-        step = _ARCH_STEPS[model_class](sk, s_t, layers)
-    hat = "s" if model_class == "simulator" else "ŝ"
+    shape = structure(model_class)
+    step = _time_step(sk, s_t, shape) if layers is None else _arch_step(sk, s_t, shape, layers)
+    hat = "s" if model_class == SIMULATOR else "ŝ"
     rewards = []
     for t in range(1, horizon + 1):
         a_t = sk.add(("a", t), "action", t, f"a_{t}", [theta, s_t] if feedback else [theta])
@@ -106,7 +112,8 @@ def graph(model_class, horizon, level="time", policy="closed", stop_gradient=Tru
     awm-transformer s_1, a_j -> ŝ_{t+1} for all j <= t. RNN and SSM classes carry their hidden state ("h", t),
     t = 0..H: s_1 -> h_0, h_{t-1} -> h_t, a_t -> h_t (hwm-rnn also ŝ_t -> h_t), h_t -> ŝ_{t+1}; at this level
     awm-ssm (the stack's state merged into h_t) equals awm-rnn.
-    level="architecture" (`layers` L, None = the paper's depth, PAPER_LAYERS): ("x", l, p) is the residual stream /
+    level="architecture" (`layers` L, None = the paper's depth, `models.structure(model_class).paper_layers`):
+    ("x", l, p) is the residual stream /
     hidden state after layer l at position p, ("x", 0, p) the token embedding (kind "token"):
     - transformer (GPT-2 block): ("attn", l, p) <- x_{l-1,q} for all q <= p; ("mid", l, p) <- x_{l-1,p} (residual),
       attn_{l,p}; ("mlp", l, p) <- mid_{l,p}; x_{l,p} <- mid_{l,p} (residual), mlp_{l,p}. Residual and attention to
@@ -216,20 +223,21 @@ def _arch_markov(sk, s_1, depth):
     return step
 
 
-_TIME_STEPS = {
-    "markov": _time_markov,
-    "simulator": _time_markov,
-    "hwm-transformer": _time_history,
-    "awm-transformer": _time_actions,
-    "hwm-rnn": functools.partial(_time_recurrent, history=True),
-    "awm-rnn": functools.partial(_time_recurrent, history=False),
-    "awm-ssm": functools.partial(_time_recurrent, history=False),
-}
-_ARCH_STEPS = {
-    "markov": _arch_markov,
-    "hwm-transformer": functools.partial(_arch_sequence, layer=_transformer_block, history=True),
-    "awm-transformer": functools.partial(_arch_sequence, layer=_transformer_block, history=False),
-    "hwm-rnn": functools.partial(_arch_sequence, layer=_rnn_cell, history=True),
-    "awm-rnn": functools.partial(_arch_sequence, layer=_rnn_cell, history=False),
-    "awm-ssm": functools.partial(_arch_sequence, layer=_ssm_layer, history=False),
-}
+def _time_step(sk, s_1, shape):
+    """The step factory of a class's time-step graph, from its structure (None: the simulator, a Markov step); an
+    SSM's state is an RNN's hidden state at this level."""
+    if shape is None or shape.kind == "markov":
+        return _time_markov(sk, s_1)
+    if shape.network == "transformer":
+        return (_time_history if shape.kind == "hwm" else _time_actions)(sk, s_1)
+    return _time_recurrent(sk, s_1, history=shape.kind == "hwm")
+
+
+def _arch_step(sk, s_1, shape, depth):
+    """The step factory of a class's architecture-level graph: a residual MLP, or a stack of `depth` layers."""
+    if shape.kind == "markov":
+        return _arch_markov(sk, s_1, depth)
+    return _arch_sequence(sk, s_1, depth, _LAYERS[shape.network], history=shape.kind == "hwm")
+
+
+_LAYERS = {"transformer": _transformer_block, "rnn": _rnn_cell, "ssm": _ssm_layer}

@@ -5,33 +5,33 @@ integer polynomial arithmetic (lists of coefficients, index = exponent); P(1) is
 """
 import math
 
-from gradlens.analysis.paths._builders import check_settings
+from gradlens.analysis.paths._builders import check_settings, structure
 from gradlens.analysis.paths._counting import stats_from_histogram
 
-# Time-step level, d = t - k >= 1: P(x) = x^b q(x)^(d-1). Key: (class, feedback), feedback = closed loop without
-# stop-gradient. Value: (b, exponents of the monomials of q); the count is (number of monomials)^(d-1).
+# Time-step level, d = t - k >= 1: P(x) = x^b q(x)^(d-1). Key: (kind, time-level network, feedback), feedback =
+# closed loop without stop-gradient; at this level an SSM is a recurrent network ("rnn") and the simulator a Markov
+# step. Value: (b, exponents of the monomials of q); the count is (number of monomials)^(d-1).
 TIME_STEP_FORMS = {
-    ("markov", False): (1, (1,)),  # one path, length d
-    ("markov", True): (1, (1, 2)),  # each hop ŝ_j -> ŝ_{j+1} direct or via a_j: 2^(d-1)
-    ("hwm-transformer", False): (1, (0, 1)),  # each intermediate ŝ_j skipped or visited: 2^(d-1)
-    ("hwm-transformer", True): (1, (0, 1, 2)),  # ... or visited then its action a_j: 3^(d-1)
-    ("awm-transformer", False): (1, (0,)),  # one path, length 1
-    ("awm-transformer", True): (1, (0, 2)),  # each ŝ_j skipped or ŝ_j -> a_j: 2^(d-1)
-    ("hwm-rnn", False): (2, (1, 2)),  # each hop h_j -> h_{j+1} direct or via ŝ_{j+1}: 2^(d-1)
-    ("hwm-rnn", True): (2, (1, 2, 3)),  # ... or via ŝ_{j+1} -> a_{j+1}: 3^(d-1)
-    ("awm-rnn", False): (2, (1,)),  # one path, length d + 1
-    ("awm-rnn", True): (2, (1, 3)),  # each hop direct or via ŝ_{j+1} -> a_{j+1}: 2^(d-1)
+    ("markov", "mlp", False): (1, (1,)),  # one path, length d
+    ("markov", "mlp", True): (1, (1, 2)),  # each hop ŝ_j -> ŝ_{j+1} direct or via a_j: 2^(d-1)
+    ("hwm", "transformer", False): (1, (0, 1)),  # each intermediate ŝ_j skipped or visited: 2^(d-1)
+    ("hwm", "transformer", True): (1, (0, 1, 2)),  # ... or visited then its action a_j: 3^(d-1)
+    ("awm", "transformer", False): (1, (0,)),  # one path, length 1
+    ("awm", "transformer", True): (1, (0, 2)),  # each ŝ_j skipped or ŝ_j -> a_j: 2^(d-1)
+    ("hwm", "rnn", False): (2, (1, 2)),  # each hop h_j -> h_{j+1} direct or via ŝ_{j+1}: 2^(d-1)
+    ("hwm", "rnn", True): (2, (1, 2, 3)),  # ... or via ŝ_{j+1} -> a_{j+1}: 3^(d-1)
+    ("awm", "rnn", False): (2, (1,)),  # one path, length d + 1
+    ("awm", "rnn", True): (2, (1, 3)),  # each hop direct or via ŝ_{j+1} -> a_{j+1}: 2^(d-1)
 }
-_TIME_ALIASES = {"simulator": "markov", "awm-ssm": "awm-rnn"}
 
 # Architecture level, AWM stacks (open loop or stop-gradient), positional gap g = d - 1 between token k and the
 # output position t - 1. A layer either keeps the position (routes σ(x)) or moves it forward by g_l >= 1 (routes
 # x^(a g_l + c) ν(x)); with j moving layers: P(x) = x^2 Σ_j C(L, j) C(g-1, j-1) x^(a g + c j) ν(x)^j σ(x)^(L-j).
-# Value: (a, c, ν, σ).
+# Key: the network. Value: (a, c, ν, σ).
 LAYER_FORMS = {
-    "awm-rnn": (1, 1, [1], [0, 1]),  # stay: up one layer; move: up, then g_l steps along the layer
-    "awm-transformer": (0, 3, [1, 1], [0, 0, 1, 2, 1]),  # stay: (residual | attention)(skip | MLP) = (x + x^2)^2
-    "awm-ssm": (1, 3, [1], [0, 1, 1, 1]),  # stay: residual | D skip | state; move: u -> z ... z -> y -> x
+    "rnn": (1, 1, [1], [0, 1]),  # stay: up one layer; move: up, then g_l steps along the layer
+    "transformer": (0, 3, [1, 1], [0, 0, 1, 2, 1]),  # stay: (residual | attention)(skip | MLP) = (x + x^2)^2
+    "ssm": (1, 3, [1], [0, 1, 1, 1]),  # stay: residual | D skip | state; move: u -> z ... z -> y -> x
 }
 
 
@@ -66,25 +66,27 @@ def _compositions(g, j):
 
 
 def _polynomial(model_class, d, level, feedback, layers):
-    if level == "time" or model_class == "simulator":
-        b, exponents = TIME_STEP_FORMS[(_TIME_ALIASES.get(model_class, model_class), feedback)]
+    shape = structure(model_class)
+    if level == "time" or shape is None:
+        kind, network = ("markov", "mlp") if shape is None else (shape.kind, shape.network)
+        b, exponents = TIME_STEP_FORMS[(kind, "rnn" if network == "ssm" else network, feedback)]
         q = [0] * (max(exponents) + 1)
         for e in exponents:
             q[e] = 1
         return _mul(_monomial(b), _pow(q, d - 1))
-    if model_class == "markov":  # hop ŝ_j -> ŝ_{j+1}: residual x, MLP x^(L+2), and with feedback a_j: x^(L+3)
+    if shape.kind == "markov":  # hop ŝ_j -> ŝ_{j+1}: residual x, MLP x^(L+2), and with feedback a_j: x^(L+3)
         q = _monomial(layers + 2)
         q[1] = 1
         if feedback:
             q.append(1)
         return _mul(_monomial(layers + 2), _pow(q, d - 1))
-    if feedback or model_class not in LAYER_FORMS:
+    if feedback or shape.kind != "awm":
         raise ValueError(
             f"no closed form for {model_class!r} at architecture level"
             f"{' with a closed-loop policy without stop-gradient' if feedback else ''}: predictions re-enter the "
             "network, so the count is a renewal sum over the re-entry points (docs/paths.md); use "
             "path_stats(graph(...)) instead")
-    a, c, nu, sigma = LAYER_FORMS[model_class]
+    a, c, nu, sigma = LAYER_FORMS[shape.network]
     g = d - 1
     total = [0]
     for j in range(min(layers, g) + 1):

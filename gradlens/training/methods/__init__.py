@@ -4,6 +4,10 @@
     sac   soft actor-critic, a model-free baseline (`SACConfig`)
     odt   Online Decision Transformer, a model-free baseline (`ODTConfig`; network in `decision_transformer`)
 
+Every method but BPO is registered: `register(name, settings_cls, build)` (one call per method, at the end of this
+module for the built-in ones) makes `name` valid in `TrainConfig(method=...)`, its settings the run config's
+`baseline`, and `make` call `build(config)`. A new method is one module implementing `protocol.Method` plus that call.
+
 A baseline reads these run-config fields: system, horizon, total_steps, warmup_steps (None: the baseline's
 `default_warmup`), eval_every, noise_std, seed, seeds, and for SAC the BPO options' entropy_coef (its fixed α); its
 own hyperparameters are the run config's `baseline`. Its metrics: `model_loss` is SAC's critic loss or ODT's action
@@ -12,18 +16,47 @@ NLL, `policy_grad_norm` the actor's / transformer's gradient norm, and the simul
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
-from gradlens import models
+from gradlens import models, validate
 from gradlens.training.methods.bpo import BPO_WARMUP_STEPS, SIMULATOR, BPOConfig, make_bpo
 from gradlens.training.methods.odt import ODTConfig, make_odt
 from gradlens.training.methods.sac import SACConfig, make_sac
 from gradlens.training.protocol import Method
 
-BASELINES = {"sac": SACConfig, "odt": ODTConfig}  # method name -> its settings class
+BASELINES: dict[str, type] = {}  # registered method name -> its settings class, in registration order
+_BUILDERS: dict[str, Callable[..., Method]] = {}  # registered method name -> build(config) -> Method
+
+
+def register(name: str, settings_cls: type, build: Callable[..., Method], *, overwrite: bool = False) -> None:
+    """Make `name` a training method: a run config `TrainConfig(method=name, baseline=...)` holds its settings, a
+    `settings_cls` instance, and `make(config)` returns `build(config)`, a `protocol.Method`.
+
+    settings_cls: a frozen dataclass whose fields all have defaults, with a ClassVar `default_warmup` (int >= 0, the
+    run's warmup_steps when left unset) and a method `check(config)` (its constraints on the run config). ValueError
+    for a name that is not a lowercase identifier or is a BPO method's (the simulator, a world model), for a taken
+    name (unless `overwrite`), or for settings or a builder of the wrong kind.
+    """
+    if not isinstance(name, str) or not name.isidentifier() or name != name.lower():
+        raise ValueError(f"a method name must be a lowercase identifier such as 'my_method', got {name!r}")
+    if name == SIMULATOR or name in models.names():
+        raise ValueError(f"method {name!r} is a BPO method (the simulator or a world model); choose another name")
+    if name in BASELINES and not overwrite:
+        raise ValueError(f"method {name!r} is already registered; pass overwrite=True to replace it")
+    if not (isinstance(settings_cls, type) and dataclasses.is_dataclass(settings_cls)
+            and settings_cls.__dataclass_params__.frozen and callable(getattr(settings_cls, "check", None))):
+        raise ValueError(f"the settings of method {name!r} must be a frozen dataclass with a check(config) method, "
+                         f"got {settings_cls!r}")
+    validate.integer(getattr(settings_cls, "default_warmup", None), f"{settings_cls.__name__}.default_warmup", low=0)
+    if not callable(build):
+        raise ValueError(f"the builder of method {name!r} must be callable (config) -> Method")
+    BASELINES[name] = settings_cls
+    _BUILDERS[name] = build
 
 
 def names() -> list[str]:
-    """Every method: the true differentiable simulator, every world-model class, the model-free baselines."""
+    """Every method: the true differentiable simulator, every world-model class, the registered methods (SAC, ODT,
+    and any added with `register`)."""
     return [SIMULATOR, *models.names(), *BASELINES]
 
 
@@ -58,10 +91,12 @@ def baseline_settings(method: str, settings):
 
 
 def make(config) -> Method:
-    """The Method of a run config."""
-    builders = {"sac": make_sac, "odt": make_odt}
-    return builders.get(config.method, make_bpo)(config)
+    """The Method of a run config: its registered builder's, BPO's for the simulator and the world models."""
+    return _BUILDERS.get(config.method, make_bpo)(config)
 
+
+register("sac", SACConfig, make_sac)
+register("odt", ODTConfig, make_odt)
 
 __all__ = ["BASELINES", "BPOConfig", "Method", "ODTConfig", "SACConfig", "baseline_settings", "default_warmup",
-           "make", "names", "settings_from_dict"]
+           "make", "names", "register", "settings_from_dict"]

@@ -22,10 +22,10 @@ import optax
 
 from gradlens import envs, models, validate
 from gradlens.policies import check_time_input, make_policy
-from gradlens.rollout import check_policy_input_grad, rollout
+from gradlens.fitting.fit import model_loss
 from gradlens.objective import gradient_agreement, policy_gradient, reverse_mode
+from gradlens.rollout import check_policy_input_grad, rollout
 from gradlens.training.bpo import UPDATE_RULES, natural_step, policy_optimizer, policy_update
-from gradlens.training.fit import model_loss
 from gradlens.training.protocol import Means, Method, add, flag, mean, nonfinite_code, sequential_on_cpu
 
 Array = jax.Array

@@ -167,7 +167,7 @@ def make_sac(config) -> Method:
         uniform = jax.random.uniform(k_random, loc.shape, loc.dtype, -1.0, 1.0)
         action = jnp.where(i < cfg.warmup_steps, uniform, tanh_gaussian_sample(loc, scale, k_act)[0])
         nxt = system.step(state.obs, action, k_env if cfg.noise_std > 0 else None)
-        done = system.is_terminal(state.obs[-1])
+        done = system.is_terminal(envs.time_index(state.obs))
         row = Transitions(state.obs, action, system.reward(state.obs, action), nxt, done.astype(s1.dtype))
         replay = jax.tree.map(lambda buffer, x: buffer.at[i].set(x), state.replay, row)
         return state._replace(replay=replay, obs=jnp.where(done, s1, nxt))

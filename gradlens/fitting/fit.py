@@ -29,8 +29,9 @@ import optax
 from tqdm.auto import tqdm
 
 from gradlens import validate
+from gradlens.envs.base import physical
+from gradlens.fitting.data import Trajectories, split, state_stats, trajectories
 from gradlens.rollout import Trajectory
-from gradlens.training.data import Trajectories, split, state_stats, trajectories
 
 Array = jax.Array
 Params = Any
@@ -94,7 +95,7 @@ class FitHistory:
 def model_loss(model, params: Params, states: Array, actions: Array) -> Array:
     """0.5 · mean squared error of teacher-forced predictions: states [B, H+1, O], actions [B, H, A] -> scalar."""
     pred = jax.vmap(model.teacher_forced, (None, 0, 0))(params, states, actions)  # [B, H+1, O]
-    return 0.5 * jnp.mean((pred[:, 1:, :-1] - states[:, 1:, :-1]) ** 2)
+    return 0.5 * jnp.mean((physical(pred[:, 1:]) - physical(states[:, 1:])) ** 2)
 
 
 @partial(jax.jit, static_argnames=("model", "learning_rate", "batch_size"))
@@ -130,7 +131,7 @@ def evaluate(model, batch_size: int, params: Params, states: Array, actions: Arr
     def chunk_loss(inputs):
         s, a, w = inputs
         pred = jax.vmap(model.teacher_forced, (None, 0, 0))(params, s, a)
-        per_episode = jnp.mean((pred[:, 1:, :-1] - s[:, 1:, :-1]) ** 2, axis=(1, 2))  # [B]
+        per_episode = jnp.mean((physical(pred[:, 1:]) - physical(s[:, 1:])) ** 2, axis=(1, 2))  # [B]
         return jnp.sum(w * per_episode)
 
     return 0.5 * jnp.sum(jax.lax.map(chunk_loss, (chunk(states), chunk(actions), weights))) / n
@@ -262,13 +263,13 @@ def _mse(model, open_loop: bool, params: Params, states: Array, actions: Array) 
         pred = jax.vmap(model.predict, (None, 0, 0))(params, states[:, 0], actions)  # [N, H+1, O]
     else:
         pred = jax.vmap(model.teacher_forced, (None, 0, 0))(params, states, actions)
-    return jnp.mean((pred[:, 1:, :-1] - states[:, 1:, :-1]) ** 2)
+    return jnp.mean((physical(pred[:, 1:]) - physical(states[:, 1:])) ** 2)
 
 
 def baseline_mse(data: Trajectories) -> Array:
     """MSE of the trivial predictor ŝ_t = s_1 for all t (same averaging as `mse`): what a model must beat."""
     data = as_trajectories(data)
-    return jnp.mean((data.states[:, 1:, :-1] - data.states[:, :1, :-1]) ** 2)
+    return jnp.mean((physical(data.states[:, 1:]) - physical(data.states[:, :1])) ** 2)
 
 
 __all__ = ["FitConfig", "FitDiverged", "FitHistory", "baseline_mse", "check_compatible", "epoch", "evaluate", "fit",

@@ -26,9 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradlens import validate
-from gradlens.envs.base import System
+from gradlens.envs.base import System, physical, time_index, with_time
+from gradlens.fitting.data import Trajectories
 from gradlens.rollout import rollout
-from gradlens.training.data import Trajectories
 
 Array = jax.Array
 Params = Any
@@ -50,7 +50,7 @@ def horizon_ratio(error, reference, horizon: int) -> float:
 @partial(jax.jit, static_argnames=("model",))
 def _open_loop_error(model, params: Params, states: Array, actions: Array) -> Array:
     pred = jax.vmap(model.predict, (None, 0, 0))(params, states[:, 0], actions)  # [N, H+1, O]
-    return jnp.mean((pred[:, 1:, :-1] - states[:, 1:, :-1]) ** 2, axis=(0, 2))  # [H]
+    return jnp.mean((physical(pred[:, 1:]) - physical(states[:, 1:])) ** 2, axis=(0, 2))  # [H]
 
 
 def open_loop_error(model, params: Params, data: Trajectories) -> np.ndarray:
@@ -60,7 +60,7 @@ def open_loop_error(model, params: Params, data: Trajectories) -> np.ndarray:
 
 def repeat_error(data: Trajectories) -> np.ndarray:
     """[H] per-step MSE of the repeat-last-state baseline ŝ_{t+1} = s_1 (open loop, s_1 is the last known state)."""
-    states = np.asarray(data.states, np.float64)[..., :-1]  # [N, H+1, D]
+    states = physical(np.asarray(data.states, np.float64))  # [N, H+1, D]
     return np.mean((states[:, 1:] - states[:, :1]) ** 2, axis=(0, 2))
 
 
@@ -75,7 +75,7 @@ class LinearBaseline:
 
 def fit_linear(data: Trajectories) -> LinearBaseline:
     """Least squares over every transition (s_t, a_t) -> s_{t+1} of `data` (numpy lstsq, minimum-norm solution)."""
-    states = np.asarray(data.states, np.float64)[..., :-1]  # [N, H+1, D]
+    states = physical(np.asarray(data.states, np.float64))  # [N, H+1, D]
     actions = np.asarray(data.actions, np.float64)  # [N, H, A]
     d, a = states.shape[-1], actions.shape[-1]
     x = np.concatenate([states[:, :-1], actions, np.ones(actions.shape[:-1] + (1,))], -1).reshape(-1, d + a + 1)
@@ -85,7 +85,7 @@ def fit_linear(data: Trajectories) -> LinearBaseline:
 
 def linear_error(baseline: LinearBaseline, data: Trajectories) -> np.ndarray:
     """[H] per-step MSE of `baseline` rolled out open loop from s_1 with the true actions."""
-    states = np.asarray(data.states, np.float64)[..., :-1]  # [N, H+1, D]
+    states = physical(np.asarray(data.states, np.float64))  # [N, H+1, D]
     actions = np.asarray(data.actions, np.float64)  # [N, H, A]
     s, errors = states[:, 0], []
     with np.errstate(over="ignore", invalid="ignore"):  # an unstable fit grows to Inf: reported, not raised
@@ -105,7 +105,7 @@ def divergence(system: System, data: Trajectories, delta: float = CHAOS_DELTA) -
     with jax.enable_x64(True):
         s1 = jnp.asarray(np.asarray(data.states[:, 0], np.float64))  # [N, O]
         a = jnp.asarray(np.asarray(data.actions, np.float64))  # [N, H, A]
-        shift = jnp.concatenate([jnp.full(s1.shape[:-1] + (s1.shape[-1] - 1,), delta), jnp.zeros_like(s1[:, :1])], -1)
+        shift = with_time(jnp.full(physical(s1).shape, delta), jnp.zeros_like(time_index(s1)))  # δ on x, 0 on t
         keys = jax.random.split(jax.random.PRNGKey(0), s1.shape[0])
         pair = _pair_rollouts(system, s1, a, s1 + shift, a - delta * jnp.sign(a), keys)
         return np.asarray(pair)
@@ -114,7 +114,7 @@ def divergence(system: System, data: Trajectories, delta: float = CHAOS_DELTA) -
 @partial(jax.jit, static_argnames=("system",))
 def _pair_rollouts(system: System, s1: Array, a: Array, s1_b: Array, a_b: Array, keys: Array) -> Array:
     noisy = system.noise_std > 0
-    run = jax.vmap(lambda s, u, k: rollout(system, u, s, key=k if noisy else None).states[1:, :-1])  # [N, H, D]
+    run = jax.vmap(lambda s, u, k: physical(rollout(system, u, s, key=k if noisy else None).states[1:]))  # [N, H, D]
     return jnp.mean((run(s1, a, keys) - run(s1_b, a_b, keys)) ** 2, axis=(0, 2))  # [H]
 
 

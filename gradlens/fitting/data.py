@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradlens import validate
-from gradlens.envs.base import System, float_dtype
+from gradlens.envs.base import System, float_dtype, physical, time_index, with_time
 from gradlens.rollout import rollout
 
 Array = jax.Array
@@ -132,7 +132,7 @@ def split(data: Trajectories, fraction: float, key: Array) -> tuple[Trajectories
 
 def state_stats(data: Trajectories, min_std: float = 1e-6) -> tuple[Array, Array]:
     """Mean [D] and std [D] of the physical state over all episodes and times (std < min_std replaced by 1)."""
-    x = data.states[..., :-1].reshape(-1, data.states.shape[-1] - 1)
+    x = physical(data.states).reshape(-1, data.states.shape[-1] - 1)
     mean, std = jnp.mean(x, axis=0), jnp.std(x, axis=0)
     return mean, jnp.where(std < min_std, 1.0, std)
 
@@ -286,10 +286,10 @@ def _collect(system: System, scheme_spec, horizon: int, start_noise: float, arra
 
     def episode(k, s):
         k_start, k_act, k_roll = jax.random.split(k, 3)
-        x = s[:-1] + start_noise * jax.random.normal(k_start, (system.state_dim,), s.dtype)
+        x = physical(s) + start_noise * jax.random.normal(k_start, (system.state_dim,), s.dtype)
         if system.clip_states and system.state_low is not None:
             x = jnp.clip(x, jnp.asarray(system.state_low, x.dtype), jnp.asarray(system.state_high, x.dtype))
-        s = jnp.concatenate([x, s[-1:]])
+        s = with_time(x, time_index(s))
         if isinstance(scheme, NoisyPolicy):
             return rollout(system, scheme.act, s, horizon, k_roll)
         return rollout(system, scheme.actions(k_act, horizon, system.action_dim), s, horizon, k_roll)
