@@ -3,7 +3,7 @@
 For a system and a set of world models (fitted here on data collected in the true system, or given fitted), and for
 every horizon H of a grid, beside the true simulator:
 
-    fits        each model's fit record (`training.fit_record`): loss curves, epochs, converged (stopped on a
+    fits        each model's fit record (`fitting.record`): loss curves, epochs, converged (stopped on a
                 validation plateau, not the epoch cap), open-loop validation error versus horizon beside the
                 repeat-last-state and least-squares linear baselines, and whether it beats repeating the last state
                 at least 2x at each audited H (the fit bar, measured on episodes of the H-step task: see below);
