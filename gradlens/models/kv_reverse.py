@@ -22,6 +22,7 @@ A custom VJP: reverse mode only (forward-mode derivatives raise; use reverse="st
 from __future__ import annotations
 
 import math
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -74,6 +75,23 @@ def kv_reverse_rollout(dyn, step_policy, s1: Array, horizon: int, step_keys: Arr
     return run(dyn.params, consts, s1, step_keys)
 
 
+class _Context(NamedTuple):
+    """What every step of one backward pass reads (shapes in the module docstring)."""
+
+    params: Any
+    consts: tuple  # the policy's closed-over constants
+    diff: list  # indices of the inexact ones, the only ones with a cotangent
+    float_consts: list
+    states: Array  # [H+1, O]
+    actions: Array  # [H, A]
+    policy_keys: Array  # [H, ...]
+    frozen: tuple  # the final cache, per layer (K, V) [h, T, dh]
+    probes: tuple  # per layer zero (logits [h, T], output [h, dh])
+    ct_obs: Array  # [H+1, O] the states' cotangents, the reward's share added
+    ct_act: Array  # [H, A] the actions' cotangents, the reward's share added
+    scale: float  # 1 / √dh
+
+
 class _Reverse:
     """The backward pass: __call__(params, consts, s1, keys, traj, frozen, ct) -> (d params or None, d consts, d s1)."""
 
@@ -82,92 +100,103 @@ class _Reverse:
         self.horizon, self.block, self.with_params = horizon, block, with_params
 
     def __call__(self, params, consts, s1, keys, traj, frozen, ct):
-        model, horizon, block = self.model, self.horizon, self.block
-        states, actions = traj.states, traj.actions
+        c = self._context(params, consts, s1, keys, traj, frozen, ct)
         layers, (heads, positions, dh) = len(frozen), frozen[0][0].shape
-        scale = 1.0 / math.sqrt(dh)
+        acc0 = (jnp.zeros((layers, heads, positions, dh), s1.dtype),) * 2
+        zeros = lambda tree: jax.tree.map(jnp.zeros_like, tree)
+        outer0 = (jnp.zeros_like(s1), acc0, zeros(params) if self.with_params else None, zeros(c.float_consts))
+        (d_obs, acc, d_par, d_con), d_acts = jax.lax.scan(lambda outer, b: self._block(c, outer, b), outer0,
+                                                          jnp.arange(self.horizon // self.block), reverse=True)
+        if not self.reads_state:  # the policy's VJP over all steps at once
+            ts = jnp.arange(self.horizon)
+            all_steps = lambda fc: jax.vmap(lambda o, t, k: self._policy(c, fc, o, t, k))(c.states[:-1], ts,
+                                                                                         c.policy_keys)
+            d_con, = jax.vjp(all_steps, c.float_consts)[1](d_acts.reshape(c.actions.shape))
+        d_par, d_s = self._prime_vjp(c, s1, acc, d_par)
+        d_consts = [None] * len(consts)
+        for i, d in zip(c.diff, d_con):
+            d_consts[i] = d
+        return d_par, d_consts, c.ct_obs[0] + d_obs + d_s
+
+    def _context(self, params, consts, s1, keys, traj, frozen, ct) -> _Context:
+        """The backward pass's inputs, with the reward's VJP over all steps at once added to the cotangents."""
+        layers, (heads, positions, dh) = len(frozen), frozen[0][0].shape
         dtype = s1.dtype
         probes = tuple((jnp.zeros((heads, positions), dtype), jnp.zeros((heads, dh), dtype)) for _ in range(layers))
         diff = [i for i, c in enumerate(consts) if jnp.issubdtype(jnp.result_type(c), jnp.inexact)]
-        policy_keys = jax.vmap(lambda k: jax.random.split(k)[0])(keys)
+        states, actions = traj.states, traj.actions
+        d_obs_r, d_act_r = jax.vjp(jax.vmap(self.model.system.reward), states[:-1], actions)[1](ct.rewards)
+        return _Context(params, consts, diff, [consts[i] for i in diff], states, actions,
+                        jax.vmap(lambda k: jax.random.split(k)[0])(keys), frozen, probes,
+                        ct.states.at[:-1].add(d_obs_r), ct.actions + d_act_r, 1.0 / math.sqrt(dh))
 
-        def policy(float_consts, obs, t, key):
-            all_consts = list(consts)
-            for i, c in zip(diff, float_consts):
-                all_consts[i] = c
-            return self.policy_fn(obs, t, key, *all_consts)
+    def _policy(self, c: _Context, float_consts, obs, t, key):
+        """The policy's action with its inexact constants replaced by `float_consts` (the VJP's inputs)."""
+        all_consts = list(c.consts)
+        for i, const in zip(c.diff, float_consts):
+            all_consts[i] = const
+        return self.policy_fn(obs, t, key, *all_consts)
 
-        def model_step(params, obs, action, t, probes):
-            z = model._encode(params, physical(obs))
-            y, entries, aux = model._step_probed(params, frozen, z, action, t, probes)
-            return (with_time(model._decode(params, y), time_index(obs) + 1), entries), aux
+    def _model_step(self, c: _Context, params, obs, action, t, probes):
+        """One cached step against the final cache: ((next obs, its cache entries), (q, w) per layer)."""
+        model = self.model
+        z = model._encode(params, physical(obs))
+        y, entries, aux = model._step_probed(params, c.frozen, z, action, t, probes)
+        return (with_time(model._decode(params, y), time_index(obs) + 1), entries), aux
 
-        # the reward's share of each state's and action's cotangent, all steps at once
-        d_obs_r, d_act_r = jax.vjp(jax.vmap(model.system.reward), states[:-1], actions)[1](ct.rewards)
-        ct_obs, ct_act = ct.states.at[:-1].add(d_obs_r), ct.actions + d_act_r
-        float_consts = [consts[i] for i in diff]
-        zeros = lambda tree: jax.tree.map(jnp.zeros_like, tree)
-        stack = lambda pairs, k: jnp.stack([pair[k] for pair in pairs])  # per layer -> [L, ...]
+    def _block(self, c: _Context, outer, b):
+        """Steps b·B … b·B + B - 1 in reverse; then the earlier positions' (dK, dV) in one contraction."""
+        d_obs, acc, d_par, d_con = outer  # acc: per layer (dK, dV) [L, h, T, dh] from the later blocks
+        layers, heads, dh = len(c.frozen), c.frozen[0][0].shape[0], c.frozen[0][0].shape[2]
+        in_block0 = (jnp.zeros((layers, heads, self.block, dh), c.ct_obs.dtype),) * 2
+        (d_obs, _, d_par, d_con), (d_acts, q, w, g, d_out) = jax.lax.scan(
+            lambda inner, i: self._step(c, acc, b, inner, i), (d_obs, in_block0, d_par, d_con),
+            jnp.arange(self.block), reverse=True)
+        acc = (acc[0] + c.scale * jnp.einsum("blht,blhd->lhtd", g, q), acc[1] + jnp.einsum("blht,blhd->lhtd", w, d_out))
+        return (d_obs, acc, d_par, d_con), d_acts
 
-        def block_body(outer, b):
-            d_obs, acc, d_par, d_con = outer  # acc: per layer (dK, dV) [L, h, T, dh] from the later blocks
-            first = b * block + 1  # the block's positions: first … first + B - 1
-
-            def step_body(inner, i):
-                d_obs, in_block, d_par, d_con = inner  # in_block: (dK, dV) [L, h, B, dh] from this block's later steps
-                t = b * block + i
-                p = t + 1
-                entry_ct = tuple(
-                    (jax.lax.dynamic_index_in_dim(acc[0][layer], p, axis=1, keepdims=False) + in_block[0][layer, :, i],
-                     jax.lax.dynamic_index_in_dim(acc[1][layer], p, axis=1, keepdims=False) + in_block[1][layer, :, i])
-                    for layer in range(layers))
-                ct_step = (ct_obs[t + 1] + d_obs, entry_ct)
-                if self.with_params:
-                    _, vjp, aux = jax.vjp(lambda pr, o, a, z: model_step(pr, o, a, t, z),
-                                          params, states[t], actions[t], probes, has_aux=True)
-                    d_p, d_o, d_a, d_probe = vjp(ct_step)
-                    d_par = jax.tree.map(jnp.add, d_par, d_p)
-                else:
-                    _, vjp, aux = jax.vjp(lambda o, a, z: model_step(params, o, a, t, z),
-                                          states[t], actions[t], probes, has_aux=True)
-                    d_o, d_a, d_probe = vjp(ct_step)
-                d_a = d_a + ct_act[t]
-                if self.reads_state:
-                    d_c, d_po = jax.vjp(lambda fc, o: policy(fc, o, t, policy_keys[t]), float_consts, states[t])[1](d_a)
-                    d_o, d_con = d_o + d_po, jax.tree.map(jnp.add, d_con, d_c)
-                q, w, g, d_out = stack(aux, 0), stack(aux, 1), stack(d_probe, 0), stack(d_probe, 1)
-                window = lambda x: jax.lax.dynamic_slice_in_dim(x, first, block, axis=-1)  # [L, h, B]
-                in_block = (in_block[0] + scale * jnp.einsum("lhb,lhd->lhbd", window(g), q),
-                            in_block[1] + jnp.einsum("lhb,lhd->lhbd", window(w), d_out))
-                return (d_o, in_block, d_par, d_con), (d_a, q, w, g, d_out)
-
-            in_block0 = (jnp.zeros((layers, heads, block, dh), dtype),) * 2
-            (d_obs, _, d_par, d_con), (d_acts, q, w, g, d_out) = jax.lax.scan(
-                step_body, (d_obs, in_block0, d_par, d_con), jnp.arange(block), reverse=True)
-            acc = (acc[0] + scale * jnp.einsum("blht,blhd->lhtd", g, q), acc[1] + jnp.einsum("blht,blhd->lhtd", w, d_out))
-            return (d_obs, acc, d_par, d_con), d_acts
-
-        acc0 = (jnp.zeros((layers, heads, positions, dh), dtype),) * 2
-        outer0 = (jnp.zeros_like(s1), acc0, zeros(params) if self.with_params else None, zeros(float_consts))
-        (d_obs, acc, d_par, d_con), d_acts = jax.lax.scan(block_body, outer0, jnp.arange(horizon // block),
-                                                          reverse=True)
-        if not self.reads_state:  # the policy's VJP over all steps at once
-            ts = jnp.arange(horizon)
-            all_steps = lambda fc: jax.vmap(lambda o, t, k: policy(fc, o, t, k))(states[:-1], ts, policy_keys)
-            d_con, = jax.vjp(all_steps, float_consts)[1](d_acts.reshape(actions.shape))
-
-        # position 0 holds s_1's token: its keys and values come from `prime`
-        prime = lambda pr, s: model._prime(pr, model._encode(pr, physical(s)), horizon)
-        memory_ct = tuple((acc[0][layer], acc[1][layer]) for layer in range(layers))
+    def _step(self, c: _Context, acc, b, inner, i):
+        """Step t = b·B + i: its VJP with the cotangents of its cache entries, the policy's VJP where it reads the
+        state, and this block's (dK, dV) accumulated at the block's positions."""
+        d_obs, in_block, d_par, d_con = inner  # in_block: (dK, dV) [L, h, B, dh] from this block's later steps
+        t = b * self.block + i
+        p, first = t + 1, b * self.block + 1  # the step's position; the block's positions: first … first + B - 1
+        entry_ct = tuple(
+            (jax.lax.dynamic_index_in_dim(acc[0][layer], p, axis=1, keepdims=False) + in_block[0][layer, :, i],
+             jax.lax.dynamic_index_in_dim(acc[1][layer], p, axis=1, keepdims=False) + in_block[1][layer, :, i])
+            for layer in range(len(c.frozen)))
+        ct_step = (c.ct_obs[t + 1] + d_obs, entry_ct)
         if self.with_params:
-            d_p, d_s = jax.vjp(prime, params, s1)[1](memory_ct)
+            _, vjp, aux = jax.vjp(lambda pr, o, a, z: self._model_step(c, pr, o, a, t, z),
+                                  c.params, c.states[t], c.actions[t], c.probes, has_aux=True)
+            d_p, d_o, d_a, d_probe = vjp(ct_step)
             d_par = jax.tree.map(jnp.add, d_par, d_p)
         else:
-            d_s, = jax.vjp(lambda s: prime(params, s), s1)[1](memory_ct)
-        d_consts = [None] * len(consts)
-        for i, d in zip(diff, d_con):
-            d_consts[i] = d
-        return d_par, d_consts, ct_obs[0] + d_obs + d_s
+            _, vjp, aux = jax.vjp(lambda o, a, z: self._model_step(c, c.params, o, a, t, z),
+                                  c.states[t], c.actions[t], c.probes, has_aux=True)
+            d_o, d_a, d_probe = vjp(ct_step)
+        d_a = d_a + c.ct_act[t]
+        if self.reads_state:
+            d_c, d_po = jax.vjp(lambda fc, o: self._policy(c, fc, o, t, c.policy_keys[t]), c.float_consts,
+                                c.states[t])[1](d_a)
+            d_o, d_con = d_o + d_po, jax.tree.map(jnp.add, d_con, d_c)
+        stack = lambda pairs, k: jnp.stack([pair[k] for pair in pairs])  # per layer -> [L, ...]
+        q, w, g, d_out = stack(aux, 0), stack(aux, 1), stack(d_probe, 0), stack(d_probe, 1)
+        window = lambda x: jax.lax.dynamic_slice_in_dim(x, first, self.block, axis=-1)  # [L, h, B]
+        in_block = (in_block[0] + c.scale * jnp.einsum("lhb,lhd->lhbd", window(g), q),
+                    in_block[1] + jnp.einsum("lhb,lhd->lhbd", window(w), d_out))
+        return (d_o, in_block, d_par, d_con), (d_a, q, w, g, d_out)
+
+    def _prime_vjp(self, c: _Context, s1, acc, d_par):
+        """(d params, d s1) of position 0, s_1's token, whose keys and values come from `prime`."""
+        model, horizon = self.model, self.horizon
+        prime = lambda pr, s: model._prime(pr, model._encode(pr, physical(s)), horizon)
+        memory_ct = tuple((acc[0][layer], acc[1][layer]) for layer in range(len(c.frozen)))
+        if self.with_params:
+            d_p, d_s = jax.vjp(prime, c.params, s1)[1](memory_ct)
+            return jax.tree.map(jnp.add, d_par, d_p), d_s
+        d_s, = jax.vjp(lambda s: prime(c.params, s), s1)[1](memory_ct)
+        return d_par, d_s
 
 
 def _is_primal(x) -> bool:
