@@ -149,7 +149,7 @@ def as_trajectories(data) -> Trajectories:
         return data
     if isinstance(data, (Trajectory, tuple, list)) and len(data) in (2, 3):
         return trajectories(*data)
-    raise ValueError(f"data must be gradlens Trajectories (see gradlens.collect / gradlens.training.trajectories), "
+    raise ValueError(f"data must be gradlens Trajectories (see gradlens.collect / gradlens.trajectories), "
                      f"got {type(data).__name__}")
 
 
