@@ -2,8 +2,8 @@
 test_app.py on 127.0.0.1, and that store's audit `report.html` opened from disk. Every app page must show its title and
 a rendered Plotly chart, with no error on screen, no traceback in the server's log, no Deploy button and no request
 leaving this machine; the first page must paint within 5 s. The report must open on its conclusions, whose numbers are
-report.json's, with shared colour ranges and a colour bar on compared contours, bands inside their quantity's range and
-a visible trace for every legend entry. Screenshots go to the test's tmp folder and to $GRADLENS_SCREENSHOTS when
+report.json's. In the report and on the app's pages alike: shared colour ranges and a colour bar on compared contours,
+bands inside their quantity's range and a visible trace for every legend entry. Screenshots go to the test's tmp folder and to $GRADLENS_SCREENSHOTS when
 set."""
 import os
 import shutil
@@ -118,6 +118,7 @@ def test_every_page_renders_in_a_real_browser(app_server, tmp_path):
             expect(page.get_by_text(f"Skipped run folder {BROKEN}")).to_be_visible()
             expect(page.get_by_text(f"run folder {AUDIT}").filter(has_text="System linear")).to_be_visible()
             assert page.get_by_text("Deploy", exact=True).count() == 0  # the viewer's toolbar
+            figures = {"Overview": page.evaluate(_FIGURES)}
             _shoot(page, "overview", tmp_path)
 
             for link, title in PAGES:
@@ -128,6 +129,7 @@ def test_every_page_renders_in_a_real_browser(app_server, tmp_path):
                     assert page.locator("[data-testid='stException']").count() == 0
                 else:
                     _settled(page, title)
+                    figures[link] = page.evaluate(_FIGURES)
                 _shoot(page, link.lower().replace(" ", "-"), tmp_path)
 
             page.get_by_test_id("stSidebarNav").get_by_role("link", name="Gradient paths").click()
@@ -152,6 +154,9 @@ def test_every_page_renders_in_a_real_browser(app_server, tmp_path):
     assert not outside, f"the app fetched from outside this machine (it must work offline): {outside[:5]}"
     server_log = log.read_text()
     assert "Traceback" not in server_log and "ImportError" not in server_log, server_log[-3000:]
+    every = [figure for page_figures in figures.values() for figure in page_figures]
+    assert _check_bands(every) and _check_contours(every)  # the Overview's gradients, the Landscapes' plane
+    _check_legends(every)
 
 
 # -------------------------------------------------------------------------------------------- report.html, from disk
@@ -207,27 +212,46 @@ def test_report_html_opens_on_its_conclusions_and_its_figures_do_not_mislead(tmp
     assert float(error) == pytest.approx(row["relative_error"], rel=5e-3)
     assert all(sentence in shown for sentence in conclusions(report).findings)
 
-    by_title = {f["title"]: f for f in figures}
-    grads = next(f for t, f in by_title.items() if t.startswith("Policy-gradient statistics"))
-    bands = [t for t in grads["data"] if t["fill"] == "toself"]
-    assert bands and all(t["name"].endswith("95 % bootstrap CI") for t in bands)
-    cos_axis = max(t["yaxis"] for t in grads["data"])  # the last panel: cosine
-    for band in bands:
-        values = [v for v in band["y"] if v is not None]
-        assert min(values) >= (-1 if band["yaxis"] == cos_axis else 0), band["name"]
-        assert band["yaxis"] != cos_axis or max(values) <= 1, band["name"]
+    assert _check_bands(figures) and _check_contours(figures)
+    _check_legends(figures)
 
-    plane = next(f for t, f in by_title.items() if t.startswith("Return on a random plane"))
-    contours = [t for t in plane["data"] if t["type"] == "contour"]
-    panels = list(zip(contours, plane["annotations"]))
-    compared = [c for c, title in panels if "own colour range" not in title]
-    assert compared and len({(c["zmin"], c["zmax"]) for c in compared}) == 1  # the simulator's panel and its peers
-    assert sum(bool(c["showscale"]) for c in compared) == 1 and plane["colorbars"] == 1  # one colour bar, drawn
-    for contour, title in panels:  # a panel on its own range says which, in its title
-        if contour not in compared:
-            assert f"own colour range {contour['zmin']:.3g} to {contour['zmax']:.3g}" in title, title
 
-    for figure in figures:  # every legend entry has a visible trace with data
+def _check_bands(figures) -> int:
+    """Each gradient-statistics figure's bands are 95 % bootstrap intervals inside their quantity's range (cosine in
+    [-1, 1], the others >= 0); the number of such figures."""
+    checked = 0
+    for grads in (f for f in figures if f["title"].startswith("Policy-gradient statistics")):
+        bands = [t for t in grads["data"] if t["fill"] == "toself"]
+        assert bands and all(t["name"].endswith("95 % bootstrap CI") for t in bands)
+        cos_axis = max(t["yaxis"] for t in grads["data"])  # the last panel: cosine
+        for band in bands:
+            values = [v for v in band["y"] if v is not None]
+            assert min(values) >= (-1 if band["yaxis"] == cos_axis else 0), band["name"]
+            assert band["yaxis"] != cos_axis or max(values) <= 1, band["name"]
+        checked += 1
+    return checked
+
+
+def _check_contours(figures) -> int:
+    """Each random-plane figure's compared panels share one colour range and one drawn colour bar, and a panel on
+    its own range says so in its title; the number of such figures."""
+    checked = 0
+    for plane in (f for f in figures if f["title"].startswith("Return on a random plane")):
+        contours = [t for t in plane["data"] if t["type"] == "contour"]
+        panels = list(zip(contours, plane["annotations"]))
+        compared = [c for c, title in panels if "own colour range" not in title]
+        assert compared and len({(c["zmin"], c["zmax"]) for c in compared}) == 1  # the simulator's panel and peers
+        assert sum(bool(c["showscale"]) for c in compared) == 1 and plane["colorbars"] == 1  # one bar, drawn
+        for contour, title in panels:
+            if contour not in compared:
+                assert f"own colour range {contour['zmin']:.3g} to {contour['zmax']:.3g}" in title, title
+        checked += 1
+    return checked
+
+
+def _check_legends(figures) -> None:
+    """Every legend entry is opaque and has a visible trace with data."""
+    for figure in figures:
         for item in figure["legend"]:
             assert item["opacity"] > 0.5, (figure["title"], item)
             drawn = [t for t in figure["data"] if t["name"] == item["text"] and t["visible"] is True
