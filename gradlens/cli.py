@@ -460,10 +460,20 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="gradlens", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_systems, _add_train, _add_audit_and_demo, _add_sweep, _add_plot, _add_runs, _add_app):
+        add(sub)
+    return parser
+
+
+def _add_systems(sub) -> None:
+    """`gradlens systems`."""
     p = sub.add_parser("systems", help="list every system with its dimensions, horizon and dt; roll each out once")
     p.add_argument("--horizon", type=int, default=None, help="override every system's horizon")
     p.set_defaults(func=_cmd_systems)
 
+
+def _add_train(sub) -> None:
+    """`gradlens train`."""
     p = sub.add_parser("train", help="BPO (the paper's Algorithm 1) through a world model or the true simulator")
     p.add_argument("--system", help="system name (see `gradlens systems`); default cancer")
     p.add_argument("--method", help="simulator, a world-model class, sac or odt; default awm-transformer")
@@ -485,6 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-evaluation lines")
     p.set_defaults(func=_cmd_train)
 
+
+def _add_audit_and_demo(sub) -> None:
+    """`gradlens audit` and `gradlens demo`."""
     for command, helptext in (("audit", "fit world models and measure the policy gradient each gives, beside the "
                                         "simulator"),
                               ("demo", "the main job: audit a Markov model, an HWM- and an AWM-transformer on the "
@@ -506,12 +519,16 @@ def build_parser() -> argparse.ArgumentParser:
                            help="analyse the gradient truncated every K steps (default: never)")
             p.set_defaults(func=_cmd_audit)
         else:
-            p.add_argument("--quick", action="store_true", help="toy sizes (about 2 minutes on 2 CPU cores, 40 s once compiled)")
+            p.add_argument("--quick", action="store_true",
+                           help="toy sizes (about 2 minutes on 2 CPU cores, 40 s once compiled)")
             p.set_defaults(func=_cmd_demo)
         p.add_argument("--seed", type=int, help="seed of every random draw (default 0)")
         p.add_argument("--out", default="gradlens-runs", help="run-store folder (default ./gradlens-runs)")
         p.add_argument("--quiet", action="store_true", help="no progress bars or stage lines")
 
+
+def _add_sweep(sub) -> None:
+    """`gradlens sweep`."""
     p = sub.add_parser("sweep", help="a grid of training runs (systems x methods x horizons), resumable")
     p.add_argument("--systems", required=True, help="comma-separated system names")
     p.add_argument("--methods", required=True, help="comma-separated methods (simulator, model classes, sac, odt)")
@@ -527,6 +544,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-run lines")
     p.set_defaults(func=_cmd_sweep)
 
+
+def _add_plot(sub) -> None:
+    """`gradlens plot curves | audit`."""
     p = sub.add_parser("plot", help="figures from the run store")
     plot_sub = p.add_subparsers(dest="figure", required=True)
     q = plot_sub.add_parser("curves", help="every logged metric (return, model loss, gradient norm, cosine with the "
@@ -543,6 +563,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--figure", dest="only", help="only this figure, e.g. gradients or jacobians")
     q.set_defaults(func=_cmd_plot_audit)
 
+
+def _add_runs(sub) -> None:
+    """`gradlens runs list | export`."""
     p = sub.add_parser("runs", help="the run store as a table (`gradlens runs [ROOT]`), or its training runs "
                                     "exported (`gradlens runs export --tensorboard DIR`)")
     runs_sub = p.add_subparsers(dest="action", required=True, metavar="{list,export}")
@@ -559,13 +582,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the event files under DIR (then: tensorboard --logdir DIR)")
     q.set_defaults(func=_cmd_runs_export)
 
+
+def _add_app(sub) -> None:
+    """`gradlens app`."""
     p = sub.add_parser("app", help="the Streamlit app: HWM vs AWM gradients beside learning curves, live audits")
     p.add_argument("--runs", default="gradlens-runs", help="run-store folder (default ./gradlens-runs)")
     p.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
     p.add_argument("--address", default="127.0.0.1",
                    help="address to serve on (default 127.0.0.1, this machine only; 0.0.0.0 for every interface)")
     p.set_defaults(func=_cmd_app)
-    return parser
 
 
 CACHED_COMMANDS = ("systems", "train", "audit", "demo", "sweep")  # compiling ones: JAX's persistent cache on

@@ -107,6 +107,40 @@ def _divergence(config: TrainConfig, stats) -> str | None:
     return f"non-finite {what} at env step {int(bad[s])} (seed {config.seed + s})"
 
 
+def _open_run(config: TrainConfig, out: Path, name: str, state, resume: bool, overwrite: bool):
+    """(run folder, state, metric rows, first chunk, wall time so far) of the run `out/name`, created (or replaced,
+    with `overwrite`) or, with `resume`, read back from its last checkpoint; ValueError when it exists and neither is
+    asked for, or when its stored config is not `config`."""
+    run = out / name
+    exists = (run / "config.json").exists()
+    if exists and overwrite:
+        _replace(run)
+        exists = False
+    if exists and not resume:
+        raise ValueError(f"run folder {run} already exists: continue it with --resume, replace it with "
+                         "--overwrite, or name another with --name")
+    if exists:  # read everything first: a resume that fails leaves the stored status as it was
+        runs.check_same_run(run, config.to_dict())
+    loaded = runs.load_checkpoint(run, like=state) if exists else None
+    runs.create(out, config.to_dict(), name=name, kind="train")
+    if loaded is None:
+        return run, state, [], 0, 0.0
+    numpy_state, step, metrics = loaded
+    wall = float(metrics["wall_time"].max()) if len(metrics) else 0.0
+    return run, jax.tree.map(jnp.asarray, numpy_state), metrics.to_dict("records"), -(-step // config.eval_every), wall
+
+
+def _show(bar, log, new_rows: list[dict], env_steps: int, compiled: bool) -> None:
+    """One evaluation on the progress bar (its mean return), and its summary line above the bar through `log`."""
+    mean_return = float(np.mean([r["return"] for r in new_rows]))
+    _advance(bar, compiled=compiled)
+    bar.set_postfix(ret=f"{mean_return:.4g}")
+    if log is not None:
+        loss, cos = (_mean([r[k] for r in new_rows]) for k in ("model_loss", "cosine_to_simulator"))
+        with bar.external_write_mode():  # the line goes above the bar, which is redrawn below it
+            log(f"step {env_steps:>6}  return {mean_return:>11.5g}  model loss {loss:>9.3g}  cos(sim) {cos:>6.3f}")
+
+
 def train(config: TrainConfig, out: str | Path | None = None, *, resume: bool = False, progress: bool = True,
           checkpoint_every: int = 10, log=None, name: str | None = None, overwrite: bool = False) -> pd.DataFrame:
     """Train `config`'s method; return the metrics (one row per seed and evaluation; `attrs` "env_steps_trained", per
@@ -138,27 +172,8 @@ def train(config: TrainConfig, out: str | Path | None = None, *, resume: bool = 
             raise
         raise memory.oom_error(err, f"training {name}", "--horizon, --seeds or the batch sizes") from None
     chunk = jax.jit(jax.vmap(trainer.chunk, in_axes=(0, None)))
-    rows: list[dict] = []
-    first, wall_offset, run = 0, 0.0, None
-    if out is not None:
-        run = Path(out) / name
-        exists = (run / "config.json").exists()
-        if exists and overwrite:
-            _replace(run)
-            exists = False
-        if exists and not resume:
-            raise ValueError(f"run folder {run} already exists: continue it with --resume, replace it with "
-                             "--overwrite, or name another with --name")
-        if exists:  # read everything first: a resume that fails leaves the stored status as it was
-            runs.check_same_run(run, config.to_dict())
-        loaded = runs.load_checkpoint(run, like=state) if exists else None
-        runs.create(out, config.to_dict(), name=name, kind="train")
-        if loaded is not None:
-            numpy_state, step, metrics = loaded
-            state = jax.tree.map(jnp.asarray, numpy_state)
-            rows = metrics.to_dict("records")
-            first = -(-step // config.eval_every)
-            wall_offset = float(metrics["wall_time"].max()) if len(metrics) else 0.0
+    run, state, rows, first, wall_offset = (None, state, [], 0, 0.0) if out is None else \
+        _open_run(config, Path(out), name, state, resume, overwrite)
     start, beat = time.perf_counter(), time.monotonic()
     bar = tqdm(desc=name, unit="eval", disable=not progress, initial=first, total=trainer.n_chunks)
     bar.set_postfix_str("compiling…")  # the first chunk compiles: no rate or ETA until it returns
@@ -177,14 +192,7 @@ def train(config: TrainConfig, out: str | Path | None = None, *, resume: bool = 
             env_steps = min((c + 1) * config.eval_every, config.total_steps)
             new_rows = _rows(config, stats, env_steps, wall_offset + time.perf_counter() - start)
             rows.extend(new_rows)
-            mean_return = float(np.mean([r["return"] for r in new_rows]))
-            _advance(bar, compiled=c == first)
-            bar.set_postfix(ret=f"{mean_return:.4g}")
-            if log is not None:
-                loss, cos = (_mean([r[k] for r in new_rows]) for k in ("model_loss", "cosine_to_simulator"))
-                with bar.external_write_mode():  # the line goes above the bar, which is redrawn below it
-                    log(f"step {env_steps:>6}  return {mean_return:>11.5g}  model loss {loss:>9.3g}  "
-                        f"cos(sim) {cos:>6.3f}")
+            _show(bar, log, new_rows, env_steps, compiled=c == first)
             last = c == trainer.n_chunks - 1
             if run is not None and ((c + 1 - first) % checkpoint_every == 0 or last):
                 runs.save_checkpoint(run, jax.device_get(state), env_steps, rows)
