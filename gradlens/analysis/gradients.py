@@ -32,7 +32,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from gradlens.analysis.uncertainty import gradient_intervals
-from gradlens.envs.base import System, check_positive
+from gradlens.envs.base import System, check_positive, physical, time_index, with_time
 from gradlens.models.base import WorldModel
 from gradlens import validate
 from gradlens.objective import DEFAULT_REVERSE, imagined_objective, policy_gradient
@@ -73,8 +73,8 @@ def _estimator(kind, policy, static, pair, horizon, entropy_coef, policy_input_g
 
     def inputs(dyn_params, s1, key):  # (dynamics, s1 [1, O] perturbed, rollout key) of ONE imagined rollout
         k_s1, k_roll, _ = jax.random.split(key, 3)
-        noise = s1_noise * jax.random.normal(k_s1, (s1.shape[-1] - 1,), s1.dtype)
-        s = s1 + jnp.concatenate([noise, jnp.zeros((1,), s1.dtype)])  # time channel untouched
+        x = physical(s1)
+        s = with_time(x + s1_noise * jax.random.normal(k_s1, x.shape, s1.dtype), time_index(s1))  # time untouched
         return ((static, dyn_params) if pair else static), s[None], k_roll
 
     def objective(policy_params, dyn_params, s1, key):  # J of ONE imagined rollout
