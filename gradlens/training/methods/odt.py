@@ -19,6 +19,7 @@ Evaluation is one episode of the deterministic policy (tanh of the mean) conditi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, ClassVar, NamedTuple
 
@@ -214,6 +215,26 @@ class ODTState(NamedTuple):
     nonfinite_what: Array  # int32 index into protocol.NONFINITE
 
 
+class _Parts(NamedTuple):
+    """What ODT's pure functions share: the run config, its ODT settings and the objects built from them."""
+
+    cfg: Any
+    odt: Any  # ODTConfig
+    system: Any
+    dt: Any  # DecisionTransformer
+    capacity: int  # C episodes in the buffer
+    n_offline: int  # episodes of uniform actions before pre-training
+    s1: Array  # [O]
+
+    @property
+    def pretrain_at(self) -> int:
+        """The iteration that completes the offline data."""
+        return self.n_offline * self.cfg.horizon - 1
+
+    def noise_key(self, key):
+        return key if self.cfg.noise_std > 0 else None
+
+
 def make_odt(config) -> Method:
     """ODT for the run config `config` (method "odt"), its settings `config.baseline`.
 
@@ -221,74 +242,85 @@ def make_odt(config) -> Method:
     """
     cfg, odt = config, config.baseline
     system = envs.make(cfg.system, horizon=cfg.horizon, noise_std=cfg.noise_std)
-    H, K, A = cfg.horizon, odt.context, system.action_dim
-    dt = DecisionTransformer(system.obs_dim, A, H, odt.width, odt.layers, odt.heads)
-    capacity = -(-cfg.total_steps // H)
-    n_offline = -(-cfg.warmup_steps // H)
-    pretrain_at = n_offline * H - 1  # the iteration that completes the offline data
-    s1 = system.initial_state()
-    noise_key = lambda k: k if cfg.noise_std > 0 else None
+    dt = DecisionTransformer(system.obs_dim, system.action_dim, cfg.horizon, odt.width, odt.layers, odt.heads)
+    p = _Parts(cfg, odt, system, dt, -(-cfg.total_steps // cfg.horizon), -(-cfg.warmup_steps // cfg.horizon),
+               system.initial_state())
+    learn_step = functools.partial(_learn_step, p)
+    return Method(system, functools.partial(_init, p), functools.partial(_iteration, p, learn_step),
+                  functools.partial(_evaluate, p), loss_means, None, learn_step)
 
-    def init(key: Array) -> ODTState:
-        k_run, k_net = jax.random.split(key)
-        identity = Normaliser(jnp.zeros_like(s1), jnp.ones_like(s1), jnp.ones((), s1.dtype))
-        return ODTState(k_run, init_learner(dt, odt, k_net), jnp.zeros((capacity, H, system.obs_dim), s1.dtype),
-                        jnp.zeros((capacity, H, A), s1.dtype), jnp.zeros((capacity, H), s1.dtype), s1, identity,
-                        jnp.zeros((), s1.dtype), jnp.zeros(4, s1.dtype), jnp.array(-1, jnp.int32),
-                        jnp.array(-1, jnp.int32))
 
-    def env_step(state: ODTState, i, key) -> ODTState:
-        e, t = i // H, i % H
-        k_act, k_env = jax.random.split(key)
-        states = state.states.at[e, t].set(state.obs)
-        action = jax.lax.cond(
-            e < n_offline, lambda: jax.random.uniform(k_act, (A,), s1.dtype, -1.0, 1.0),
-            lambda: act(dt, state.learner.params, state.norm, state.target, states[e], state.actions[e],
-                        state.rewards[e], t, K, k_act))
-        nxt = system.step(state.obs, action, noise_key(k_env))
-        return state._replace(states=states, actions=state.actions.at[e, t].set(action),
-                              rewards=state.rewards.at[e, t].set(system.reward(state.obs, action)),
-                              obs=jnp.where(t == H - 1, s1, nxt))
+def _init(p: _Parts, key: Array) -> ODTState:
+    k_run, k_net = jax.random.split(key)
+    s1, H, A = p.s1, p.cfg.horizon, p.system.action_dim
+    identity = Normaliser(jnp.zeros_like(s1), jnp.ones_like(s1), jnp.ones((), s1.dtype))
+    return ODTState(k_run, init_learner(p.dt, p.odt, k_net), jnp.zeros((p.capacity, H, p.system.obs_dim), s1.dtype),
+                    jnp.zeros((p.capacity, H, A), s1.dtype), jnp.zeros((p.capacity, H), s1.dtype), s1, identity,
+                    jnp.zeros((), s1.dtype), jnp.zeros(4, s1.dtype), jnp.array(-1, jnp.int32),
+                    jnp.array(-1, jnp.int32))
 
-    def learn_step(state: ODTState, i, key, n_episodes) -> ODTState:
-        k_batch, k_loss = jax.random.split(key)
-        windows = sample_windows(state.states, state.actions, state.rewards, n_episodes, k_batch, odt.batch_size, K,
-                                 state.norm)
-        learner, stats = update(state.learner, dt, odt, windows, k_loss)
-        state = flag(state, i, jnp.isfinite(stats.loss) & jnp.isfinite(stats.grad_norm), ODT_LOSS)
-        sums = state.sums + jnp.stack(LossSums(stats.nll, 1.0, stats.grad_norm, 1.0)).astype(state.sums.dtype)
-        return state._replace(learner=learner, sums=sums)
 
-    def start_pretraining(state: ODTState) -> ODTState:
-        norm, target = offline_statistics(state.states, state.rewards, n_offline, odt.target_gain)
-        return state._replace(norm=norm, target=target)
+def _env_step(p: _Parts, state: ODTState, i, key) -> ODTState:
+    """One real-environment step: uniform actions for the offline episodes, then the transformer's."""
+    H, K, A = p.cfg.horizon, p.odt.context, p.system.action_dim
+    e, t = i // H, i % H
+    k_act, k_env = jax.random.split(key)
+    states = state.states.at[e, t].set(state.obs)
+    action = jax.lax.cond(
+        e < p.n_offline, lambda: jax.random.uniform(k_act, (A,), p.s1.dtype, -1.0, 1.0),
+        lambda: act(p.dt, state.learner.params, state.norm, state.target, states[e], state.actions[e],
+                    state.rewards[e], t, K, k_act))
+    nxt = p.system.step(state.obs, action, p.noise_key(k_env))
+    return state._replace(states=states, actions=state.actions.at[e, t].set(action),
+                          rewards=state.rewards.at[e, t].set(p.system.reward(state.obs, action)),
+                          obs=jnp.where(t == H - 1, p.s1, nxt))
 
-    def iteration(state: ODTState, i) -> ODTState:
-        key, k_env, k_learn = jax.random.split(state.key, 3)
-        state = state._replace(key=key)
-        live = i < cfg.total_steps
-        state = jax.lax.cond(live, lambda s: env_step(s, i, k_env), lambda s: s, state)
-        pretrain = live & (i == pretrain_at)
-        state = jax.lax.cond(pretrain, start_pretraining, lambda s: s, state)
-        online = live & (i > pretrain_at) & (i % odt.update_every == 0)
-        n_updates = jnp.where(pretrain, odt.pretrain_updates, jnp.where(online, 1, 0))  # one copy of the update
-        body = lambda j, s: learn_step(s, i, jax.random.fold_in(k_learn, j), (i + 1) // H)
-        return jax.lax.fori_loop(0, n_updates, body, state)
 
-    def evaluate(state: ODTState, key) -> Array:
-        """Return of one episode of tanh(mean) conditioned on R_target, in the true system."""
+def _learn_step(p: _Parts, state: ODTState, i, key, n_episodes) -> ODTState:
+    """One update of the transformer on a batch of context windows."""
+    k_batch, k_loss = jax.random.split(key)
+    windows = sample_windows(state.states, state.actions, state.rewards, n_episodes, k_batch, p.odt.batch_size,
+                             p.odt.context, state.norm)
+    learner, stats = update(state.learner, p.dt, p.odt, windows, k_loss)
+    state = flag(state, i, jnp.isfinite(stats.loss) & jnp.isfinite(stats.grad_norm), ODT_LOSS)
+    sums = state.sums + jnp.stack(LossSums(stats.nll, 1.0, stats.grad_norm, 1.0)).astype(state.sums.dtype)
+    return state._replace(learner=learner, sums=sums)
 
-        def body(carry, inputs):
-            states, actions, rewards, obs = carry
-            t, k = inputs
-            states = states.at[t].set(obs)
-            a = act(dt, state.learner.params, state.norm, state.target, states, actions, rewards, t, K)
-            carry = (states, actions.at[t].set(a), rewards.at[t].set(system.reward(obs, a)),
-                     system.step(obs, a, noise_key(k)))
-            return carry, None
 
-        empty = (jnp.zeros((H, system.obs_dim), s1.dtype), jnp.zeros((H, A), s1.dtype), jnp.zeros(H, s1.dtype), s1)
-        (_, _, rewards, _), _ = jax.lax.scan(body, empty, (jnp.arange(H), jax.random.split(key, H)))
-        return jnp.sum(rewards)
+def _start_pretraining(p: _Parts, state: ODTState) -> ODTState:
+    norm, target = offline_statistics(state.states, state.rewards, p.n_offline, p.odt.target_gain)
+    return state._replace(norm=norm, target=target)
 
-    return Method(system, init, iteration, evaluate, loss_means, None, learn_step)
+
+def _iteration(p: _Parts, learn_step, state: ODTState, i) -> ODTState:
+    """Real-environment step i; at the end of the offline data the pre-training updates, later one update every
+    `update_every` steps."""
+    cfg, odt, H = p.cfg, p.odt, p.cfg.horizon
+    key, k_env, k_learn = jax.random.split(state.key, 3)
+    state = state._replace(key=key)
+    live = i < cfg.total_steps
+    state = jax.lax.cond(live, lambda s: _env_step(p, s, i, k_env), lambda s: s, state)
+    pretrain = live & (i == p.pretrain_at)
+    state = jax.lax.cond(pretrain, lambda s: _start_pretraining(p, s), lambda s: s, state)
+    online = live & (i > p.pretrain_at) & (i % odt.update_every == 0)
+    n_updates = jnp.where(pretrain, odt.pretrain_updates, jnp.where(online, 1, 0))  # one copy of the update
+    body = lambda j, s: learn_step(s, i, jax.random.fold_in(k_learn, j), (i + 1) // H)
+    return jax.lax.fori_loop(0, n_updates, body, state)
+
+
+def _evaluate(p: _Parts, state: ODTState, key) -> Array:
+    """Return of one episode of tanh(mean) conditioned on R_target, in the true system."""
+    system, H, K, A, s1 = p.system, p.cfg.horizon, p.odt.context, p.system.action_dim, p.s1
+
+    def body(carry, inputs):
+        states, actions, rewards, obs = carry
+        t, k = inputs
+        states = states.at[t].set(obs)
+        a = act(p.dt, state.learner.params, state.norm, state.target, states, actions, rewards, t, K)
+        carry = (states, actions.at[t].set(a), rewards.at[t].set(system.reward(obs, a)),
+                 system.step(obs, a, p.noise_key(k)))
+        return carry, None
+
+    empty = (jnp.zeros((H, system.obs_dim), s1.dtype), jnp.zeros((H, A), s1.dtype), jnp.zeros(H, s1.dtype), s1)
+    (_, _, rewards, _), _ = jax.lax.scan(body, empty, (jnp.arange(H), jax.random.split(key, H)))
+    return jnp.sum(rewards)

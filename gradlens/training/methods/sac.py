@@ -14,6 +14,7 @@ Evaluation is one episode of the deterministic policy tanh(μ(s)) in the true sy
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, ClassVar, NamedTuple
 
 import haiku as hk
@@ -136,81 +137,106 @@ class SACState(NamedTuple):
     nonfinite_what: Array  # int32 index into protocol.NONFINITE
 
 
+class _Parts(NamedTuple):
+    """What SAC's pure functions share: the run config, its SAC settings and the objects built from them."""
+
+    cfg: Any
+    sac: Any  # SACConfig
+    system: Any
+    nets: Any
+    optimizer: optax.GradientTransformation
+    s1: Array  # [O]
+    alpha: float  # the fixed entropy coefficient α
+
+
 def make_sac(config) -> Method:
     """SAC for the run config `config` (method "sac"), its settings `config.baseline`, α = `config.bpo.entropy_coef`.
 
     `model_step` is the critic update and `policy_step` the actor update, both `(state, i, key, n_transitions) ->
     state`.
     """
-    cfg, sac = config, config.baseline
-    system = envs.make(cfg.system, horizon=cfg.horizon, noise_std=cfg.noise_std)
-    nets = make_networks(system.action_dim, sac.hidden, sac.min_scale)
-    optimizer = optax.adam(sac.lr)
-    s1 = system.initial_state()
-    alpha, n = cfg.bpo.entropy_coef, cfg.total_steps
+    system = envs.make(config.system, horizon=config.horizon, noise_std=config.noise_std)
+    sac = config.baseline
+    p = _Parts(config, sac, system, make_networks(system.action_dim, sac.hidden, sac.min_scale), optax.adam(sac.lr),
+               system.initial_state(), config.bpo.entropy_coef)
+    critic_step, actor_step = functools.partial(_critic_step, p), functools.partial(_actor_step, p)
+    return Method(system, functools.partial(_init, p), functools.partial(_iteration, p, critic_step, actor_step),
+                  functools.partial(_evaluate, p), loss_means, critic_step, actor_step)
 
-    def init(key: Array) -> SACState:
-        k_run, k_actor, k_critic = jax.random.split(key, 3)
-        a0 = jnp.zeros(system.action_dim, s1.dtype)
-        actor_params = nets.actor.init(k_actor, s1)
-        critic_params = jax.vmap(nets.critic.init, in_axes=(0, None, None))(
-            jax.random.split(k_critic, sac.n_critics), s1, a0)
-        empty = Transitions(jnp.zeros((n, system.obs_dim), s1.dtype), jnp.zeros((n, system.action_dim), s1.dtype),
-                            jnp.zeros(n, s1.dtype), jnp.zeros((n, system.obs_dim), s1.dtype), jnp.zeros(n, s1.dtype))
-        return SACState(k_run, actor_params, optimizer.init(actor_params), critic_params,
-                        optimizer.init(critic_params), critic_params, empty, s1, jnp.zeros(4, s1.dtype),
-                        jnp.array(-1, jnp.int32), jnp.array(-1, jnp.int32))
 
-    def env_step(state: SACState, i, key) -> SACState:
-        k_act, k_random, k_env = jax.random.split(key, 3)
-        loc, scale = nets.actor.apply(state.actor_params, state.obs)
-        uniform = jax.random.uniform(k_random, loc.shape, loc.dtype, -1.0, 1.0)
-        action = jnp.where(i < cfg.warmup_steps, uniform, tanh_gaussian_sample(loc, scale, k_act)[0])
-        nxt = system.step(state.obs, action, k_env if cfg.noise_std > 0 else None)
-        done = system.is_terminal(envs.time_index(state.obs))
-        row = Transitions(state.obs, action, system.reward(state.obs, action), nxt, done.astype(s1.dtype))
-        replay = jax.tree.map(lambda buffer, x: buffer.at[i].set(x), state.replay, row)
-        return state._replace(replay=replay, obs=jnp.where(done, s1, nxt))
+def _init(p: _Parts, key: Array) -> SACState:
+    k_run, k_actor, k_critic = jax.random.split(key, 3)
+    s1, system, n = p.s1, p.system, p.cfg.total_steps
+    a0 = jnp.zeros(system.action_dim, s1.dtype)
+    actor_params = p.nets.actor.init(k_actor, s1)
+    critic_params = jax.vmap(p.nets.critic.init, in_axes=(0, None, None))(
+        jax.random.split(k_critic, p.sac.n_critics), s1, a0)
+    empty = Transitions(jnp.zeros((n, system.obs_dim), s1.dtype), jnp.zeros((n, system.action_dim), s1.dtype),
+                        jnp.zeros(n, s1.dtype), jnp.zeros((n, system.obs_dim), s1.dtype), jnp.zeros(n, s1.dtype))
+    return SACState(k_run, actor_params, p.optimizer.init(actor_params), critic_params,
+                    p.optimizer.init(critic_params), critic_params, empty, p.s1, jnp.zeros(4, s1.dtype),
+                    jnp.array(-1, jnp.int32), jnp.array(-1, jnp.int32))
 
-    def batch(state: SACState, key, n_transitions) -> Transitions:
-        idx = jax.random.randint(key, (sac.batch_size,), 0, n_transitions)
-        return jax.tree.map(lambda x: x[idx], state.replay)
 
-    def critic_step(state: SACState, i, key, n_transitions) -> SACState:
-        k_batch, k_loss = jax.random.split(key)
-        loss, grad = jax.value_and_grad(critic_loss)(
-            state.critic_params, state.target_params, state.actor_params, nets, batch(state, k_batch, n_transitions),
-            k_loss, alpha, sac.discount)
-        updates, opt = optimizer.update(grad, state.critic_opt, state.critic_params)
-        params = optax.apply_updates(state.critic_params, updates)
-        state = flag(state, i, jnp.isfinite(loss), CRITIC_LOSS)
-        return state._replace(critic_params=params, critic_opt=opt,
-                              target_params=soft_update(state.target_params, params, sac.tau),
-                              sums=add(state.sums, LossSums, loss=loss, loss_updates=1.0))
+def _env_step(p: _Parts, state: SACState, i, key) -> SACState:
+    """One real-environment step (uniform actions during warm-up), stored as replay row i."""
+    k_act, k_random, k_env = jax.random.split(key, 3)
+    loc, scale = p.nets.actor.apply(state.actor_params, state.obs)
+    uniform = jax.random.uniform(k_random, loc.shape, loc.dtype, -1.0, 1.0)
+    action = jnp.where(i < p.cfg.warmup_steps, uniform, tanh_gaussian_sample(loc, scale, k_act)[0])
+    nxt = p.system.step(state.obs, action, k_env if p.cfg.noise_std > 0 else None)
+    done = p.system.is_terminal(envs.time_index(state.obs))
+    row = Transitions(state.obs, action, p.system.reward(state.obs, action), nxt, done.astype(p.s1.dtype))
+    replay = jax.tree.map(lambda buffer, x: buffer.at[i].set(x), state.replay, row)
+    return state._replace(replay=replay, obs=jnp.where(done, p.s1, nxt))
 
-    def actor_step(state: SACState, i, key, n_transitions) -> SACState:
-        k_batch, k_loss = jax.random.split(key)
-        obs = batch(state, k_batch, n_transitions).obs
-        loss, grad = jax.value_and_grad(actor_loss)(state.actor_params, state.critic_params, nets, obs, k_loss, alpha)
-        grad_norm = optax.tree.norm(grad)
-        updates, opt = optimizer.update(grad, state.actor_opt, state.actor_params)
-        state = flag(state, i, jnp.isfinite(loss) & jnp.isfinite(grad_norm), ACTOR_LOSS)
-        return state._replace(actor_params=optax.apply_updates(state.actor_params, updates), actor_opt=opt,
-                              sums=add(state.sums, LossSums, grad_norm=grad_norm, grad_updates=1.0))
 
-    def iteration(state: SACState, i) -> SACState:
-        key, k_env, k_critic, k_actor = jax.random.split(state.key, 4)
-        state = state._replace(key=key)
-        live = i < cfg.total_steps
-        state = jax.lax.cond(live, lambda s: env_step(s, i, k_env), lambda s: s, state)
-        learn = live & (i >= cfg.warmup_steps)
-        state = jax.lax.cond(learn & (i % sac.critic_every == 0),
-                             lambda s: critic_step(s, i, k_critic, i + 1), lambda s: s, state)
-        return jax.lax.cond(learn & (i % sac.actor_every == 0),
-                            lambda s: actor_step(s, i, k_actor, i + 1), lambda s: s, state)
+def _batch(p: _Parts, state: SACState, key, n_transitions) -> Transitions:
+    idx = jax.random.randint(key, (p.sac.batch_size,), 0, n_transitions)
+    return jax.tree.map(lambda x: x[idx], state.replay)
 
-    def evaluate(state: SACState, key) -> Array:
-        mode = lambda obs, k: jnp.tanh(nets.actor.apply(state.actor_params, obs)[0])
-        return rollout(system, mode, s1, cfg.horizon, key).ret
 
-    return Method(system, init, iteration, evaluate, loss_means, critic_step, actor_step)
+def _critic_step(p: _Parts, state: SACState, i, key, n_transitions) -> SACState:
+    """One Adam step on the critics' soft Bellman loss, then the targets' soft update."""
+    k_batch, k_loss = jax.random.split(key)
+    loss, grad = jax.value_and_grad(critic_loss)(
+        state.critic_params, state.target_params, state.actor_params, p.nets, _batch(p, state, k_batch, n_transitions),
+        k_loss, p.alpha, p.sac.discount)
+    updates, opt = p.optimizer.update(grad, state.critic_opt, state.critic_params)
+    params = optax.apply_updates(state.critic_params, updates)
+    state = flag(state, i, jnp.isfinite(loss), CRITIC_LOSS)
+    return state._replace(critic_params=params, critic_opt=opt,
+                          target_params=soft_update(state.target_params, params, p.sac.tau),
+                          sums=add(state.sums, LossSums, loss=loss, loss_updates=1.0))
+
+
+def _actor_step(p: _Parts, state: SACState, i, key, n_transitions) -> SACState:
+    """One Adam step on the actor's loss."""
+    k_batch, k_loss = jax.random.split(key)
+    obs = _batch(p, state, k_batch, n_transitions).obs
+    loss, grad = jax.value_and_grad(actor_loss)(state.actor_params, state.critic_params, p.nets, obs, k_loss, p.alpha)
+    grad_norm = optax.tree.norm(grad)
+    updates, opt = p.optimizer.update(grad, state.actor_opt, state.actor_params)
+    state = flag(state, i, jnp.isfinite(loss) & jnp.isfinite(grad_norm), ACTOR_LOSS)
+    return state._replace(actor_params=optax.apply_updates(state.actor_params, updates), actor_opt=opt,
+                          sums=add(state.sums, LossSums, grad_norm=grad_norm, grad_updates=1.0))
+
+
+def _iteration(p: _Parts, critic_step, actor_step, state: SACState, i) -> SACState:
+    """Real-environment step i, then the critic and actor updates scheduled at i."""
+    cfg, sac = p.cfg, p.sac
+    key, k_env, k_critic, k_actor = jax.random.split(state.key, 4)
+    state = state._replace(key=key)
+    live = i < cfg.total_steps
+    state = jax.lax.cond(live, lambda s: _env_step(p, s, i, k_env), lambda s: s, state)
+    learn = live & (i >= cfg.warmup_steps)
+    state = jax.lax.cond(learn & (i % sac.critic_every == 0),
+                         lambda s: critic_step(s, i, k_critic, i + 1), lambda s: s, state)
+    return jax.lax.cond(learn & (i % sac.actor_every == 0),
+                        lambda s: actor_step(s, i, k_actor, i + 1), lambda s: s, state)
+
+
+def _evaluate(p: _Parts, state: SACState, key) -> Array:
+    """Return of one episode of the deterministic policy tanh(μ(s)) in the true system."""
+    mode = lambda obs, k: jnp.tanh(p.nets.actor.apply(state.actor_params, obs)[0])
+    return rollout(p.system, mode, p.s1, p.cfg.horizon, key).ret
