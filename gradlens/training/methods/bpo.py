@@ -212,9 +212,9 @@ def _policy_step(p: _Parts, state: TrainState, i, key, n_episodes) -> TrainState
     simulator's, checked for NaN/Inf, then Adam (or a natural-gradient step)."""
     bpo, H = p.bpo, p.cfg.horizon
     k_idx, k_roll = jax.random.split(key)
-    episodes = state.buffer_states[jax.random.randint(k_idx, (bpo.policy_batch,), 0, n_episodes)]
+    idx = jax.random.randint(k_idx, (bpo.policy_batch,), 0, n_episodes)
     dynamics = (p.model, state.model_params) if p.model is not None else p.system
-    args = (episodes[:, 0], k_roll, H, bpo.entropy_coef, bpo.policy_input_grad, reverse_mode(bpo.remat),
+    args = (state.buffer_states[idx, 0], k_roll, H, bpo.entropy_coef, bpo.policy_input_grad, reverse_mode(bpo.remat),
             bpo.discount, bpo.truncate)
     grad, stats = policy_gradient(state.policy_params, p.policy, dynamics, *args)
     if p.model is not None and bpo.compare_to_simulator:
@@ -224,7 +224,8 @@ def _policy_step(p: _Parts, state: TrainState, i, key, n_episodes) -> TrainState
         cosine, rel_err = jnp.ones((), p.s1.dtype), jnp.zeros((), p.s1.dtype)
     grad, state = _checked(p, state, i, grad, stats.grad_norm, cosine, rel_err)
     if bpo.update_rule == "natural":  # the Fisher at the sampled episodes' real states
-        grad, _ = natural_step(p.policy, state.policy_params, grad, episodes[:, :-1].reshape(-1, episodes.shape[-1]),
+        visited = state.buffer_states[idx, :-1]  # [B, H, O]
+        grad, _ = natural_step(p.policy, state.policy_params, grad, visited.reshape(-1, visited.shape[-1]),
                                bpo.natural_kl)
     params, opt = policy_update(state.policy_params, state.policy_opt, grad, p.policy_opt)
     return state._replace(policy_params=params, policy_opt=opt)
