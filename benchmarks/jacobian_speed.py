@@ -1,7 +1,7 @@
 """Cost of a full Jacobian chain d ŝ_t / d a_k relative to forward rollouts, per model class and horizon H.
 
     python benchmarks/jacobian_speed.py [--horizons 8 16 32 64] [--modes auto] [--repeats 5] [--system cancer]
-                                        [--quick]   (H = 4, 1 repeat: a smoke run for tests)
+                                        [--quick]   (H = 4, 1 repeat, 3 classes: a smoke run for tests)
 
 For the true system and every model class (random init) and each H: the time of one closed-loop forward rollout
 through `gradlens.rollout` (state-feedback MLP policy (64, 64) swish, policy_input_grad="stop") and of
@@ -27,6 +27,7 @@ import gradlens.models as gm
 from gradlens.analysis.jacobians import jacobian_chain
 
 CLASSES = ["simulator", "markov", "hwm-rnn", "hwm-transformer", "awm-rnn", "awm-transformer", "awm-ssm"]
+QUICK_CLASSES = ["simulator", "markov", "awm-rnn"]  # --quick: the simulator, one state- and one action-based model
 
 
 def make_policy(system, horizon):
@@ -76,8 +77,9 @@ def main():
     parser.add_argument("--modes", nargs="+", default=["auto"], choices=["auto", "fwd", "rev"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--system", default="cancer")
-    parser.add_argument("--quick", action="store_true", help="H = 4, 1 repeat")
+    parser.add_argument("--quick", action="store_true", help="H = 4, 1 repeat, the simulator, markov and the AWM-RNN only")
     args = parser.parse_args()
+    classes = QUICK_CLASSES if args.quick else CLASSES
     if args.quick:
         args.horizons, args.repeats = [4], 1
     system = gl.envs.make(args.system)
@@ -87,7 +89,7 @@ def main():
     print("| dynamics | mode | H | min(in, out) | forward ms | chain ms | chain / (min × forward) | compile s |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     worst = 0.0
-    for name in CLASSES:
+    for name in classes:
         for mode in args.modes:
             for h in args.horizons:
                 r = measure(name, h, mode, args)

@@ -21,6 +21,19 @@ def pytest_configure(config):
     compilation_cache.enable()
 
 
+# the modules with the longest tests (CI's --durations), run first: under pytest-xdist the short tests then fill the
+# workers' last minutes instead of one long test running on alone at the end
+_FIRST = ("test_benchmarks.py", "test_readme.py", "test_audit.py", "test_app.py", "test_models.py", "test_train.py",
+          "test_baselines.py")
+
+
+def pytest_collection_modifyitems(items):
+    """Modules in `_FIRST` before the others, each module's tests together and in their order (module fixtures are
+    built once)."""
+    rank = {name: i for i, name in enumerate(_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(_FIRST)))
+
+
 def pytest_unconfigure(config):
     if os.environ.get(_OWNED) == str(os.getpid()):
         shutil.rmtree(os.environ[compilation_cache.ENV], ignore_errors=True)

@@ -310,3 +310,49 @@ def test_an_older_schemas_rows_load_typed_with_their_defaults_and_a_bad_row_is_r
         AuditReport.from_json(json.dumps({**old, "gradients": [{"method": "markov", "horizon": 4, "cos": 1.0}]}))
     with pytest.raises(KeyError):
         grad["as_dict"]
+
+
+# ------------------------------------------------------------------------------------------------------ threads
+def test_in_threads_keeps_order_reports_progress_here_and_raises_the_first_error(monkeypatch):
+    import threading
+    import time
+
+    from gradlens.analysis import audit as audit_module
+
+    monkeypatch.setenv(audit_module.THREADS_ENV, "3")
+    main, seen = threading.get_ident(), []
+
+    def work(x):
+        time.sleep(0.02 * (5 - x))  # later items finish first
+        return x * x, threading.get_ident()
+
+    out = audit_module._in_threads(list(range(5)), work, lambda label: seen.append((label, threading.get_ident())),
+                                   lambda x: f"item {x}")
+    assert [value for value, _ in out] == [0, 1, 4, 9, 16]
+    assert len({ident for _, ident in out} - {main}) > 1  # the work ran in other threads, at once
+    assert sorted(label for label, _ in seen) == [f"item {x}" for x in range(5)] and {i for _, i in seen} == {main}
+
+    def fails(x):
+        if x == 2:
+            raise ValueError("item 2 failed")
+        return x
+
+    with pytest.raises(ValueError, match="item 2 failed"):
+        audit_module._in_threads(list(range(4)), fails, lambda label: None, str)
+    monkeypatch.setenv(audit_module.THREADS_ENV, "two")
+    with pytest.raises(ValueError, match="GRADLENS_AUDIT_THREADS must be a positive integer, got 'two'"):
+        audit_module._threads()
+
+
+def test_the_report_does_not_depend_on_the_number_of_threads(monkeypatch):
+    config = dataclasses.replace(SMALL, n_samples=4, landscape_points=5)
+    reports = []
+    for threads in ("1", "3"):
+        monkeypatch.setenv("GRADLENS_AUDIT_THREADS", threads)
+        report = audit("linear", ["markov", "awm-rnn"], [2, 4], config=config, progress=False).as_dict()
+        for key in ("timings", "meta"):
+            report.pop(key)
+        for fit in report["fits"].values():
+            fit.pop("seconds")
+        reports.append(report)
+    assert _same(*reports)  # bit for bit: gradients, Jacobians, landscapes, fits

@@ -28,15 +28,18 @@ episodes; in "rebuilt" mode on as many fresh episodes, collected with the fit da
 H, because that system may start from, or move to, states the H_max episodes never show (`system["fit_bar_episodes"]`
 says which).
 
-All randomness comes from `AuditConfig.seed`; the same config gives the same report (timings aside).
+All randomness comes from `AuditConfig.seed`; the same config gives the same report (timings aside), however many
+threads compute its models and horizons (`$GRADLENS_AUDIT_THREADS`, default the CPU count up to 4).
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import datetime
 import functools
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -64,6 +67,7 @@ REPORT = "report.json"
 SCHEMA_VERSION = 4  # 2: fit records, system divergence, warnings; 3: growth laws; 4: gradient intervals
 SECTIONS = ("fits", "gradients", "jacobians", "landscapes", "paths")
 STAGES = (*SECTIONS, "growth")  # the audit's stages in order: its timings and the sections of its progress events
+THREADS_ENV = "GRADLENS_AUDIT_THREADS"
 _TOYS = ("double_pendulum", "one_bounce")  # terminal-reward tasks: the paper's toy data scheme
 
 
@@ -556,17 +560,17 @@ def _fit_all(report, chosen, system_at, mode: str, config: AuditConfig, k_data, 
     spread = divergence(base, val)
     bar_data = _bar_episodes(system_at, mode, grid, scheme, val, k_data)
     report.system["fit_bar_episodes"] = {"mode": mode, "n_episodes": val.n_episodes, "scheme": scheme}
-    out = {}
-    for i, (name, (model, given)) in enumerate(chosen.items()):
-        start = time.perf_counter()
-        history = None
+
+    def fit_one(item):
+        """(params, fit entry, divergence message or None) of the i-th model."""
+        i, (name, (model, given)) = item
+        start, history, diverged = time.perf_counter(), None, None
         if given is None:
             try:
                 given, history = fit(model, train, jax.random.fold_in(k_fit, i), fit_config, progress=progress,
                                      validation=val)
             except FitDiverged as err:
-                given, history = err.params, err.history
-                _problem(report, "fits", name, None, str(err))
+                given, history, diverged = err.params, err.history, str(err)
         record = fit_record(model, given, history, train, val, config.fit_epochs)
         errors = [open_loop_error(model if mode == "prefix" else dataclasses.replace(model, system=system_at(h)),
                                   given, bar_data[h])[:h].tolist() for h in grid]
@@ -576,11 +580,18 @@ def _fit_all(report, chosen, system_at, mode: str, config: AuditConfig, k_data, 
                  "open_loop_mse": float(mse(model, given, data)), "baseline_mse": baseline,
                  "bar_error_by_horizon": errors, "bar_repeat_by_horizon": repeats, "ratio_to_repeat": ratios,
                  "passes_fit_bar": [bool(r <= FIT_BAR) for r in ratios], "seconds": time.perf_counter() - start}
+        return given, entry, diverged
+
+    items = list(enumerate(chosen.items()))
+    out = {}
+    for (_, (name, (model, _))), (given, entry, diverged) in zip(
+            items, _in_threads(items, fit_one, step, lambda item: item[1][0])):
+        if diverged:
+            _problem(report, "fits", name, None, diverged)
         if not math.isfinite(entry["open_loop_mse"]):
             _problem(report, "fits", name, None, f"open-loop MSE on the collected data is {entry['open_loop_mse']}")
         report.fits[name] = entry
         out[name] = (model, given)
-        step(name)
     repeat = next(iter(report.fits.values()))["baseline_repeat_by_horizon"]
     report.system.update(divergence_delta=CHAOS_DELTA, divergence_by_horizon=spread.tolist(),
                          unpredictable_horizons=[h for h in report.horizons
@@ -618,18 +629,55 @@ def _warning(report: AuditReport, kind: str, method: str | None, horizon: int | 
     report.warnings.append(WarningRow(kind, method, horizon, message))
 
 
+def _threads() -> int:
+    """How many (method, H) computations an audit section runs at once: `$GRADLENS_AUDIT_THREADS`, else the CPU
+    count up to 4. On a cold compilation cache an audit is mostly XLA compilation, which uses one core per program."""
+    chosen = os.environ.get(THREADS_ENV, "").strip()
+    if chosen:
+        if not chosen.isdigit() or int(chosen) < 1:
+            raise ValueError(f"${THREADS_ENV} must be a positive integer, got {chosen!r}")
+        return int(chosen)
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _in_threads(items: list, work: Callable, step: Callable[[str], None], label: Callable) -> list:
+    """[work(item) for item in items], up to `_threads()` at a time; `step(label(item))` is called from this thread
+    as each finishes (progress listeners, such as the app's, may not be thread-safe). Results keep the items' order,
+    so the report does not depend on which finished first; the first error is raised here."""
+    workers = min(_threads(), len(items))
+    if workers <= 1:
+        out = []
+        for item in items:
+            out.append(work(item))
+            step(label(item))
+        return out
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        futures = {pool.submit(work, item): i for i, item in enumerate(items)}
+        out = [None] * len(items)
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                i = futures[future]
+                out[i] = future.result()
+                step(label(items[i]))
+        except BaseException:  # an error or Ctrl-C: start nothing more (running work cannot be stopped)
+            for future in futures:
+                future.cancel()
+            raise
+    return out
+
+
 def _gradients(report, dynamics_at, methods, policy, policy_params, key, config: AuditConfig, step) -> None:
     """Every method's gradient statistics, one horizon at a time (the same key at each: common random numbers, as
     in one `horizon_sweep` over the grid)."""
-    rows = []
-    for h in report.horizons:
-        rows += gradients.horizon_sweep(
+    def sweep(h):
+        return gradients.horizon_sweep(
             lambda h: dynamics_at(SIMULATOR, h), {m: (lambda h, m=m: dynamics_at(m, h)) for m in methods[1:]},
             policy, policy_params, [h], key, config.n_samples, zeroth_order="simulator",
             policy_input_grad=config.policy_input_grad, s1_noise=config.s1_noise, discount=config.discount,
             truncate=config.truncate)
-        step(f"H = {h}")
-    rows = [GradientRow.from_dict(row) for row in _plain(rows)]
+
+    by_horizon = _in_threads(report.horizons, sweep, step, lambda h: f"H = {h}")
+    rows = [GradientRow.from_dict(row) for row in _plain([row for rows in by_horizon for row in rows])]
     for row in rows:
         if row.n_nonfinite:
             _problem(report, "gradients", row.method, row.horizon,
@@ -648,30 +696,33 @@ def _jacobians(report, dynamics_at, methods, policy, policy_params, noise_key, c
     """Jacobian chains of the deterministic policy's rollout; a system with process noise is differentiated along
     one fixed draw of its noise (`noise_key`, the same at every H)."""
     act = policy.bind(policy_params, deterministic=True)
-    for h in report.horizons:
-        for method in methods:
-            dyn = dynamics_at(method, h)
-            s1 = dynamics_at(SIMULATOR, h).initial_state()
-            chain = jacobians.jacobian_chain(dyn, act, s1, h, noise_key, policy_input_grad=config.policy_input_grad)
-            norms = np.asarray(jacobians.norms(chain), np.float64)  # [H+1, H]
-            rate, lags, mean_log_norm = float("nan"), [], []
-            if not np.all(np.isfinite(norms)):
-                _problem(report, "jacobians", method, h, _nonfinite_where(norms, "(t, k)"))
-            try:
-                rate = jacobians.growth_rate(chain)
-                profile = jacobians.lag_profile(chain)
-                lags, mean_log_norm = profile.lags, profile.mean_log_norm
-            except ValueError as err:
-                _problem(report, "jacobians", method, h, f"no growth rate: {err}")
-            steps = jacobians.step_jacobian_norms(dyn, act, s1, h, noise_key)
-            if steps is not None:
-                steps = np.asarray(steps, np.float64)
-                if not np.all(np.isfinite(steps)):
-                    _problem(report, "jacobians", method, h, "step Jacobian norms: " + _nonfinite_where(steps, "(t,)"))
-            report.jacobians.append(JacobianRow(**_plain({
-                "method": method, "horizon": h, "norms": norms, "growth_rate": float(rate), "lags": lags,
-                "mean_log_norm": mean_log_norm, "step_norms": steps})))
-            step(f"H = {h}, {method}")
+
+    def chain_of(item):
+        """(chain, step Jacobian norms [H] or None) of one (H, method)."""
+        h, method = item
+        dyn, s1 = dynamics_at(method, h), dynamics_at(SIMULATOR, h).initial_state()
+        chain = jacobians.jacobian_chain(dyn, act, s1, h, noise_key, policy_input_grad=config.policy_input_grad)
+        return chain, jacobians.step_jacobian_norms(dyn, act, s1, h, noise_key)
+
+    items = [(h, method) for h in report.horizons for method in methods]
+    for (h, method), (chain, steps) in zip(items, _in_threads(items, chain_of, step, lambda i: f"H = {i[0]}, {i[1]}")):
+        norms = np.asarray(jacobians.norms(chain), np.float64)  # [H+1, H]
+        rate, lags, mean_log_norm = float("nan"), [], []
+        if not np.all(np.isfinite(norms)):
+            _problem(report, "jacobians", method, h, _nonfinite_where(norms, "(t, k)"))
+        try:
+            rate = jacobians.growth_rate(chain)
+            profile = jacobians.lag_profile(chain)
+            lags, mean_log_norm = profile.lags, profile.mean_log_norm
+        except ValueError as err:
+            _problem(report, "jacobians", method, h, f"no growth rate: {err}")
+        if steps is not None:
+            steps = np.asarray(steps, np.float64)
+            if not np.all(np.isfinite(steps)):
+                _problem(report, "jacobians", method, h, "step Jacobian norms: " + _nonfinite_where(steps, "(t,)"))
+        report.jacobians.append(JacobianRow(**_plain({
+            "method": method, "horizon": h, "norms": norms, "growth_rate": float(rate), "lags": lags,
+            "mean_log_norm": mean_log_norm, "step_norms": steps})))
 
 
 def _landscapes(report, dynamics_at, methods, policy, policy_params, key, noise_key, config: AuditConfig,
@@ -681,26 +732,27 @@ def _landscapes(report, dynamics_at, methods, policy, policy_params, key, noise_
     d1, d2 = (landscape.random_direction(policy_params, k, filter_normalize=normalize) for k in jax.random.split(key))
     line = np.linspace(-1.0, 1.0, config.landscape_points)
     plane = np.linspace(-1.0, 1.0, config.landscape_2d_points) if config.landscape_2d_points else None
-    for h in report.horizons:
-        s1 = dynamics_at(SIMULATOR, h).initial_state()
-        for method in methods:
-            dyn = dynamics_at(method, h)
-            objective = landscape.policy_return_fn(dyn, policy, s1, h, noise_key)
-            slices = [("action", line, landscape.action_slice(dyn, s1, h, line, key=noise_key)),
-                      ("direction", line, landscape.slice_1d(objective, policy_params, d1, line))]
-            if plane is not None:
-                slices.append(("plane", (plane, plane), landscape.slice_2d(objective, policy_params, d1, d2, plane,
-                                                                             plane)))
-            for kind, grid, values in slices:
-                values = np.asarray(values, np.float64)
-                rough = landscape.roughness(values, grid)
-                if rough["n_nonfinite"]:
-                    _problem(report, "landscapes", method, h,
-                             f"{kind} slice: {rough['n_nonfinite']} non-finite value(s) at grid positions "
-                             f"{rough['nonfinite_at'][:6]}")
-                report.landscapes.append(LandscapeRow(**_plain({"method": method, "horizon": h, "kind": kind,
-                                                                "grid": grid, "values": values, "roughness": rough})))
-            step(f"H = {h}, {method}")
+    def slices_of(item):
+        """[(kind, grid, values)] of one (H, method)."""
+        h, method = item
+        dyn, s1 = dynamics_at(method, h), dynamics_at(SIMULATOR, h).initial_state()
+        objective = landscape.policy_return_fn(dyn, policy, s1, h, noise_key)
+        slices = [("action", line, landscape.action_slice(dyn, s1, h, line, key=noise_key)),
+                  ("direction", line, landscape.slice_1d(objective, policy_params, d1, line))]
+        if plane is not None:
+            slices.append(("plane", (plane, plane), landscape.slice_2d(objective, policy_params, d1, d2, plane, plane)))
+        return [(kind, grid, np.asarray(values, np.float64)) for kind, grid, values in slices]
+
+    items = [(h, method) for h in report.horizons for method in methods]
+    for (h, method), slices in zip(items, _in_threads(items, slices_of, step, lambda i: f"H = {i[0]}, {i[1]}")):
+        for kind, grid, values in slices:
+            rough = landscape.roughness(values, grid)
+            if rough["n_nonfinite"]:
+                _problem(report, "landscapes", method, h,
+                         f"{kind} slice: {rough['n_nonfinite']} non-finite value(s) at grid positions "
+                         f"{rough['nonfinite_at'][:6]}")
+            report.landscapes.append(LandscapeRow(**_plain({"method": method, "horizon": h, "kind": kind,
+                                                            "grid": grid, "values": values, "roughness": rough})))
 
 
 def _paths(report, methods, kind: str, config: AuditConfig) -> None:
