@@ -20,8 +20,8 @@ H = 4
 
 
 def _brax_loop(env, backend, actions):
-    """Brax's own `env.step` loop from the adapter's start (init_q at rest): states [H, D] in the adapter's documented layout
-    (q, qd; or each link's pos, rot, vel, ang) after each step."""
+    """Brax's own `env.step` loop from the adapter's start (init_q at rest): states [H, D] after each step, in the
+    adapter's documented layout (q, qd; or each link's pos, rot, vel, ang)."""
     from brax.envs import State
 
     def step(state, a):

@@ -15,7 +15,7 @@ Any Brax environment (`brax.envs.get_environment(env_name, backend=...)`) on any
     r_t     = the reward of that same `env.step`: a differentiable function of (x_t, a_t) (Brax's rewards read the
               state after the step, so the reward takes the step again);
     x0      = the state of `init_q` at rest: the model's reference pose without Brax's random reset noise (for the
-              reacher: the target at the origin).
+              reacher: the target at (0.1, -0.1)).
 
 Actions in [-1, 1]^A are passed as they are: every Brax environment takes [-1, 1]^A (the inverted pendulums scale
 them to their control range themselves). Brax's termination (`done`) is ignored: an episode always runs its H steps.
@@ -92,7 +92,8 @@ def brax_system(env_name: str, horizon: int, noise_std: float = 0.0, backend: st
 
     x0 = tuple(float(v) for v in start)
     return System(
-        name=name, state_dim=len(x0), action_dim=env.action_size, horizon=horizon, dt=float(env.dt), x0=x0,
+        name=name, state_dim=len(x0), action_dim=env.action_size, horizon=horizon,
+        dt=float(f"{float(env.dt):.6g}"), x0=x0,  # Brax's float32 dt, as written (0.02, not 0.0199999996)
         transition=transition, reward_fn=reward_fn, noise_std=noise_std, state_names=names,
         description=description or f"Brax {env_name} ({backend} backend)",
     )
@@ -165,40 +166,44 @@ def _joint_names(sys) -> tuple[str, ...]:
     return tuple(q_names + v_names)
 
 
-# The curated set (docs/physics.md): each default horizon is about one second of simulated time or one swing of
-# the task, and each default backend the cheapest to compile that still models the task (contacts included).
+# The curated set (docs/physics.md): each default horizon covers the task's motion (a reach, a fall, a hop, a
+# stride) in one to two seconds of simulated time at most; every default backend is generalized, Brax's default for
+# these environments and the cheapest to compile here.
 def make_brax_reacher(horizon: int = 50, noise_std: float = 0.0, backend: str = "generalized") -> System:
-    """Brax reacher: a 2-link arm's fingertip to a target (D = 8, A = 2, dt = 0.02 s on generalized; H = 50 is
-    Gym's episode). Smooth, no contacts; reward -‖tip - target‖ - ‖a‖²."""
+    """Brax reacher: a 2-link arm's fingertip to a fixed target (D = 8, A = 2, dt = 0.02 s; H = 50 is Gym's episode,
+    1 s). Smooth, no contacts; reward -‖tip - target‖ - ‖a‖²."""
     return brax_system("reacher", horizon, noise_std, backend, name="brax_reacher",
-                       description=f"Brax reacher ({backend}): 2-link arm to a target at the origin, smooth")
+                       description=f"Brax reacher ({backend}): 2-link arm to a fixed target, smooth")
 
 
 def make_brax_inverted_pendulum(horizon: int = 50, noise_std: float = 0.0, backend: str = "generalized") -> System:
-    """Brax inverted pendulum: cart-pole (D = 4, A = 1). Its reward is a constant alive bonus of 1 per step, so its
-    policy gradient is identically zero: the audit says so (a `zero_gradient` warning)."""
+    """Brax inverted pendulum: cart-pole (D = 4, A = 1, dt = 0.04 s; H = 50 is 2 s, time for the pole to fall). Its
+    reward is a constant alive bonus of 1 per step, so its policy gradient is identically zero: the audit says so (a
+    `zero_gradient` warning)."""
     return brax_system("inverted_pendulum", horizon, noise_std, backend, name="brax_inverted_pendulum",
                        description=f"Brax inverted pendulum ({backend}): cart-pole, constant alive reward")
 
 
 def make_brax_inverted_double_pendulum(horizon: int = 50, noise_std: float = 0.0,
                                        backend: str = "generalized") -> System:
-    """Brax inverted double pendulum: a cart with two poles (D = 6, A = 1), chaotic once it falls; reward: alive
-    bonus minus the tip's distance from upright and a velocity penalty."""
+    """Brax inverted double pendulum: a cart with two poles (D = 6, A = 1, dt = 0.02 s; H = 50 is 1 s), chaotic once
+    the poles fall; reward: alive bonus 10 minus the tip's distance from upright and a velocity penalty."""
     return brax_system("inverted_double_pendulum", horizon, noise_std, backend,
                        name="brax_inverted_double_pendulum",
                        description=f"Brax inverted double pendulum ({backend}): cart with two poles, chaotic")
 
 
 def make_brax_hopper(horizon: int = 50, noise_std: float = 0.0, backend: str = "generalized") -> System:
-    """Brax hopper: a planar one-legged robot with ground contact (D = 12, A = 3, dt = 0.008 s); reward: forward
-    velocity + 1 healthy bonus - 1e-3 ‖a‖² (no termination: a fallen hopper keeps its H steps)."""
+    """Brax hopper: a planar one-legged robot with ground contacts (D = 12, A = 3, dt = 0.008 s; H = 50 is 0.4 s, a
+    fall onto the foot and a push); reward: forward velocity + 1 - 1e-3 ‖a‖² (no termination: a fallen hopper keeps
+    its H steps)."""
     return brax_system("hopper", horizon, noise_std, backend, name="brax_hopper",
                        description=f"Brax hopper ({backend}): planar hopping robot, ground contacts")
 
 
 def make_brax_ant(horizon: int = 25, noise_std: float = 0.0, backend: str = "generalized") -> System:
-    """Brax ant: a quadruped with a free root and ground contact (D = 29, A = 8, dt = 0.05 s); reward: forward
-    velocity + 1 healthy bonus - 0.5 ‖a‖² (no termination)."""
+    """Brax ant: a quadruped with a free root and ground contacts (D = 29, A = 8, dt = 0.05 s; H = 25 is 1.25 s, a
+    stride, kept short because the ant is the costliest system to run); reward: forward velocity + 1 - 0.5 ‖a‖² (no
+    termination)."""
     return brax_system("ant", horizon, noise_std, backend, name="brax_ant",
                        description=f"Brax ant ({backend}): quadruped, free root, ground contacts")
