@@ -20,8 +20,9 @@ Any Brax environment (`brax.envs.get_environment(env_name, backend=...)`) on any
 Actions in [-1, 1]^A are passed as they are: every Brax environment takes [-1, 1]^A (the inverted pendulums scale
 them to their control range themselves). Brax's termination (`done`) is ignored: an episode always runs its H steps.
 Only what Brax derives from x is rebuilt: on `generalized` the inverse mass matrix is then exact instead of refined
-by Newton iterations from the previous step's, on `mjx` the constraint solver starts cold; tests/test_physics.py
-checks every backend against Brax's own `env.step` loop.
+by Newton iterations from the previous step's, on `mjx` the constraint solver starts cold. On `mjx` the solver takes
+one Newton iteration (`opt.iterations = 1`) instead of MuJoCo's loop of up to 100, which reverse mode cannot
+differentiate. tests/test_physics.py checks every backend against Brax's own `env.step` loop.
 
 Brax is imported when a physics system is built, never on `import gradlens`.
 """
@@ -75,6 +76,8 @@ def brax_system(env_name: str, horizon: int, noise_std: float = 0.0, backend: st
     with warnings.catch_warnings():  # Brax's notice that its own pipelines are no longer actively developed
         warnings.filterwarnings("ignore", message="Brax System, piplines", category=UserWarning)
         env = brax_envs.get_environment(env_name, backend=backend)
+    if backend == "mjx":  # MJX's solver loops in a lax.while_loop, which reverse mode cannot differentiate, unless it
+        env.sys = env.sys.tree_replace({"opt.iterations": 1})  # takes one Newton step (docs/physics.md)
     encode, decode, names, start = (_maximal if backend in MAXIMAL else _generalized)(env)
     state_type = brax_envs.State
 
