@@ -67,7 +67,7 @@ def test_the_adapters_rollout_is_braxs_own_step_loop(backend):
 def test_gradients_match_central_differences_in_float64(x64):
     """Through Brax's transition, in float64, on the smooth cart-pole (no contact; the pole stays within its joint
     limits): the derivative of a smooth cost of the states along one direction of the actions against central
-    differences. Forward mode (jvp): a third of reverse mode's compilation, through the same Brax functions."""
+    differences. Forward mode (jvp): under half reverse mode's compilation, through the same Brax functions."""
     system = dataclasses.replace(envs.make("brax_inverted_pendulum", horizon=3),
                                  reward_fn=lambda x, a, t: -jnp.sum(jnp.sin(x) ** 2))
     s1 = system.initial_state()
