@@ -58,7 +58,7 @@ def _brax_envs(name: str):
         raise MissingExtra(f"system {name!r} needs Brax and MuJoCo-MJX ({err}): {INSTALL}") from None
 
 
-def brax_system(env_name: str, horizon: int, noise_std: float = 0.0, backend: str = "generalized", *,
+def brax_system(env_name: str, horizon: int = 50, noise_std: float = 0.0, backend: str = "generalized", *,
                 name: str | None = None, description: str = "") -> System:
     """The Brax environment `env_name` on physics `backend` as a `System` of `horizon` steps (module docstring).
 
