@@ -64,6 +64,7 @@ def test_the_adapters_rollout_is_braxs_own_step_loop(backend):
     np.testing.assert_allclose(x, x_brax, atol=1e-5)
 
 
+@pytest.mark.filterwarnings("error::FutureWarning")  # JAX's warning when float64 values are rounded into float32
 def test_gradients_match_central_differences_in_float64(x64):
     """Through Brax's transition, in float64, on the smooth cart-pole (no contact; the pole stays within its joint
     limits): the derivative of a smooth cost of the states along one direction of the actions against central

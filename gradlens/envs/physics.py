@@ -29,6 +29,7 @@ Brax is imported when a physics system is built, never on `import gradlens`.
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib
 import io
 import warnings
@@ -85,7 +86,8 @@ def brax_system(env_name: str, horizon: int = 50, noise_std: float = 0.0, backen
     def brax_step(x, a):
         """Brax's `env.step` from the pipeline state of x [D] under a [A]: its next state."""
         zero = jnp.zeros((), x.dtype)
-        return env.step(state_type(decode(x), jnp.zeros(0, x.dtype), zero, zero, {}, {}), a)
+        here = _in_dtype(env, x.dtype)
+        return here.step(state_type(decode(here, x), jnp.zeros(0, x.dtype), zero, zero, {}, {}), a)
 
     def transition(x, a, t):
         return encode(brax_step(x, a).pipeline_state).astype(x.dtype)
@@ -102,16 +104,27 @@ def brax_system(env_name: str, horizon: int = 50, noise_std: float = 0.0, backen
     )
 
 
+def _in_dtype(env, dtype):
+    """`env` with its Brax system's floating-point arrays in `dtype` (a copy; `env` itself for float32): Brax keeps
+    float32 buffers otherwise, and would round float64 values into them."""
+    if dtype == jnp.float32:
+        return env
+    wide = copy.copy(env)
+    wide.sys = jax.tree.map(lambda v: jnp.asarray(v, dtype) if jnp.issubdtype(jnp.result_type(v), jnp.floating)
+                            else v, env.sys)
+    return wide
+
+
 def _generalized(env):
-    """(encode pipeline state -> [q, qd] [Q + V], decode [Q + V] -> pipeline state, component names [Q + V], the
-    state of init_q at rest [Q + V] as NumPy)."""
+    """(encode pipeline state -> [q, qd] [Q + V], decode (env, [Q + V]) -> that env's pipeline state, component
+    names [Q + V], the state of init_q at rest [Q + V] as NumPy)."""
     n_q = env.sys.q_size()
 
     def encode(state):
         return jnp.concatenate([state.q, state.qd])
 
-    def decode(x):
-        return env.pipeline_init(x[:n_q], x[n_q:])
+    def decode(here, x):
+        return here.pipeline_init(x[:n_q], x[n_q:])
 
     start = np.concatenate([np.asarray(env.sys.init_q), np.zeros(env.sys.qd_size())])
     return encode, decode, _joint_names(env.sys), start
@@ -131,15 +144,15 @@ def _maximal(env):
     def encode(state):
         return flat(state.x, state.xd)
 
-    def decode(x):
+    def decode(here, x):
         pos, rot, vel, ang = (part.reshape(n_links, size) for part, size in
                               zip(jnp.split(x, np.cumsum([n_links * s for s in sizes[:-1]])), sizes))
         pose, motion = base.Transform(pos=pos, rot=rot), base.Motion(vel=vel, ang=ang)
-        j, jd, a_p, a_c = kinematics.world_to_joint(env.sys, pose, motion)
-        q, qd = kinematics.inverse(env.sys, j, jd)
-        x_i, xd_i = com.from_world(env.sys, pose, motion)
-        return env.pipeline_init(q, qd).replace(x=pose, xd=motion, x_i=x_i, xd_i=xd_i, j=j, jd=jd, a_p=a_p,
-                                                a_c=a_c)
+        j, jd, a_p, a_c = kinematics.world_to_joint(here.sys, pose, motion)
+        q, qd = kinematics.inverse(here.sys, j, jd)
+        x_i, xd_i = com.from_world(here.sys, pose, motion)
+        return here.pipeline_init(q, qd).replace(x=pose, xd=motion, x_i=x_i, xd_i=xd_i, j=j, jd=jd, a_p=a_p,
+                                                 a_c=a_c)
 
     links = env.sys.link_names
     names = tuple(f"{link}_{part}{c}" for part, comps in (("pos_", "xyz"), ("rot_", ("w", "x", "y", "z")),
