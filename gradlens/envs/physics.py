@@ -22,7 +22,8 @@ them to their control range themselves). Brax's termination (`done`) is ignored:
 Only what Brax derives from x is rebuilt: on `generalized` the inverse mass matrix is then exact instead of refined
 by Newton iterations from the previous step's, on `mjx` the constraint solver starts cold. On `mjx` the solver takes
 one Newton iteration (`opt.iterations = 1`) instead of MuJoCo's loop of up to 100, which reverse mode cannot
-differentiate. tests/test_physics.py checks every backend against Brax's own `env.step` loop.
+differentiate. tests/test_physics.py checks every backend against Brax's own `env.step` loop. A float64 state runs
+Brax's system in float64 (its arrays cast to the state's dtype).
 
 Brax is imported when a physics system is built, never on `import gradlens`.
 """
