@@ -19,16 +19,23 @@ UPDATE_RULES = ("adam", "natural")
 
 
 def systems_table(horizon: int | None = None) -> list[dict]:
-    """One row per system: dimensions, horizon, dt, and the return of one rollout under a fixed action sequence."""
+    """One row per system: dimensions, horizon, dt, and the return of one rollout under a fixed action sequence; a
+    system whose optional extra is not installed gets None for these and the install command as its description."""
     import jax
     import jax.numpy as jnp
 
     from gradlens import envs
+    from gradlens.envs.physics import MissingExtra
     from gradlens.rollout import rollout
 
     rows = []
     for name in envs.names():
-        system = envs.make(name) if horizon is None else envs.make(name, horizon=horizon)
+        try:
+            system = envs.make(name) if horizon is None else envs.make(name, horizon=horizon)
+        except MissingExtra as err:
+            rows.append({"system": name, "obs_dim": None, "action_dim": None, "horizon": None, "dt": None,
+                         "return": None, "seconds": None, "description": str(err)})
+            continue
         h = system.horizon
         # a deterministic, non-constant probe sequence in [-1, 1]: every component follows the same sinusoid
         actions = 0.5 * jnp.sin(jnp.linspace(0.0, 3.0, h))[:, None] * jnp.ones((1, system.action_dim))
@@ -45,12 +52,14 @@ def systems_table(horizon: int | None = None) -> list[dict]:
 
 def _cmd_systems(args) -> int:
     rows = systems_table(args.horizon)
-    header = f"{'system':<18}{'obs':>4}{'act':>4}{'H':>6}{'dt':>10}{'probe return':>15}  description"
+    width = max(len(r["system"]) for r in rows) + 2
+    header = f"{'system':<{width}}{'obs':>4}{'act':>4}{'H':>6}{'dt':>10}{'probe return':>15}  description"
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['system']:<18}{r['obs_dim']:>4}{r['action_dim']:>4}{r['horizon']:>6}{r['dt']:>10.4g}"
-              f"{r['return']:>15.6g}  {r['description']}")
+        figures = (f"{r['obs_dim']:>4}{r['action_dim']:>4}{r['horizon']:>6}{r['dt']:>10.4g}{r['return']:>15.6g}"
+                   if r["obs_dim"] is not None else f"{'-':>4}{'-':>4}{'-':>6}{'-':>10}{'-':>15}")
+        print(f"{r['system']:<{width}}{figures}  {r['description']}")
     print(f"\n{len(rows)} systems; each rolled out once with a(t) = 0.5 sin(3t/H) (probe return = sum of rewards).")
     return 0
 

@@ -77,7 +77,8 @@ FIT_NOTE = ("fit/repeat: the model's open-loop error over steps 1-H, on held-out
 
 
 def warning_lines(report: AuditReport) -> list[str]:
-    """One plain sentence per warning (unpredictable horizon, unconverged fit, fit bar failed); [] for old reports."""
+    """One plain sentence per warning (unpredictable horizon, unconverged fit, fit bar failed, zero simulator
+    gradient); [] for old reports."""
     return [w.message + "." for w in report.warnings]
 
 

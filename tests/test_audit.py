@@ -225,7 +225,8 @@ def test_the_fit_bar_is_measured_on_each_horizons_own_episodes():
     assert fit["passes_fit_bar"] == [False, True] and fit["ratio_to_repeat"][0] > 0.9
     assert r.system["fit_bar_episodes"] == {"mode": "rebuilt", "n_episodes": 6, "scheme": "random_walk"}
     assert [len(c) for c in fit["bar_error_by_horizon"]] == [len(c) for c in fit["bar_repeat_by_horizon"]] == [2, 4]
-    assert [(w["kind"], w["horizon"]) for w in r.warnings] == [("fit_bar", 2)]
+    # from x0 = 3 every step flips x whatever the action: the simulator's gradient at H = 2 is exactly zero
+    assert [(w["kind"], w["horizon"]) for w in r.warnings] == [("fit_bar", 2), ("zero_gradient", 2)]
     assert "held-out episodes of the H = 2 task" in r.warnings[0]["message"]
 
 

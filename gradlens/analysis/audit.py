@@ -16,7 +16,8 @@ every horizon H of a grid, beside the true simulator:
     paths       exact gradient-path counts a_k -> J of each model class (`paths.horizon_table`)
     problems    every NaN/Inf met, with the diagnostic, method, horizon and where it appeared (never dropped)
     warnings    every fit that did not converge and every (model, H) failing the fit bar, in plain words: the gradients
-                of such a model measure its fit quality, not its architecture
+                of such a model measure its fit quality, not its architecture; and every H where the simulator's own
+                policy gradient is identically zero (a reward constant in the actions: nothing to compare with)
 
 Horizon H means the task of H steps. A system given by name is rebuilt at each H when that leaves its step dt
 unchanged (the toys, `linear`, `lorenz96`: only the episode length and the terminal reward move, so one model fitted
@@ -180,7 +181,8 @@ class AuditReport:
         "exponential" | "indistinguishable" | "no fit"), description, fit (`growth.GrowthFit.as_dict()`) or null,
         reason (why there is no fit) or null} (schema >= 3)
       problems: [{diagnostic, method, horizon, message}] for every NaN/Inf or failed diagnostic
-      warnings: [{kind ("unpredictable" | "not_converged" | "fit_bar"), method, horizon, message}] (schema >= 2)
+      warnings: [{kind ("unpredictable" | "not_converged" | "fit_bar" | "zero_gradient"), method, horizon, message}]
+        (schema >= 2)
       timings: seconds per section; meta: gradlens version, JAX version, created (UTC), schema version.
     Non-finite floats are written as the JSON extensions NaN / Infinity (Python's json and pandas read them).
     """
@@ -683,6 +685,12 @@ def _gradients(report, dynamics_at, methods, policy, policy_params, key, config:
             _problem(report, "gradients", row.method, row.horizon,
                      f"{row.n_nonfinite} of {row.n + row.n_nonfinite} {row.estimator} gradient samples non-finite "
                      f"(samples {row.nonfinite_samples[:8]}, parameter leaves {row.nonfinite_leaves[:4]})")
+        if row.method == SIMULATOR and row.estimator == "first-order" and row.n and row.sample_norm == 0:
+            _warning(report, "zero_gradient", SIMULATOR, row.horizon,
+                     f"The simulator's policy gradient is exactly zero in all {row.n} samples at H = {row.horizon}: "
+                     f"the return of {report.system['name']} does not move with the actions (a reward constant in "
+                     f"them, such as an alive bonus); there is no gradient to compare the models' with, so their "
+                     f"cosines and relative errors at this horizon mean nothing")
     report.gradients.extend(rows)
 
 

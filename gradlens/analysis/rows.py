@@ -131,7 +131,8 @@ class ProblemRow(Row):
 
 @dataclasses.dataclass(frozen=True)
 class WarningRow(Row):
-    """A reason to distrust a model's gradients: kind "unpredictable" | "not_converged" | "fit_bar" (schema >= 2)."""
+    """A reason to distrust a model's gradients: kind "unpredictable" | "not_converged" | "fit_bar" | "zero_gradient"
+    (the simulator's own gradient is identically zero) (schema >= 2)."""
 
     kind: str
     method: str | None

@@ -15,6 +15,11 @@ from gradlens.envs.base import System, affine_to_bounds, physical, time_index, w
 _BUILDERS: dict[str, object] = {  # name -> "module:function" (imported on first use) or the builder itself
     "bacteria": "gradlens.envs.myriad.bacteria:make_bacteria",
     "bear_populations": "gradlens.envs.myriad.bear_populations:make_bear_populations",
+    "brax_ant": "gradlens.envs.physics:make_brax_ant",
+    "brax_hopper": "gradlens.envs.physics:make_brax_hopper",
+    "brax_inverted_double_pendulum": "gradlens.envs.physics:make_brax_inverted_double_pendulum",
+    "brax_inverted_pendulum": "gradlens.envs.physics:make_brax_inverted_pendulum",
+    "brax_reacher": "gradlens.envs.physics:make_brax_reacher",
     "bioreactor": "gradlens.envs.myriad.bioreactor:make_bioreactor",
     "cancer": "gradlens.envs.myriad.cancer:make_cancer",
     "double_pendulum": "gradlens.envs.pendulum:make_double_pendulum",
@@ -31,6 +36,7 @@ _BUILDERS: dict[str, object] = {  # name -> "module:function" (imported on first
 
 MYRIAD = ("cancer", "bear_populations", "bioreactor", "hiv", "mould_fungicide", "bacteria", "predator_prey",
           "glucose", "harvest", "timber_harvest")
+PHYSICS = ("brax_reacher", "brax_inverted_pendulum", "brax_inverted_double_pendulum", "brax_hopper", "brax_ant")
 
 
 def names() -> list[str]:
@@ -86,5 +92,5 @@ def make(name: str, **kwargs) -> System:
     return builder(name)(**kwargs)
 
 
-__all__ = ["System", "MYRIAD", "affine_to_bounds", "builder", "make", "names", "overrides", "physical", "register",
+__all__ = ["System", "MYRIAD", "PHYSICS", "affine_to_bounds", "builder", "make", "names", "overrides", "physical", "register",
            "time_index", "with_time"]
