@@ -36,7 +36,7 @@ def conclusions(report) -> Conclusions:
     """The conclusion of an `AuditReport`, every sentence carrying the numbers behind it."""
     grads = {(r.method, r.horizon): r for r in report.gradients if r.estimator == "first-order"}
     findings = _closest(report, grads) + _variance_growth(report, grads) + _smoothest(report, grads)
-    caveats = (_fit_caveats(report) + _unpredictable(report) + _nonfinite(report, grads)
+    caveats = (_fit_caveats(report) + _unpredictable(report) + _zero_gradient(report) + _nonfinite(report, grads)
                + _sample_size(report, grads))
     return Conclusions(findings, caveats)
 
@@ -268,6 +268,11 @@ def _unpredictable(report) -> list[str]:
     return [f"At {_hs(bad)} the system itself is unpredictable: two simulator starts "
             f"{report.system.get('divergence_delta', 0):g} apart end {rms} apart (RMS), so no model can be expected "
             "to match the simulator's gradient there and a mismatch is no evidence against its architecture."]
+
+
+def _zero_gradient(report) -> list[str]:
+    """The audit's zero-gradient warnings: horizons where the simulator's gradient is exactly zero in every sample."""
+    return [w.message + "." for w in report.warnings if w.kind == "zero_gradient"]
 
 
 def _nonfinite(report, grads) -> list[str]:

@@ -45,7 +45,7 @@ class SweepSpec:
             values = tuple(getattr(self, field))
             if not values:
                 raise ValueError(f"{field} must be a non-empty list; valid {field}: {', '.join(valid)}")
-            unknown = [v for v in values if v not in valid]
+            unknown = [v for v in values if not (envs.known(v) if field == "systems" else v in valid)]
             if unknown:
                 raise ValueError(f"unknown {field[:-1]}(s) {', '.join(map(repr, unknown))}; valid {field}: "
                                  f"{', '.join(valid)}")

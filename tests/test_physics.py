@@ -3,6 +3,8 @@
 the simulator's gradient is identically zero. Tiny horizons and the cheapest environments: compiling Brax's physics
 dominates (docs/physics.md)."""
 import dataclasses
+import html
+import inspect
 import sys
 
 import jax
@@ -14,6 +16,8 @@ import gradlens as gl
 from gradlens import cli, envs
 from gradlens.analysis.audit import AuditConfig, audit
 from gradlens.envs import physics
+from gradlens.report import report_html
+from gradlens.sweep import SweepSpec
 from gradlens.rollout import rollout
 
 H = 4
@@ -117,3 +121,30 @@ def test_an_identically_zero_simulator_gradient_is_a_warning():
     zero = [w for w in report.warnings if w.kind == "zero_gradient"]
     assert [(w.method, w.horizon) for w in zero] == [("simulator", 3)]
     assert "exactly zero in all 2 samples" in zero[0].message and "toy_alive" in zero[0].message
+    assert zero[0].message + "." in gl.conclusions(report).caveats  # report.html's and the app's "not to conclude"
+    assert html.escape(zero[0].message) in report_html(report, figures={})
+
+
+def test_systems_lists_the_physics_systems_without_compiling_them(monkeypatch, capsys):
+    monkeypatch.setattr(envs, "_BUILDERS", {n: envs._BUILDERS[n] for n in ("linear", "brax_inverted_pendulum")})
+    assert cli.main(["systems", "--horizon", "3"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.split()}
+    assert rows["brax_inverted_pendulum"][1:6] == ["5", "1", "3", "0.04", "-"]  # obs = 4 + time, act, H, dt, probe
+    assert float(rows["linear"][5]) != 0 and "only with --probe-physics" in out
+
+
+def test_any_brax_environment_and_backend_by_name():
+    spring = envs.make("brax_inverted_pendulum_spring", horizon=3)
+    assert spring.name == "brax_inverted_pendulum_spring" and "spring" in spring.description
+    assert spring.state_dim == 13 * 2 and spring.horizon == 3  # maximal coordinates: 13 per link (cart and pole)
+    assert envs.make("brax_inverted_pendulum").state_dim == 4  # generalized: q, qd
+    assert inspect.signature(envs.builder("brax_ant_mjx")).parameters["horizon"].default == 25  # the curated H
+    assert envs.make("brax_walker2d", horizon=2).action_dim == 6  # not curated: any Brax environment
+    assert gl.TrainConfig(system="brax_reacher_mjx", method="simulator").system == "brax_reacher_mjx"
+    assert SweepSpec(("brax_hopper_positional", "cancer"), ("simulator",), (5,)).systems[0] == "brax_hopper_positional"
+    with pytest.raises(ValueError, match="unknown Brax environment 'reachr'"):
+        envs.make("brax_reachr")
+    with pytest.raises(ValueError, match=r"unknown system 'Brax_reacher'; valid systems: .*or any Brax environment "
+                                         r"as brax_<env> or brax_<env>_<backend>"):
+        gl.TrainConfig(system="Brax_reacher", method="simulator")

@@ -44,10 +44,33 @@ def names() -> list[str]:
     return sorted(_BUILDERS)
 
 
+def _any_brax(name) -> bool:
+    """Is `name` of the form "brax_<env>" or "brax_<env>_<backend>" (any Brax environment; docs/physics.md)?"""
+    return isinstance(name, str) and name.startswith("brax_") and len(name) > 5 and name.isidentifier() \
+        and name == name.lower()
+
+
+def known(name) -> bool:
+    """Is `name` a system `make` can build: a registered name, or any Brax environment as "brax_<env>" or
+    "brax_<env>_<backend>" (whether Brax has that environment is checked when it is built)?"""
+    return isinstance(name, str) and (name in _BUILDERS or _any_brax(name))
+
+
+def check(name) -> str:
+    """`name` if `known`, else ValueError listing the valid names."""
+    if not known(name):
+        raise ValueError(f"unknown system {name!r}; valid systems: {', '.join(names())}; or any Brax environment "
+                         f"as brax_<env> or brax_<env>_<backend>")
+    return name
+
+
 def builder(name: str):
     """The builder function of system `name` (ValueError listing the valid names if unknown)."""
-    if not isinstance(name, str) or name not in _BUILDERS:
-        raise ValueError(f"unknown system {name!r}; valid systems: {', '.join(names())}")
+    check(name)
+    if name not in _BUILDERS:
+        from gradlens.envs import physics
+
+        return physics.named_builder(name)
     found = _BUILDERS[name]
     if callable(found):
         return found
@@ -92,5 +115,5 @@ def make(name: str, **kwargs) -> System:
     return builder(name)(**kwargs)
 
 
-__all__ = ["System", "MYRIAD", "PHYSICS", "affine_to_bounds", "builder", "make", "names", "overrides", "physical", "register",
-           "time_index", "with_time"]
+__all__ = ["System", "MYRIAD", "PHYSICS", "affine_to_bounds", "builder", "check", "known", "make", "names",
+           "overrides", "physical", "register", "time_index", "with_time"]

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib
+import inspect
 import io
 import warnings
 
@@ -103,6 +104,22 @@ def brax_system(env_name: str, horizon: int = 50, noise_std: float = 0.0, backen
         transition=transition, reward_fn=reward_fn, noise_std=noise_std, state_names=names,
         description=description or f"Brax {env_name} ({backend} backend)",
     )
+
+
+def named_builder(name: str):
+    """The builder of "brax_<env>" (generalized backend) or "brax_<env>_<backend>": any Brax environment by name.
+    Its default horizon is the curated system's for a curated environment, else 50."""
+    env_name, backend = name[len("brax_"):], "generalized"
+    for candidate in BACKENDS:
+        if env_name.endswith("_" + candidate):
+            env_name, backend = env_name[:-len(candidate) - 1], candidate
+    curated = globals().get(f"make_brax_{env_name}")
+    default = inspect.signature(curated).parameters["horizon"].default if curated else 50
+
+    def build(horizon: int = default, noise_std: float = 0.0) -> System:
+        return brax_system(env_name, horizon, noise_std, backend, name=name)
+
+    return build
 
 
 def _in_dtype(env, dtype):

@@ -68,7 +68,7 @@ class TrainConfig:
         self._validate()
 
     def _validate(self) -> None:
-        validate.name(self.system, envs.names(), "system")
+        envs.check(self.system)
         validate.name(self.method, methods.names(), "method")
         if self.warmup_steps is None:
             object.__setattr__(self, "warmup_steps", methods.default_warmup(self.method))
