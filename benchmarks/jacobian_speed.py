@@ -77,7 +77,8 @@ def main():
     parser.add_argument("--modes", nargs="+", default=["auto"], choices=["auto", "fwd", "rev"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--system", default="cancer")
-    parser.add_argument("--quick", action="store_true", help="H = 4, 1 repeat, the simulator, markov and the AWM-RNN only")
+    parser.add_argument("--quick", action="store_true",
+                        help="H = 4, 1 repeat, the simulator, markov and the AWM-RNN only")
     args = parser.parse_args()
     classes = QUICK_CLASSES if args.quick else CLASSES
     if args.quick:

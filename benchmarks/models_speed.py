@@ -119,7 +119,8 @@ def exponent(horizons, times) -> float:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="H in {8, 16}, 1 repeat, markov and the open-loop AWM-transformer only, no recompute table (a smoke run)")
+                        help="H in {8, 16}, 1 repeat, markov and the open-loop AWM-transformer only, no recompute "
+                             "table (a smoke run)")
     parser.add_argument("--batch", type=int, default=1,
                         help="imagined episodes per call: 1 = one rollout, B > 1 = vmapped mean (the paper uses 16)")
     parser.add_argument("--repeats", type=int, default=7)
