@@ -331,7 +331,7 @@ def test_in_threads_keeps_order_reports_progress_here_and_raises_the_first_error
                                    lambda x: f"item {x}")
     assert [value for value, _ in out] == [0, 1, 4, 9, 16]
     assert len({ident for _, ident in out} - {main}) > 1  # the work ran in other threads, at once
-    assert sorted(label for label, _ in seen) == [f"item {x}" for x in range(5)] and {i for _, i in seen} == {main}
+    assert [label for label, _ in seen] == [f"item {x}" for x in range(5)] and {i for _, i in seen} == {main}
 
     def fails(x):
         if x == 2:
@@ -350,10 +350,10 @@ def test_the_report_does_not_depend_on_the_number_of_threads(monkeypatch):
     reports = []
     for threads in ("1", "3"):
         monkeypatch.setenv("GRADLENS_AUDIT_THREADS", threads)
-        report = audit("linear", ["markov", "awm-rnn"], [2, 4], config=config, progress=False).as_dict()
+        report = audit("linear", ["markov"], [2, 3], config=config, progress=False).as_dict()
         for key in ("timings", "meta"):
             report.pop(key)
         for fit in report["fits"].values():
             fit.pop("seconds")
         reports.append(report)
-    assert _same(*reports)  # bit for bit: gradients, Jacobians, landscapes, fits
+    assert _same(*reports)  # bit for bit: gradients, Jacobians, landscapes, fit record (a fit is a pure function)

@@ -643,9 +643,10 @@ def _threads() -> int:
 
 
 def _in_threads(items: list, work: Callable, step: Callable[[str], None], label: Callable) -> list:
-    """[work(item) for item in items], up to `_threads()` at a time; `step(label(item))` is called from this thread
-    as each finishes (progress listeners, such as the app's, may not be thread-safe). Results keep the items' order,
-    so the report does not depend on which finished first; the first error is raised here."""
+    """[work(item) for item in items], up to `_threads()` at a time. `step(label(item))` is called from this thread
+    (progress listeners, such as the app's, may not be thread-safe) and in the items' order, each as soon as it and
+    every item before it have finished; results keep the items' order too, so neither the report nor the progress
+    log depends on which finished first. The first error is raised here."""
     workers = min(_threads(), len(items))
     if workers <= 1:
         out = []
@@ -655,12 +656,14 @@ def _in_threads(items: list, work: Callable, step: Callable[[str], None], label:
         return out
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         futures = {pool.submit(work, item): i for i, item in enumerate(items)}
-        out = [None] * len(items)
+        out, done, shown = [None] * len(items), [False] * len(items), 0
         try:
             for future in concurrent.futures.as_completed(futures):
                 i = futures[future]
-                out[i] = future.result()
-                step(label(items[i]))
+                out[i], done[i] = future.result(), True
+                while shown < len(items) and done[shown]:
+                    step(label(items[shown]))
+                    shown += 1
         except BaseException:  # an error or Ctrl-C: start nothing more (running work cannot be stopped)
             for future in futures:
                 future.cancel()
