@@ -21,8 +21,10 @@ def pytest_configure(config):
     compilation_cache.enable()
 
 
-# the modules with the longest tests (CI's --durations), run first: under pytest-xdist the short tests then fill the
-# workers' last minutes instead of one long test running on alone at the end
+# the modules with the longest tests (CI's --durations), run first: under pytest-xdist's work stealing (the README's
+# test command) the short tests then fill the workers' last minutes instead of one long test running on alone at the
+# end. (xdist's default "load" schedule hands out large fixed chunks: one worker sat idle for minutes while the other
+# worked through a queue of long tests.)
 _FIRST = ("test_benchmarks.py", "test_readme.py", "test_audit.py", "test_app.py", "test_models.py", "test_train.py",
           "test_baselines.py")
 
