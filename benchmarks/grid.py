@@ -105,17 +105,24 @@ def run_stage(grid: Grid, stage: str, out: Path, jobs: int, log=print) -> bool:
     frames = [runs.load(store / n) for n in done]
     if not frames:
         return False
-    export.mkdir(parents=True, exist_ok=True)
-    metrics = pd.concat(frames, ignore_index=True)
-    metrics["horizon"] = metrics["horizon"].astype(int)
-    if "zeroed_policy_grads" not in metrics:  # the baselines and stop-on-NaN runs log no such column
-        metrics["zeroed_policy_grads"] = 0
-    metrics["zeroed_policy_grads"] = metrics["zeroed_policy_grads"].fillna(0).astype(int)
-    metrics[list(EXPORT_COLUMNS)].to_parquet(export / f"{stage}.parquet", index=False)
-    if len(failed):
-        failed[["name", "error"]].to_csv(export / f"{stage}-failed.csv", index=False)
+    write_stage(frames, list(failed[["name", "error"]].itertuples(index=False, name=None)), export, stage,
+                EXPORT_COLUMNS)
     log(f"stage {stage}: {len(done)}/{len(names)} runs exported to {export / (stage + '.parquet')}")
     return True
+
+
+def write_stage(frames: list[pd.DataFrame], failed: list[tuple[str, str]], export: Path, stage: str, columns,
+                **constant) -> None:
+    """Write a finished stage: its runs' metrics (`constant` columns added) as `<export>/<stage>.parquet` with
+    `columns`, and its failed runs, (name, error) pairs, as `<stage>-failed.csv`."""
+    export.mkdir(parents=True, exist_ok=True)
+    metrics = pd.concat(frames, ignore_index=True).assign(**constant)
+    metrics["horizon"] = metrics["horizon"].astype(int)
+    zeroed = metrics.get("zeroed_policy_grads", pd.Series(0, index=metrics.index))  # baselines log no such column
+    metrics["zeroed_policy_grads"] = zeroed.fillna(0).astype(int)
+    metrics[list(columns)].to_parquet(export / f"{stage}.parquet", index=False)
+    if failed:
+        pd.DataFrame(failed, columns=["name", "error"]).to_csv(export / f"{stage}-failed.csv", index=False)
 
 
 def exported(grid: Grid, out: Path) -> pd.DataFrame:

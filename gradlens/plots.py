@@ -534,7 +534,9 @@ def write_figures(figures: dict, plotlyjs="embed") -> list[str]:
         fig.write_html(path, include_plotlyjs=True if plotlyjs == "embed" else "directory", full_html=True)
     try:
         with _quiet_exporters():
-            pio.write_images(list(figures.values()), [p.with_suffix(".png") for p in paths])
+            figs = list(figures.values())  # each figure's own size: the batch call ignores the layout's (700 x 500)
+            pio.write_images(figs, [p.with_suffix(".png") for p in paths], width=[f.layout.width for f in figs],
+                             height=[f.layout.height for f in figs])
     except Exception:  # one figure's JavaScript error, or no Chromium at all: find out which, one by one
         return [w for path, fig in zip(paths, figures.values()) for w in write_figure(fig, path, plotlyjs)]
     return [str(w) for path in paths for w in (path, path.with_suffix(".png"))]

@@ -2,8 +2,11 @@
 colour range and a colour bar for compared contours, a distinct dash and marker per model, readable panel titles."""
 import dataclasses
 import math
+import shutil
+import struct
 from pathlib import Path
 
+import plotly.graph_objects as go
 import pytest
 
 from gradlens import plots
@@ -161,11 +164,14 @@ def test_a_failed_png_export_writes_the_html_and_says_why_in_one_line(tmp_path, 
 
 def test_many_figures_export_in_one_batch_and_a_failed_batch_names_each_figure_alone(tmp_path, monkeypatch, capsys):
     figs = {tmp_path / f"{name}.html": plots.path_counts_figure(horizon_table(name, H)) for name in METHODS[1:]}
+    for i, fig in enumerate(figs.values()):
+        fig.update_layout(width=500 + 100 * i, height=300 + 10 * i)
     batches = []
-    monkeypatch.setattr(plots.pio, "write_images",
-                        lambda f, paths: batches.append(paths) or [Path(p).write_text("PNG") for p in paths])
+    monkeypatch.setattr(plots.pio, "write_images", lambda f, paths, width, height: batches.append(
+        (paths, width, height)) or [Path(p).write_text("PNG") for p in paths])
     written = plots.write_figures(figs)
-    assert batches == [[p.with_suffix(".png") for p in figs]]  # one kaleido session for all
+    sizes = [f.layout.width for f in figs.values()], [f.layout.height for f in figs.values()]
+    assert batches == [([p.with_suffix(".png") for p in figs], *sizes)]  # one kaleido session, each figure's size
     assert written == [str(w) for p in figs for w in (p, p.with_suffix(".png"))]
 
     def broken(self, path, *args, **kwargs):  # one figure's JavaScript error breaks the batch
@@ -173,7 +179,7 @@ def test_many_figures_export_in_one_batch_and_a_failed_batch_names_each_figure_a
             raise ValueError("Transform failed: a JavaScript error")
         Path(path).write_text("PNG")
 
-    monkeypatch.setattr(plots.pio, "write_images", lambda f, paths: [broken(None, p) for p in paths])
+    monkeypatch.setattr(plots.pio, "write_images", lambda f, paths, **size: [broken(None, p) for p in paths])
     monkeypatch.setattr(plots.go.Figure, "write_image", broken)
     written = plots.write_figures(figs)
     assert str(tmp_path / "awm-rnn.png") not in written and str(tmp_path / "markov.png") in written
@@ -197,3 +203,13 @@ def test_a_run_folder_holds_one_copy_of_plotly_js_and_report_html_can_stand_alon
     assert all(p.stat().st_size < 1e6 for p in pages) and len(js) > 3e6
     alone = standalone_html(tmp_path).decode()
     assert alone.count(marker) == 1 and "<script src=" not in alone and "id='conclusions'" in alone
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None,
+                    reason="kaleido renders PNGs through Chromium (.ci/run installs it)")
+def test_batch_export_keeps_each_figures_own_size(tmp_path):
+    figs = {tmp_path / f"{i}.html": go.Figure(go.Scatter(x=[0, 1], y=[0, 1])).update_layout(width=w, height=h)
+            for i, (w, h) in enumerate(((900, 300), (400, 600)))}
+    plots.write_figures(figs)
+    size = lambda png: struct.unpack(">II", png.read_bytes()[16:24])  # the IHDR chunk: width, height in pixels
+    assert [size(p.with_suffix(".png")) for p in figs] == [(900, 300), (400, 600)]

@@ -1,0 +1,155 @@
+"""The gradient stability study (issue 21): does the AWM's polynomial gradient bound prevent optimisation failure in
+practice, and do AWMs beat the stabilisers practitioners already use on long horizons?
+
+    python benchmarks/stability.py [--out benchmarks/results] [--stages simulator-none,...] [--jobs 1]
+    python benchmarks/stability.py --report    # rebuild <out>/stability.md and its figures from the exported metrics
+    python benchmarks/stability.py --quick     # a toy study (cancer, H = 4, 6, 8, 2 stages, 2 seeds, 96 env steps)
+
+The study: the double pendulum (chaotic), the one-bounce task (contact), cancer and mould_fungicide (Myriad), each
+at horizons from short to long (`SYSTEMS`). Methods: the simulator and the Markov model, each without a stabiliser
+(the paper's settings) and with each stabiliser of docs/stability.md (`STABILISERS`), against the AWM-RNN without
+one. Every run: the paper's schedule (TrainConfig defaults: 5000 env steps, warm-up 1500), 10 vmapped seeds,
+non-finite policy gradients zeroed and counted per seed, as in the grid (`benchmarks/grid.py`).
+
+One stage per (method, stabiliser) over every system and horizon (`FULL`'s order). Training runs go to
+`<out>/runs/stability/` (git-ignored; `gradlens.sweep`: a finished run is skipped, an interrupted one resumes).
+When every run of a stage has finished or failed, its per-seed metrics go to `<out>/stability/<stage>.parquet`
+(small, committed; never trained again) and the report `<out>/stability.md` (figures `<out>/figures/stability_*`)
+is rebuilt from every exported stage.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from gradlens import runs
+from gradlens.sweep import SweepSpec, run_sweep
+
+from grid import write_stage
+
+SYSTEMS = {"double_pendulum": (10, 20, 40, 80), "one_bounce": (25, 50, 100), "cancer": (50, 100, 200),
+           "mould_fungicide": (50, 100, 200)}
+CLIP, TRUNCATE, DISCOUNT, NATURAL_KL = 1.0, 10, 0.95, 0.01
+STABILISERS = ("none", "clip", "tbptt", "discount", "natural")
+# the paper's: non-finite policy gradients zeroed and counted per seed, so that one seed's NaN does not stop nine
+PAPER = {"nonfinite_policy_grad": "zero"}
+EXPORT_COLUMNS = ("system", "method", "stabiliser", "horizon", "seed", "env_steps", "return", "model_loss",
+                  "policy_grad_norm", "wall_time", "zeroed_policy_grads")
+
+
+def stabiliser_overrides(method: str, stabiliser: str) -> dict:
+    """TrainConfig fields of `stabiliser` for `method` ("none": the paper's settings, a clip of 100 through a model
+    and none through the simulator)."""
+    clip_field = "simulator_grad_clip" if method == "simulator" else "grad_clip"
+    return {"none": {}, "clip": {clip_field: CLIP}, "tbptt": {"truncate": TRUNCATE},
+            "discount": {"discount": DISCOUNT},
+            "natural": {"update_rule": "natural", "natural_kl": NATURAL_KL}}[stabiliser]
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    """One study: `name` names its run store (`<out>/runs/<name>`), export folder (`<out>/<name>`) and report
+    (`<out>/<name>.md`); `stages` are (method, stabiliser) in running order; `overrides` are shared TrainConfig
+    fields."""
+
+    name: str
+    systems: dict
+    stages: tuple[tuple[str, str], ...]
+    seeds: int
+    overrides: dict = dataclasses.field(default_factory=dict)
+    reps: int = 1000  # bootstrap replicates
+    png: bool = True
+
+    def specs(self, stage: str) -> list[SweepSpec]:
+        """The sweeps of `stage` ("<method>-<stabiliser>"): one per system (each has its own horizons)."""
+        method, stabiliser = dict((f"{m}-{s}", (m, s)) for m, s in self.stages)[stage]
+        overrides = {**self.overrides, **stabiliser_overrides(method, stabiliser)}
+        return [SweepSpec(systems=(system,), methods=(method,), horizons=horizons, seeds=self.seeds,
+                          overrides=overrides) for system, horizons in self.systems.items()]
+
+    def stage_names(self) -> list[str]:
+        return [f"{m}-{s}" for m, s in self.stages]
+
+    def folders(self, out: Path) -> tuple[Path, Path]:
+        """(run store, export folder)."""
+        return out / "runs" / self.name, out / self.name
+
+
+# the simulator's runs take seconds, the Markov model's minutes, the AWM-RNN's about 4x the Markov's: the simulator's
+# stages first, then the Markov model without a stabiliser and the AWM-RNN (both questions answerable for the
+# simulator), then the Markov model's stabilisers
+FULL = Study("stability", SYSTEMS, tuple(("simulator", s) for s in STABILISERS)
+             + (("markov", "none"), ("awm-rnn", "none")) + tuple(("markov", s) for s in STABILISERS[1:]),
+             seeds=10, overrides=PAPER)
+QUICK = Study("stability-quick", {"cancer": (4, 6, 8)}, (("simulator", "none"), ("simulator", "discount")), seeds=2,
+              overrides={**PAPER, "total_steps": 96, "warmup_steps": 32, "eval_every": 16, "policy_every": 4,
+                         "policy_lr": 1e-2}, reps=200, png=False)
+
+
+def run_stage(study: Study, stage: str, out: Path, jobs: int, log=print) -> bool:
+    """Train every run of `stage` not yet done and export the finished ones (failed runs to `<stage>-failed.csv`);
+    a stage already exported is skipped. True if this call exported it."""
+    store, export = study.folders(out)
+    if (export / f"{stage}.parquet").exists():
+        log(f"stage {stage}: already exported to {export / (stage + '.parquet')} (delete it to rerun)")
+        return False
+    frames, failed = [], []
+    for spec in study.specs(stage):
+        table = run_sweep(spec, store, jobs=jobs, progress=False, log=log)
+        failed += [(row["name"], row["error"]) for _, row in table[table["state"] == "failed"].iterrows()]
+        frames += [runs.load(store / name) for name, state in zip(table["name"], table["state"]) if state != "failed"]
+    for name, error in failed:
+        log(f"FAILED {name}: {error}")
+    if not frames:
+        return False
+    write_stage(frames, failed, export, stage, EXPORT_COLUMNS, stabiliser=stage.rsplit("-", 1)[1])
+    n = sum(len(spec.configs()) for spec in study.specs(stage))
+    log(f"stage {stage}: {len(frames)}/{n} runs exported to {export / (stage + '.parquet')}")
+    return True
+
+
+def exported(study: Study, out: Path) -> pd.DataFrame:
+    """Every exported stage's per-seed metrics, concatenated (an empty frame with EXPORT_COLUMNS when none)."""
+    files = sorted(study.folders(out)[1].glob("*.parquet"))
+    if not files:
+        return pd.DataFrame(columns=list(EXPORT_COLUMNS))
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--stages", help="comma-separated stages to run, in order (default: all, cheapest first)")
+    parser.add_argument("--jobs", type=int, default=1, help="training processes at once (default 1)")
+    parser.add_argument("--quick", action="store_true", help="a toy study: cancer, 2 stages, 2 seeds")
+    parser.add_argument("--report", action="store_true", help="only rebuild the report from exported metrics")
+    args = parser.parse_args(argv)
+    study = QUICK if args.quick else FULL
+    out = Path(args.out)
+    valid = study.stage_names()
+    stages = args.stages.split(",") if args.stages else valid
+    unknown = [s for s in stages if s not in valid]
+    if unknown:
+        parser.error(f"unknown stage(s) {', '.join(map(repr, unknown))}; valid: {', '.join(valid)}")
+    log = lambda line: print(line, flush=True)
+    import stability_report  # only here: it imports plotting and rliable
+
+    if not args.report:
+        for stage in stages:
+            start = time.perf_counter()
+            log(f"stage {stage} ... ({datetime.datetime.now():%H:%M})")
+            if run_stage(study, stage, out, args.jobs, log):
+                stability_report.write_report(study, out, exported(study, out), log)
+            log(f"stage {stage}: {time.perf_counter() - start:.0f} s ({datetime.datetime.now():%H:%M})")
+    stability_report.write_report(study, out, exported(study, out), log)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
