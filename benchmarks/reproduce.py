@@ -1,6 +1,6 @@
 """The paper's experiments, reproduced with gradlens: Markdown tables and Plotly figures in a results folder.
 
-    python benchmarks/reproduce.py [--quick] [--out benchmarks/results] [--only pendulum,bounce,...] [--jobs N]
+    python benchmarks/reproduce.py [--quick] [--out benchmarks/results] [--only pendulum,bounce,...]
 
 Experiments (each writes `<out>/<name>.md` and `<out>/figures/<name>_*.html|png`; `<out>/README.md` gathers them
 with the exact command, the date and the wall time of each):
@@ -10,17 +10,19 @@ with the exact command, the date and the wall time of each):
                   each model (PAPER.md §4 items 2, §6 toy protocol), success rate over seeds
   bounce          one-bounce: dJ/da_1 of the simulator across the bounce versus the models' (sign agreement with
                   the true landscape's trend), J(a_1) roughness; offline BPO success rate per method
-  myriad          Myriad tasks: final deterministic return, mean ± std over seeds, per task and method (simulator
-                  BPO, every model class, SAC, ODT) through `gradlens sweep`; return versus H on one task
   gradients       gradient norm, variance, SNR and cosine to the simulator versus H per model class (`gradlens audit`)
   open_questions  the paper's open questions: process noise (noise_std grid) and state dimension (lorenz96, N grid):
                   does the AWM's gradient advantage hold?
 
-Training runs go to `<out>/runs` and audits to `<out>/audits`; a rerun skips finished experiments (`--redo` runs them
-again), finished runs and cached audits, so an interrupted reproduction resumes where it stopped. A failed experiment
+The Myriad tasks' returns per method are the full-size grid's (`benchmarks/grid.py`: the paper's schedule, 10 seeds,
+per-seed distributions and rliable statistics, `<out>/grid.md`); an earlier shortened Myriad experiment here (2000 env
+steps, mean ± std over seeds that fall into two groups) was withdrawn.
+
+Audits go to `<out>/audits`; a rerun skips finished experiments (`--redo` runs them again) and cached audits, so an
+interrupted reproduction resumes where it stopped. A failed experiment
 is reported and the others go on (exit status 1). `--quick` runs every experiment at toy size (a few minutes, for
 tests); the default is sized to finish in under 2 hours on 2 CPU cores (it departs from the paper's budgets where
-noted in each table's caption: fewer env steps on Myriad, a shorter horizon).
+noted in each table's caption).
 """
 from __future__ import annotations
 
@@ -43,12 +45,9 @@ import plotly.graph_objects as go
 
 import gradlens as gl
 from gradlens import envs, plots
-from gradlens.analysis import landscape
 from gradlens.analysis.audit import AuditConfig, AuditReport, audit, summary_rows
-from gradlens.sweep import SweepSpec, run_sweep
 
 BPO_MODELS = ("markov", "hwm-rnn", "hwm-transformer", "awm-rnn", "awm-transformer", "awm-ssm")
-BASELINES = ("sac", "odt")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,15 +61,8 @@ class Scale:
     toy_seeds: int = 10  # offline BPO starts per method
     toy_bpo_steps: int = 300
     toy_bpo_lr: float = 3e-2
-    myriad_tasks: tuple[str, ...] = ("cancer", "bioreactor", "mould_fungicide")
-    myriad_methods: tuple[str, ...] = ("simulator", *BPO_MODELS, *BASELINES)
-    myriad_horizon: int = 50
-    vs_horizon_task: str = "cancer"
-    vs_horizons: tuple[int, ...] = (25, 50, 100)
-    vs_horizon_methods: tuple[str, ...] = ("simulator", "markov", "awm-rnn", "awm-transformer")
-    seeds: int = 10
-    train: tuple[tuple[str, object], ...] = (("total_steps", 2000), ("warmup_steps", 500))
     gradient_task: str = "cancer"
+    gradient_models: tuple[str, ...] = BPO_MODELS
     gradient_horizons: tuple[int, ...] = (25, 50, 100)
     gradient_audit: AuditConfig = AuditConfig(n_samples=32, landscape_points=51, landscape_2d_points=0)
     open_models: tuple[str, ...] = ("markov", "hwm-transformer", "awm-rnn", "awm-transformer")
@@ -87,9 +79,7 @@ _TINY = AuditConfig(n_episodes=16, fit_epochs=2, fit_patience=2, n_samples=2, la
                     landscape_2d_points=0)
 QUICK = Scale(
     toy_models=("awm-rnn",), pendulum_horizons=(8,), bounce_horizons=(20,), toy_audit=_TINY,
-    toy_seeds=3, toy_bpo_steps=5, myriad_tasks=("cancer",), myriad_methods=("simulator", "awm-rnn"),
-    myriad_horizon=8, vs_horizons=(6, 8), vs_horizon_methods=("simulator",), seeds=2,
-    train=(("total_steps", 48), ("warmup_steps", 16), ("eval_every", 16), ("model_batch", 4), ("policy_batch", 2)),
+    toy_seeds=3, toy_bpo_steps=5, gradient_models=("awm-rnn",),
     gradient_horizons=(8,), gradient_audit=_TINY, open_models=("awm-rnn",), noise_horizon=8,
     noise_grid=(0.05,), lorenz_dims=(4,), lorenz_horizon=6, open_audit=_TINY)
 
@@ -116,8 +106,8 @@ def mean_std(values) -> str:
 class Context:
     """Where an experiment writes, and its scale."""
 
-    def __init__(self, out: Path, scale: Scale, jobs: int | None, log):
-        self.out, self.scale, self.jobs, self.log = out, scale, jobs, log
+    def __init__(self, out: Path, scale: Scale, log):
+        self.out, self.scale, self.log = out, scale, log
 
     def figure(self, fig, name: str) -> str:
         """Write `fig` as HTML (and PNG when kaleido can); the path to link, relative to the results folder: the
@@ -137,25 +127,6 @@ class Context:
         tmp.replace(path)
         self.log(f"audit {name}: {sum(report.timings.values()):.0f} s, {len(report.problems)} problem(s)")
         return report
-
-    def sweep(self, systems, methods, horizons) -> None:
-        """Train the grid into `<out>/runs` (finished runs skipped); failed cells are logged, the others go on."""
-        spec = SweepSpec(systems=tuple(systems), methods=tuple(methods), horizons=tuple(horizons),
-                         seeds=self.scale.seeds, overrides=dict(self.scale.train))
-        table = run_sweep(spec, self.out / "runs", jobs=self.jobs, progress=False, log=self.log)
-        for _, row in table[table["state"] == "failed"].iterrows():
-            self.log(f"FAILED {row['name']}: {row['error']}")
-
-
-def final_returns(metrics, system: str, method: str, horizon: int, *, change: bool = False) -> np.ndarray:
-    """Per-seed return at the last evaluation of run (system, method, H), or with change=True its gain over the
-    first evaluation (the initial policy); empty when the run is missing or failed."""
-    run = metrics[(metrics["system"] == system) & (metrics["method"] == method) & (metrics["horizon"] == horizon)]
-    if run.empty:
-        return np.array([])
-    at = lambda steps: run[run["env_steps"] == steps].sort_values("seed")["return"].to_numpy(float)
-    last = at(run["env_steps"].max())
-    return last - at(run["env_steps"].min()) if change else last
 
 
 def problems_section(report: AuditReport) -> str:
@@ -319,47 +290,6 @@ def bounce(ctx: Context) -> str:
         problems_section(report)])
 
 
-# ------------------------------------------------------------------------------------------------------ Myriad
-def myriad(ctx: Context) -> str:
-    scale = ctx.scale
-    h = scale.myriad_horizon
-    ctx.sweep(scale.myriad_tasks, scale.myriad_methods, (h,))
-    ctx.sweep((scale.vs_horizon_task,), scale.vs_horizon_methods, scale.vs_horizons)
-    metrics = gl.runs.scan_metrics(ctx.out / "runs", state="done")
-    rows, gains = [], []
-    for task in scale.myriad_tasks:
-        for table, change in ((rows, False), (gains, True)):
-            table.append([task] + [mean_std(r) if (r := final_returns(metrics, task, m, h, change=change)).size
-                                   else "failed" for m in scale.myriad_methods])
-    fig = go.Figure()
-    vs_rows = []
-    for method in scale.vs_horizon_methods:
-        stats = [final_returns(metrics, scale.vs_horizon_task, method, hh) for hh in scale.vs_horizons]
-        means = [float(np.mean(s)) if s.size else float("nan") for s in stats]
-        stds = [float(np.std(s, ddof=1)) if s.size > 1 else 0.0 for s in stats]
-        fig.add_trace(go.Scatter(x=list(scale.vs_horizons), y=means, name=method, mode="lines+markers",
-                                 error_y={"type": "data", "array": stds}))
-        vs_rows.append([method] + [mean_std(s) if s.size else "failed" for s in stats])
-    fig.update_layout(title=f"Final return versus H on {scale.vs_horizon_task} (dt = T / H)", xaxis_title="H",
-                      yaxis_title="final deterministic return", xaxis_type="log", template="simple_white")
-    fig_path = ctx.figure(fig, "myriad_return_vs_horizon")
-    curves = ctx.figure(plots.learning_curves_figure(
-        metrics[(metrics["system"] == scale.vs_horizon_task) & (metrics["horizon"] == h)]), "myriad_curves")
-    train = ", ".join(f"{k} = {v}" for k, v in scale.train)
-    return "\n\n".join([
-        "## Myriad (PAPER.md §4 item 4)",
-        f"Final deterministic return in the true system, mean ± std over {scale.seeds} seeds (vmapped), H = {h}, "
-        f"the paper's hyperparameters except {train} (the paper: 5000 env steps, warmup 1500). The paper's own "
-        "numbers are not in PAPER.md (its result tables could not be read), so no column of theirs stands beside "
-        f"ours. Learning curves on {scale.vs_horizon_task}: [{curves}]({curves}).",
-        md_table(["task", *scale.myriad_methods], rows),
-        "### Gain over the initial policy\nFinal return minus the return of the same seed's policy at its first "
-        "evaluation (env step 0), mean ± std over seeds: how far training moved each method.",
-        md_table(["task", *scale.myriad_methods], gains),
-        f"### Return versus horizon on {scale.vs_horizon_task}\n[{fig_path}]({fig_path})",
-        md_table(["method", *[f"H = {hh}" for hh in scale.vs_horizons]], vs_rows)])
-
-
 # --------------------------------------------------------------------------------------------------- gradients
 def summary_table(report: AuditReport, keys=("grad_norm", "variance", "snr", "cosine", "rel_error")) -> str:
     return md_table(["method", "H", *keys],
@@ -368,8 +298,7 @@ def summary_table(report: AuditReport, keys=("grad_norm", "variance", "snr", "co
 
 def gradients(ctx: Context) -> str:
     scale = ctx.scale
-    models = [m for m in scale.myriad_methods if m in gl.models.names()]
-    report = ctx.audit("gradients", scale.gradient_task, models, scale.gradient_horizons, scale.gradient_audit)
+    report = ctx.audit("gradients", scale.gradient_task, list(scale.gradient_models), scale.gradient_horizons, scale.gradient_audit)
     fig = ctx.figure(plots.gradient_stats_figure(report), "gradients_vs_horizon")
     sections = ["## Gradient statistics versus H (PAPER.md §4 item 5)",
                 f"{scale.gradient_task}, first H steps of one {max(scale.gradient_horizons)}-step episode; the policy is "
@@ -417,7 +346,7 @@ def open_questions(ctx: Context) -> str:
         fits])
 
 
-EXPERIMENTS = {"pendulum": pendulum, "bounce": bounce, "myriad": myriad, "gradients": gradients,
+EXPERIMENTS = {"pendulum": pendulum, "bounce": bounce, "gradients": gradients,
                "open_questions": open_questions}
 
 
@@ -427,7 +356,6 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="benchmarks/results", help="results folder (default benchmarks/results)")
     parser.add_argument("--only", default=",".join(EXPERIMENTS),
                         help=f"comma-separated experiments (default all): {', '.join(EXPERIMENTS)}")
-    parser.add_argument("--jobs", type=int, default=None, help="sweep processes (default one per core)")
     parser.add_argument("--redo", action="store_true",
                         help="run experiments again even when their <name>.md exists; finished runs and audits stay "
                              "cached, and the wall time recorded is still that of the run that computed them "
@@ -441,7 +369,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log = lambda line: print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
-    ctx = Context(out, QUICK if args.quick else Scale(), args.jobs, log)
+    ctx = Context(out, QUICK if args.quick else Scale(), log)
     command = "python benchmarks/reproduce.py " + " ".join(argv if argv is not None else sys.argv[1:])
     timings_file = out / "timings.json"
     timings = json.loads(timings_file.read_text()) if timings_file.exists() else {}
@@ -470,7 +398,8 @@ def main(argv=None) -> int:
     done = [name for name in EXPERIMENTS if (out / f"{name}.md").exists() and name in timings]
     head = [f"# gradlens reproduction of Ma et al. (2024), {datetime.date.today().isoformat()}",
             f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, jax {jax.__version__} on {device.platform}. "
-            "What the tables say against the paper's claims: `benchmarks/README.md`.",
+            "What the tables say against the paper's claims: `benchmarks/README.md`. The Myriad tasks: the full-size "
+            "grid, [`grid.md`](grid.md) (`benchmarks/grid.py`).",
             "", "| experiment | command | wall time | finished |", "|---|---|---:|---|"]
     head += [f"| {name} | `{timings[name]['command']}` | {timings[name]['seconds']:.0f} s | {timings[name]['finished']} |"
              for name in done]

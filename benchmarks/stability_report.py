@@ -68,9 +68,23 @@ def cells(seeds: pd.DataFrame, reps: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+GROWTH = ("exponential growth", "power-law growth", "growth, law undecided", "no clear trend", "decrease")
+
+
+def growth_class(fit) -> str:
+    """One of GROWTH: the law AIC prefers when its rate's CI lies above 0; growth (both rates' CIs above 0) or
+    decrease (both below) when AIC cannot choose or the preferred rate is not above 0; else no clear trend."""
+    if fit.verdict == "exponential" and fit.exponential.interval[0] > 0:
+        return GROWTH[0]
+    if fit.verdict == "polynomial" and fit.power.interval[0] > 0:
+        return GROWTH[1]
+    lows, highs = zip(fit.power.interval, fit.exponential.interval)
+    return GROWTH[2] if min(lows) > 0 else GROWTH[4] if max(highs) < 0 else GROWTH[3]
+
+
 def laws(table: pd.DataFrame) -> pd.DataFrame:
-    """Per (system, method, stabiliser): the growth law of grad0 versus H (verdict, description, the chosen law's rate
-    and its CI), the failure horizon (None: never in the range run), the horizons run."""
+    """Per (system, method, stabiliser): the growth law of grad0 versus H (verdict, `growth_class`, description, the
+    chosen law's rate and its CI), the failure horizon (None: never in the range run), the horizons run."""
     rows = []
     for (system, method, stabiliser), part in table.groupby(["system", "method", "stabiliser"], sort=True):
         part = part.sort_values("horizon")
@@ -81,6 +95,7 @@ def laws(table: pd.DataFrame) -> pd.DataFrame:
         rows.append({"system": system, "method": method, "stabiliser": stabiliser,
                      "horizons": ", ".join(str(h) for h in part["horizon"]),
                      "verdict": fit.verdict if fit else "too few horizons",
+                     "growth": growth_class(fit) if fit else "too few horizons",
                      "law": fit.describe() if fit else "–",
                      "rate": chosen.rate if chosen else np.nan,  # p, or λ per step ("indistinguishable": λ)
                      "rate_interval": chosen.interval if chosen else (np.nan, np.nan),
@@ -145,20 +160,15 @@ def figures(study, table: pd.DataFrame) -> dict[str, go.Figure]:
 def _answers(law_table: pd.DataFrame, duels: pd.DataFrame) -> list[str]:
     """The two questions, answered from what has run (sentences with their counts)."""
     lines = ["## Answers so far", ""]
-    rated = law_table[law_table["verdict"].isin(["polynomial", "exponential"])]
-    if len(rated):
+    if len(law_table):
         parts = []
-        for verdict in ("exponential", "polynomial"):
-            group = rated[rated["verdict"] == verdict]
-            failing = group["fails_from"].notna().sum()
-            parts.append(f"{failing} of the {len(group)} configurations whose gradient norm grows {verdict}ly in H "
-                         f"fail at some horizon")
-        lines.append(f"**(a) Does the growth law predict failure?** {'; '.join(parts)} (a configuration is one "
-                     "system, method and stabiliser over its horizons; the law of the others is indistinguishable "
-                     "or could not be fitted).")
-    else:
-        lines.append("**(a) Does the growth law predict failure?** Not yet answerable: no configuration has a "
-                     "decided growth law.")
+        for growth in GROWTH:
+            group = law_table[law_table["growth"] == growth]
+            if len(group):
+                parts.append(f"{growth}: {group['fails_from'].notna().sum()} of {len(group)} fail")
+        lines.append("**(a) Does the growth law predict failure?** Configurations (one system, method and stabiliser "
+                     "over its horizons) by how their gradient norm changes with H, and how many of them fail at "
+                     f"some horizon: {'; '.join(parts)}.")
     lines.append("")
     if len(duels):
         counts = duels.groupby("other")["outcome"].value_counts().unstack(fill_value=0)
@@ -226,8 +236,8 @@ def write_report(study, out: Path, metrics: pd.DataFrame, log=print) -> Path:
     lines += ["## Growth laws and failure horizons", "",
               "Growth of the median initial gradient norm versus H (`fit_growth`, AIC; rate with 95 % CI) and the "
               "smallest H that fails.", "",
-              md_table(["system", "method", "horizons", "growth of ‖∇θ J‖ in H", "fails from H"],
-                       [[r["system"], label(r["method"], r["stabiliser"]), r["horizons"], r["law"],
+              md_table(["system", "method", "horizons", "‖∇θ J‖ in H", "fitted laws", "fails from H"],
+                       [[r["system"], label(r["method"], r["stabiliser"]), r["horizons"], r["growth"], r["law"],
                          r["fails_from"] if r["fails_from"] is not None and r["fails_from"] == r["fails_from"]
                          else "never (in this range)"] for _, r in law_table.iterrows()]), ""]
     if len(duels):

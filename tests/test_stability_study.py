@@ -46,6 +46,7 @@ def test_failures_growth_laws_and_duels_have_their_known_answers(tmp_path):
     assert failing == [("markov", 80)]
     laws = report.laws(table).set_index("method")
     assert laws.loc["simulator", "verdict"] == "exponential" and laws.loc["markov", "verdict"] == "polynomial"
+    assert list(laws["growth"]) == ["no clear trend", "power-law growth", "exponential growth"]  # awm, markov, sim
     for method, rate in (("simulator", 0.1), ("markov", 2.0)):  # λ per step, p
         low, high = laws.loc[method, "rate_interval"]
         assert low <= rate <= high and laws.loc[method, "rate"] == pytest.approx(rate, rel=0.05)
@@ -54,8 +55,7 @@ def test_failures_growth_laws_and_duels_have_their_known_answers(tmp_path):
     assert len(duels) == 2 * len(HORIZONS) and set(duels["outcome"]) == {"AWM wins"}
     path = report.write_report(STUDY, tmp_path, _metrics(), log=lambda line: None)
     text = path.read_text()
-    assert "0 of the 1 configurations whose gradient norm grows exponentially in H fail" in text
-    assert "1 of the 1 configurations whose gradient norm grows polynomially in H fail" in text
+    assert "exponential growth: 0 of 1 fail; power-law growth: 1 of 1 fail; no clear trend: 0 of 1 fail." in text
     assert "against markov: 5 AWM wins, 0 tie (inconclusive), 0 AWM loses" in text
     assert text.count("] ✗") == 1 and (tmp_path / "figures" / "stability-test_returns.html").exists()
 
@@ -86,3 +86,13 @@ def test_every_run_of_the_full_study_has_its_own_name_and_stabiliser():
             assert (c.bpo.truncate == stability.TRUNCATE) == (stabiliser == "tbptt")
             assert (c.bpo.discount == stability.DISCOUNT) == (stabiliser == "discount")
             assert (c.bpo.update_rule == "natural") == (stabiliser == "natural")
+
+
+def test_growth_classes_follow_the_rates_confidence_intervals():
+    from gradlens.analysis.growth import fit_growth
+
+    h = np.array(HORIZONS, float)
+    assert report.growth_class(fit_growth(h, np.exp(0.1 * h) * WIGGLE)) == "exponential growth"
+    assert report.growth_class(fit_growth(h, h ** 2 * WIGGLE)) == "power-law growth"
+    assert report.growth_class(fit_growth(h, np.exp(-0.05 * h) * WIGGLE)) == "decrease"  # an exponential, not growth
+    assert report.growth_class(fit_growth(h, 3.0 * WIGGLE)) == "no clear trend"
