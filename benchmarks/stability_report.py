@@ -30,7 +30,8 @@ from grid_report import ci, md_table
 AWM = "awm-rnn"
 KEY = ["system", "method", "stabiliser", "horizon"]
 COLOURS = {"none": "#1f77b4", "clip": "#ff7f0e", "tbptt": "#2ca02c", "discount": "#d62728", "natural": "#9467bd"}
-DASHES = {"simulator": "solid", "markov": "dash", AWM: "dot"}
+SYMBOLS = {"none": "circle", "clip": "x", "tbptt": "triangle-up", "discount": "diamond", "natural": "star"}
+DASHES = {"simulator": "solid", "markov": "dash", AWM: "dot"}  # method: dash; stabiliser: colour and marker
 
 
 def label(method: str, stabiliser: str) -> str:
@@ -128,19 +129,25 @@ def _panels(study, table: pd.DataFrame, y: str, title: str, ytitle: str, log_y: 
     systems = [s for s in study.systems if s in set(table["system"])]
     fig = make_subplots(rows=1, cols=max(len(systems), 1), subplot_titles=systems, horizontal_spacing=0.06)
     for col, system in enumerate(systems, start=1):
-        for (method, stabiliser), part in table[table["system"] == system].groupby(["method", "stabiliser"]):
-            part = part.sort_values("horizon")
+        here = table[table["system"] == system]
+        for method, stabiliser in [ms for ms in study.stages if ms in set(zip(here["method"], here["stabiliser"]))]:
+            part = here[(here["method"] == method) & (here["stabiliser"] == stabiliser)].sort_values("horizon")
             error = None
             if band:
                 low, high = part[f"{band}_low"], part[f"{band}_high"]
                 error = dict(type="data", symmetric=False, array=high - part[y], arrayminus=part[y] - low)
+            plain = stabiliser == "none"  # drawn first and wider: a stabiliser's line on top of it stays visible
             fig.add_trace(go.Scatter(
                 x=part["horizon"], y=part[y], error_y=error, name=label(method, stabiliser),
                 legendgroup=label(method, stabiliser), showlegend=col == 1, mode="lines+markers",
-                line=dict(color=COLOURS[stabiliser], dash=DASHES.get(method, "dashdot")),
-                marker=dict(symbol="circle" if method == "simulator" else "square" if method == "markov" else "diamond",
-                            size=7)), row=1, col=col)
-        fig.update_xaxes(type="log", title_text="H", row=1, col=col)
+                line=dict(color=COLOURS[stabiliser], dash=DASHES[method], width=4 if plain else 2),
+                marker=dict(symbol=SYMBOLS[stabiliser], size=11 if plain else 8)), row=1, col=col)
+        if band:  # the untrained policy's return: a run at or below it has failed
+            start = here.groupby("horizon")["initial"].median()
+            fig.add_trace(go.Scatter(x=start.index, y=start.values, name="initial policy", legendgroup="initial",
+                                     showlegend=col == 1, mode="lines", line=dict(color="#7f7f7f", dash="dot")),
+                          row=1, col=col)
+        fig.update_xaxes(type="log", title_text="H", tickvals=study.systems[system], row=1, col=col)
         fig.update_yaxes(type="log" if log_y else "linear", row=1, col=col)
     fig.update_yaxes(title_text=ytitle, row=1, col=1)
     fig.update_layout(title=title, template="plotly_white", width=330 * max(len(systems), 1) + 200, height=430)
