@@ -125,7 +125,7 @@ def exported(study: Study, out: Path) -> pd.DataFrame:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="benchmarks/results")
-    parser.add_argument("--stages", help="comma-separated stages to run, in order (default: all, cheapest first)")
+    parser.add_argument("--stages", help="comma-separated stages to run, in order (default: all, in FULL's order)")
     parser.add_argument("--jobs", type=int, default=1, help="training processes at once (default 1)")
     parser.add_argument("--quick", action="store_true", help="a toy study: cancer, 2 stages, 2 seeds")
     parser.add_argument("--report", action="store_true", help="only rebuild the report from exported metrics")
