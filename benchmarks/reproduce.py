@@ -11,12 +11,12 @@ with the exact command, the date and the wall time of each):
   bounce          one-bounce: dJ/da_1 of the simulator across the bounce versus the models' (sign agreement with
                   the true landscape's trend), J(a_1) roughness; offline BPO success rate per method
   gradients       gradient norm, variance, SNR and cosine to the simulator versus H per model class (`gradlens audit`)
-  open_questions  the paper's open questions: process noise (noise_std grid) and state dimension (lorenz96, N grid):
-                  does the AWM's gradient advantage hold?
 
 The Myriad tasks' returns per method are the full-size grid's (`benchmarks/grid.py`: the paper's schedule, 10 seeds,
-per-seed distributions and rliable statistics, `<out>/grid.md`); an earlier shortened Myriad experiment here (2000 env
-steps, mean ± std over seeds that fall into two groups) was withdrawn.
+per-seed distributions and rliable statistics, `<out>/grid.md`); the open questions (state dimension, SSM AWMs, process
+noise) are `benchmarks/open_questions.py`'s study (10 seeds per cell, `<out>/open_questions.md`). Earlier shortened
+versions of both here (a Myriad experiment of 2000 env steps; open questions on one seed with fits that did not beat
+the trivial predictors) were withdrawn.
 
 Audits go to `<out>/audits`; a rerun skips finished experiments (`--redo` runs them again) and cached audits, so an
 interrupted reproduction resumes where it stopped. A failed experiment
@@ -65,14 +65,6 @@ class Scale:
     gradient_models: tuple[str, ...] = BPO_MODELS
     gradient_horizons: tuple[int, ...] = (25, 50, 100)
     gradient_audit: AuditConfig = AuditConfig(n_samples=32, landscape_points=51, landscape_2d_points=0)
-    open_models: tuple[str, ...] = ("markov", "hwm-transformer", "awm-rnn", "awm-transformer")
-    noise_task: str = "cancer"
-    noise_horizon: int = 50
-    noise_grid: tuple[float, ...] = (0.0, 0.01, 0.05)
-    lorenz_dims: tuple[int, ...] = (4, 8, 16, 32)
-    lorenz_horizon: int = 25
-    open_audit: AuditConfig = AuditConfig(n_episodes=128, fit_epochs=40, n_samples=16, landscape_points=21,
-                                          landscape_2d_points=0)
 
 
 _TINY = AuditConfig(n_episodes=16, fit_epochs=2, fit_patience=2, n_samples=2, landscape_points=11,
@@ -80,8 +72,7 @@ _TINY = AuditConfig(n_episodes=16, fit_epochs=2, fit_patience=2, n_samples=2, la
 QUICK = Scale(
     toy_models=("awm-rnn",), pendulum_horizons=(8,), bounce_horizons=(20,), toy_audit=_TINY,
     toy_seeds=3, toy_bpo_steps=5, gradient_models=("awm-rnn",),
-    gradient_horizons=(8,), gradient_audit=_TINY, open_models=("awm-rnn",), noise_horizon=8,
-    noise_grid=(0.05,), lorenz_dims=(4,), lorenz_horizon=6, open_audit=_TINY)
+    gradient_horizons=(8,), gradient_audit=_TINY)
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
@@ -311,43 +302,7 @@ def gradients(ctx: Context) -> str:
     return "\n\n".join(sections)
 
 
-# ---------------------------------------------------------------------------------------------- open questions
-def cosine_rows(reports: dict, models) -> list[list]:
-    """[model, "cosine / relative error" at each setting] from the audits {setting: report}."""
-    tables = [{r["method"]: r for r in summary_rows(report)} for report in reports.values()]
-    return [[model] + [f"{t.get(model, {}).get('cosine', float('nan')):.3g} / "
-                       f"{t.get(model, {}).get('rel_error', float('nan')):.3g}" for t in tables]
-            for model in ("simulator", *models)]
-
-
-def open_questions(ctx: Context) -> str:
-    scale = ctx.scale
-    models = list(scale.open_models)
-    noise = {}
-    for sigma in scale.noise_grid:
-        system = lambda h, sigma=sigma: envs.make(scale.noise_task, horizon=h, noise_std=sigma)
-        noise[sigma] = ctx.audit(f"noise_{sigma:g}", system, models, (scale.noise_horizon,), scale.open_audit)
-    dims = {}
-    for n in scale.lorenz_dims:
-        system = lambda h, n=n: envs.make("lorenz96", horizon=h, state_dim=n)
-        dims[n] = ctx.audit(f"lorenz96_N{n}", system, models, (scale.lorenz_horizon,), scale.open_audit)
-    fits = md_table(["model", *[f"N = {n}" for n in dims]],
-                    [[m] + [r.fits[m]["open_loop_mse"] / r.fits[m]["baseline_mse"] for r in dims.values()]
-                     for m in models])
-    return "\n\n".join([
-        "## Open questions (PAPER.md §7)",
-        "Cells: cosine / relative error of the mean policy gradient against the simulator's, from "
-        f"{scale.open_audit.n_samples} per-sample gradients (the paper's MLP policy at initialisation).",
-        f"### Stochastic transitions: {scale.noise_task}, H = {scale.noise_horizon}, noise_std grid",
-        md_table(["method", *[f"σ = {s:g}" for s in noise]], cosine_rows(noise, models)),
-        f"### State dimension: lorenz96, H = {scale.lorenz_horizon}",
-        md_table(["method", *[f"N = {n}" for n in dims]], cosine_rows(dims, models)),
-        "Open-loop MSE of each fit over its data, relative to predicting s_1 for every t (lower is better):",
-        fits])
-
-
-EXPERIMENTS = {"pendulum": pendulum, "bounce": bounce, "gradients": gradients,
-               "open_questions": open_questions}
+EXPERIMENTS = {"pendulum": pendulum, "bounce": bounce, "gradients": gradients}
 
 
 def main(argv=None) -> int:
@@ -399,7 +354,8 @@ def main(argv=None) -> int:
     head = [f"# gradlens reproduction of Ma et al. (2024), {datetime.date.today().isoformat()}",
             f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, jax {jax.__version__} on {device.platform}. "
             "What the tables say against the paper's claims: `benchmarks/README.md`. The Myriad tasks: the full-size "
-            "grid, [`grid.md`](grid.md) (`benchmarks/grid.py`).",
+            "grid, [`grid.md`](grid.md) (`benchmarks/grid.py`). The open questions: their own study, "
+            "[`open_questions.md`](open_questions.md) (`benchmarks/open_questions.py`).",
             "", "| experiment | command | wall time | finished |", "|---|---|---:|---|"]
     head += [f"| {name} | `{timings[name]['command']}` | {timings[name]['seconds']:.0f} s | {timings[name]['finished']} |"
              for name in done]

@@ -1,0 +1,205 @@
+"""The open-questions report (`benchmarks/open_questions.py`): per-seed gradient quality aggregated with rliable.
+
+Definitions (docstring of `open_questions.py` for the design):
+  fits         a model fits at (cell, H) on a seed when its open-loop error over steps 1 … H is at most the study's bar
+               times the repeat-last-state error (0.3 on lorenz96, 0.5 on cancer); a cell is *read* for a model when
+               it fits on at least `READ_SEEDS` of the seeds. Gradients through a model that does not fit measure the
+               fit, not the architecture, and are shown but never compared.
+  quality      the cosine of the model's mean policy gradient to the simulator's (1: same direction), per seed; its
+               interquartile mean over seeds with a 95 % stratified-bootstrap CI (`outcomes.aggregates`).
+  duel         an AWM class against a state-based class (Markov, HWM) in one cell where both are read:
+               P(AWM's cosine > the other's) over seeds with its 95 % CI (`outcomes.probability_of_improvement`):
+               "AWM better" when the CI lies above 0.5, "AWM worse" when below, else "inconclusive".
+"""
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from gradlens import outcomes, plots
+
+from grid_report import ci, md_table
+
+READ_SEEDS = 8  # of 10: a model class must fit on this many seeds for its gradients to be read in a cell
+AWMS = ("awm-rnn", "awm-transformer", "awm-ssm")
+STATE_BASED = ("markov", "hwm-rnn", "hwm-transformer")
+QUESTIONS = {"dimension": ("State dimension", "lorenz96", "N"), "noise": ("Process noise", "cancer", "σ")}
+STYLE = {"markov": ("#1f77b4", "solid", "circle"), "hwm-rnn": ("#ff7f0e", "dash", "square"),
+         "hwm-transformer": ("#d62728", "dot", "diamond"), "awm-rnn": ("#2ca02c", "solid", "triangle-up"),
+         "awm-transformer": ("#9467bd", "dash", "star"), "awm-ssm": ("#8c564b", "dashdot", "x")}
+KEY = ["question", "setting", "horizon", "method"]
+
+
+def cells(rows: pd.DataFrame, reps: int) -> pd.DataFrame:
+    """One row per (question, setting, horizon, method): n seeds, how many fit, read or not, IQM cosine and IQM
+    relative error with 95 % CIs, median fit ratio, fits converged."""
+    out = []
+    for key, part in rows.groupby(KEY, sort=True):
+        part = part.sort_values("seed")
+        agg = outcomes.aggregates({"cosine": part["cosine"].to_numpy(float)[:, None],
+                                   "rel_error": part["rel_error"].to_numpy(float)[:, None]}, reps=reps)
+        iqm = agg[agg["metric"] == "iqm"].set_index("method")
+        fitted = int(part["fit_passes"].sum())
+        out.append({**dict(zip(KEY, key)), "n": len(part), "fits": fitted,
+                    "read": fitted >= min(READ_SEEDS, len(part)),
+                    **{f"{q}_{c}": float(iqm.loc[q, c]) for q in ("cosine", "rel_error")
+                       for c in ("value", "low", "high")},
+                    "fit_ratio": float(part["fit_ratio"].median()),
+                    "fit_ratio_linear": float(part["fit_ratio_linear"].median()),
+                    "converged": int(part["fit_converged"].sum()),
+                    "unpredictable": bool(part["unpredictable"].any())})
+    return pd.DataFrame(out)
+
+
+def duels(rows: pd.DataFrame, table: pd.DataFrame, reps: int) -> pd.DataFrame:
+    """Per (question, setting, horizon): every AWM class against every state-based class, both read there:
+    P(AWM cosine > other's) with its 95 % CI and the outcome."""
+    read = set(map(tuple, table.loc[table["read"], KEY].to_numpy().tolist()))
+    found = []
+    for (question, setting, horizon), part in rows.groupby(["question", "setting", "horizon"], sort=True):
+        scores = {m: g.sort_values("seed")["cosine"].to_numpy(float)[:, None] for m, g in part.groupby("method")
+                  if (question, setting, horizon, m) in read}
+        pairs = [(a, b) for a in AWMS for b in STATE_BASED if a in scores and b in scores]
+        if not pairs:
+            continue
+        for _, r in outcomes.probability_of_improvement(scores, pairs, reps=reps).iterrows():
+            outcome = "AWM better" if r["low"] > 0.5 else "AWM worse" if r["high"] < 0.5 else "inconclusive"
+            found.append({"question": question, "setting": setting, "horizon": horizon, "awm": r["x"],
+                          "other": r["y"], "p": r["value"], "low": r["low"], "high": r["high"], "outcome": outcome})
+    return pd.DataFrame(found, columns=["question", "setting", "horizon", "awm", "other", "p", "low", "high",
+                                        "outcome"])
+
+
+def figure(study, table: pd.DataFrame) -> go.Figure:
+    """IQM cosine to the simulator [95 % CI] versus the swept setting, one panel per (question, H); hollow markers:
+    the model does not fit there."""
+    panels = [(q, h) for q in QUESTIONS for h in sorted(table.loc[table["question"] == q, "horizon"].unique())]
+    fig = make_subplots(rows=1, cols=max(len(panels), 1), horizontal_spacing=0.06, subplot_titles=[
+        f"{QUESTIONS[q][1]}, H = {h}: {QUESTIONS[q][2]} swept" for q, h in panels])
+    for col, (question, horizon) in enumerate(panels, start=1):
+        here = table[(table["question"] == question) & (table["horizon"] == horizon)]
+        for method in [m for m in study.models if m in set(here["method"])]:
+            part = here[here["method"] == method].sort_values("setting")
+            colour, dash, symbol = STYLE.get(method, ("#7f7f7f", "solid", "circle"))
+            fig.add_trace(go.Scatter(
+                x=part["setting"], y=part["cosine_value"], name=method, legendgroup=method, showlegend=col == 1,
+                mode="lines+markers", line=dict(color=colour, dash=dash, width=2),
+                marker=dict(symbol=[symbol if r else f"{symbol}-open" for r in part["read"]], size=10),
+                error_y=dict(type="data", symmetric=False, array=part["cosine_high"] - part["cosine_value"],
+                             arrayminus=part["cosine_value"] - part["cosine_low"])), row=1, col=col)
+        fig.update_xaxes(title_text=QUESTIONS[question][2], type="log" if question == "dimension" else "linear",
+                         row=1, col=col)
+        fig.update_yaxes(range=[-1.05, 1.05], row=1, col=col)
+    fig.update_yaxes(title_text="cosine to the simulator's gradient", row=1, col=1)
+    fig.update_layout(title="Policy-gradient direction through each model (IQM over seeds, 95 % CI; hollow: the "
+                            "model does not fit)", template="plotly_white",
+                      width=380 * max(len(panels), 1) + 200, height=450)
+    return fig
+
+
+def _fmt_setting(question: str, setting: float) -> str:
+    return f"N = {int(setting)}" if question == "dimension" else f"σ = {setting:g}"
+
+
+def answers(table: pd.DataFrame, fights: pd.DataFrame) -> list[str]:
+    """Per question, the counts the verdict rests on (sentences written from the tables)."""
+    lines = ["## Answers so far", ""]
+    for question, (title, system, knob) in QUESTIONS.items():
+        part = table[table["question"] == question]
+        if not len(part):
+            lines += [f"**{title}** ({system}): no stage exported yet.", ""]
+            continue
+        unread = part[~part["read"]]
+        fit_note = (f"{len(unread)} of {len(part)} (model, {knob}, H) cells are not read because the model fits on "
+                    f"fewer than {READ_SEEDS} seeds: " + ", ".join(
+                        f"{r['method']} at {_fmt_setting(question, r['setting'])}, H = {r['horizon']} "
+                        f"({r['fits']}/{r['n']})" for _, r in unread.iterrows()) + ".") if len(unread) else \
+            f"every model fits on at least {READ_SEEDS} seeds in every cell."
+        here = fights[fights["question"] == question]
+        counts = here["outcome"].value_counts()
+        tally = (", ".join(f"{int(counts.get(o, 0))} {o}" for o in ("AWM better", "inconclusive", "AWM worse"))
+                 + f" (of {len(here)} duels)") if len(here) else "no duel between read models"
+        lines += [f"**{title}** ({system}): {fit_note} AWM against Markov/HWM on the gradient's direction: {tally}.",
+                  ""]
+    ssm = fights[fights["awm"] == "awm-ssm"]
+    if len(ssm):
+        counts = ssm["outcome"].value_counts()
+        lines += ["**SSM AWMs**, over every cell: " + ", ".join(
+            f"{int(counts.get(o, 0))} {o}" for o in ("AWM better", "inconclusive", "AWM worse"))
+            + f" (of {len(ssm)} duels against Markov/HWM).", ""]
+    return lines
+
+
+def write_report(study, out: Path, rows: pd.DataFrame, log=print) -> Path:
+    """Write `<out>/<study.name>.md` and its figure from the exported rows; returns the report's path."""
+    path = out / f"{study.name}.md"
+    done = [c.stage for c in study.cells if len(rows) and
+            ((rows["question"] == c.question) & (rows["setting"] == float(c.setting))).any()]
+    remaining = [c.stage for c in study.cells if c.stage not in done]
+    lines = ["# The paper's open questions: state dimension, SSM AWMs, process noise", "",
+             f"Written by `python benchmarks/open_questions.py{' --quick' if study.name.endswith('quick') else ''}` "
+             f"on {datetime.date.today()} from the exported stages in `{study.name}/` (design and definitions: the "
+             "docstrings of `benchmarks/open_questions.py` and `benchmarks/open_questions_report.py`). "
+             f"{study.seeds} seeds per cell; models: {', '.join(study.models)}.", "",
+             f"Stages exported: {', '.join(done) or 'none'}. Remaining: {', '.join(remaining) or 'none'}.", ""]
+    if not len(rows):
+        path.write_text("\n".join(lines))
+        return path
+    table = cells(rows, study.reps)
+    fights = duels(rows, table, study.reps)
+    lines += answers(table, fights)
+    page = out / "figures" / f"{study.name}_cosine.html"
+    if study.png:
+        written = [p for p in plots.write_figures({page: figure(study, table)}, plotlyjs="directory")
+                   if p.endswith(".png")] or [page]
+    else:
+        page.parent.mkdir(parents=True, exist_ok=True)
+        figure(study, table).write_html(page, include_plotlyjs="directory")
+        written = [page]
+    lines += ["## Figure", ""] + [f"![cosine]({Path(p).relative_to(out).as_posix()})" for p in written] + [""]
+    for question, (title, system, knob) in QUESTIONS.items():
+        part = table[table["question"] == question]
+        if not len(part):
+            continue
+        columns = sorted(set(zip(part["setting"], part["horizon"])), key=lambda sh: (sh[1], sh[0]))
+        head = [f"{_fmt_setting(question, s)}, H = {h}" for s, h in columns]
+        by = part.set_index(["setting", "horizon", "method"])
+
+        def grid(fmt):
+            return [[m] + [fmt(by.loc[(s, h, m)]) if (s, h, m) in by.index else "–" for s, h in columns]
+                    for m in study.models if m in set(part["method"])]
+
+        lines += [f"## {title}: {system}", "",
+                  "Cosine of the model's mean policy gradient to the simulator's: IQM over seeds [95 % CI]; "
+                  "(k/n): seeds on which the model fits; ✗: not read (fits on fewer than "
+                  f"{READ_SEEDS}).", "",
+                  md_table(["model", *head], grid(lambda r: f"{ci(r['cosine_value'], r['cosine_low'], r['cosine_high'])}"
+                                                            f" ({r['fits']}/{r['n']}){'' if r['read'] else ' ✗'}")),
+                  "", "Relative error ‖ĝ − g‖ / ‖g‖ to the simulator's mean gradient: IQM [95 % CI].", "",
+                  md_table(["model", *head], grid(lambda r: ci(r["rel_error_value"], r["rel_error_low"],
+                                                               r["rel_error_high"]))),
+                  "", "Fit: median open-loop error over the horizon relative to repeating the last state (bar: "
+                  f"{study.fit_bars[question]}) / relative to a least-squares linear model; fits stopped by the "
+                  "validation plateau (of n).", "",
+                  md_table(["model", *head], grid(lambda r: f"{r['fit_ratio']:.3g} / {r['fit_ratio_linear']:.3g} "
+                                                            f"({r['converged']}/{r['n']})")), ""]
+        chaotic = part.loc[part["unpredictable"], ["setting", "horizon"]].drop_duplicates()
+        if len(chaotic):
+            lines += ["Unpredictable for any model (the simulator's own divergence from starts 1e-6 apart exceeds "
+                      "half the repeat baseline's error): " + ", ".join(
+                          f"{_fmt_setting(question, s)}, H = {h}" for s, h in chaotic.to_numpy()), ""]
+    if len(fights):
+        lines += ["## AWMs against Markov and HWM models", "",
+                  "P(AWM's cosine > the other's) over seeds [95 % CI], in cells where both fit.", "",
+                  md_table(["question", "setting", "H", "AWM", "against", "P(AWM > it)", "outcome"],
+                           [[r["question"], _fmt_setting(r["question"], r["setting"]), r["horizon"], r["awm"],
+                             r["other"], ci(r["p"], r["low"], r["high"]), r["outcome"]]
+                            for _, r in fights.iterrows()]), ""]
+    path.write_text("\n".join(lines))
+    log(f"report: {path}")
+    return path

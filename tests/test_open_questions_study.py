@@ -1,0 +1,81 @@
+"""The open-questions study (benchmarks/open_questions.py and its report): which cells are read, who wins a duel on
+synthetic rows with known answers, and a real stage that resumes from its saved audits."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import open_questions as study_module  # noqa: E402
+import open_questions_report as report  # noqa: E402
+from gradlens.analysis.audit import AuditConfig  # noqa: E402
+
+STUDY = study_module.Study(
+    "oq-test", (study_module.Cell("noise", "linear", "noise_std", 0.0, (3,)),),
+    ("markov", "awm-rnn"), seeds=2,
+    config=AuditConfig(n_episodes=16, fit_epochs=2, fit_patience=2, n_samples=2, landscape_points=2,
+                       landscape_2d_points=0),
+    fit_bars={"noise": 0.5}, reps=200, png=False)
+
+
+def _rows() -> pd.DataFrame:
+    """10 seeds at one noise setting: the AWM's cosine is 0.9 + noise, the Markov model's 0.5 + noise, the HWM's
+    overlaps the AWM's (0.88 … 0.92) but fits on only 5 of 10 seeds."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed in range(10):
+        for method, cosine, ratio in (("awm-rnn", 0.9 + 0.01 * rng.standard_normal(), 0.1),
+                                      ("markov", 0.5 + 0.01 * rng.standard_normal(), 0.2),
+                                      ("hwm-rnn", 0.88 + 0.004 * seed, 0.2 if seed < 5 else 0.9)):
+            rows.append({"question": "noise", "system": "cancer", "setting": 0.05, "horizon": 100, "seed": seed,
+                         "method": method, "cosine": cosine, "rel_error": 1 - cosine, "grad_norm": 1.0,
+                         "variance": 1.0, "snr": 1.0, "fit_ratio": ratio, "fit_passes": ratio <= 0.5,
+                         "fit_ratio_linear": 0.5, "fit_converged": True, "fit_epochs": 10, "unpredictable": False,
+                         "seconds": 1.0})
+    return pd.DataFrame(rows)
+
+
+def test_cells_read_only_models_that_fit_and_duels_have_their_known_answers(tmp_path):
+    rows = _rows()
+    table = report.cells(rows, reps=200).set_index("method")
+    assert table.loc["hwm-rnn", "fits"] == 5 and not table.loc["hwm-rnn", "read"]
+    assert table.loc["awm-rnn", "read"] and table.loc["markov", "read"]
+    assert table.loc["awm-rnn", "cosine_low"] < 0.9 < table.loc["awm-rnn", "cosine_high"]
+    assert table.loc["markov", "cosine_high"] < 0.52
+    fights = report.duels(rows, table.reset_index(), reps=200)
+    # the HWM does not fit: no duel with it, although its cosines are as high as the AWM's
+    assert fights[["awm", "other", "outcome"]].values.tolist() == [["awm-rnn", "markov", "AWM better"]]
+    assert fights["low"].iloc[0] > 0.5
+    # the same HWM fitted on every seed duels, and its overlap with the AWM is called inconclusive
+    fitted = rows.assign(fit_passes=True)
+    fights = report.duels(fitted, report.cells(fitted, reps=200), reps=200).set_index("other")
+    assert fights.loc["hwm-rnn", "outcome"] == "inconclusive" and fights.loc["markov", "outcome"] == "AWM better"
+    study = study_module.Study("oq-report", (study_module.Cell("noise", "cancer", "noise_std", 0.05, (100,)),),
+                               ("markov", "hwm-rnn", "awm-rnn"), seeds=10, config=AuditConfig(),
+                               fit_bars={"noise": 0.5}, reps=200, png=False)
+    text = report.write_report(study, tmp_path, rows, log=lambda _: None).read_text()
+    assert "hwm-rnn at σ = 0.05, H = 100 (5/10)" in text and "1 AWM better" in text
+    assert "| hwm-rnn | 0.898 [" in text and "(5/10) ✗" in text
+
+
+def test_a_stage_exports_every_seed_and_resumes_from_its_saved_audits(tmp_path, monkeypatch):
+    logged = []
+    assert study_module.run_stage(STUDY, "noise-0", tmp_path, logged.append)
+    frame = pd.read_parquet(tmp_path / "oq-test" / "noise-0.parquet")
+    assert sorted(frame["seed"].unique()) == [0, 1] and set(frame["method"]) == set(STUDY.models)
+    assert len(frame) == 2 * len(STUDY.models) and frame["cosine"].between(-1, 1).all()
+    assert (frame["fit_passes"] == (frame["fit_ratio"] <= 0.5)).all()
+    # the seeds differ (their own data, fits and policy): not one audit copied
+    assert not np.allclose(*(frame[frame["seed"] == s].sort_values("method")["cosine"] for s in (0, 1)))
+    # an interrupted stage (export lost, audits kept) resumes without auditing anything again
+    (tmp_path / "oq-test" / "noise-0.parquet").unlink()
+    monkeypatch.setattr(study_module, "audit", lambda *a, **k: pytest.fail("audited again"))
+    assert study_module.run_stage(STUDY, "noise-0", tmp_path, logged.append)
+    again = pd.read_parquet(tmp_path / "oq-test" / "noise-0.parquet")
+    pd.testing.assert_frame_equal(frame, again)
+    assert not study_module.run_stage(STUDY, "noise-0", tmp_path, logged.append)  # exported: skipped
+    assert "already exported" in logged[-1]
