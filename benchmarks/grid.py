@@ -125,12 +125,38 @@ def write_stage(frames: list[pd.DataFrame], failed: list[tuple[str, str]], expor
         pd.DataFrame(failed, columns=["name", "error"]).to_csv(export / f"{stage}-failed.csv", index=False)
 
 
+def read_exports(export: Path, columns) -> pd.DataFrame:
+    """Every `<export>/*.parquet` (one per exported stage), concatenated; an empty frame with `columns` when none."""
+    files = sorted(export.glob("*.parquet"))
+    if not files:
+        return pd.DataFrame(columns=list(columns))
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+
+def chosen_stages(parser: argparse.ArgumentParser, given: str | None, valid: list[str]) -> list[str]:
+    """The stages `--stages` names (comma-separated; default every one of `valid`, in order); a usage error naming
+    the unknown ones."""
+    stages = given.split(",") if given else valid
+    unknown = [s for s in stages if s not in valid]
+    if unknown:
+        parser.error(f"unknown stage(s) {', '.join(map(repr, unknown))}; valid: {', '.join(valid)}")
+    return stages
+
+
+def run_stages(stages: list[str], run_one, rebuild, log) -> None:
+    """`run_one(stage)` for each stage in order, its start and wall time logged; `rebuild()` (None: nothing) after
+    each stage that `run_one` exported (returned True)."""
+    for stage in stages:
+        start = time.perf_counter()
+        log(f"stage {stage} ... ({datetime.datetime.now():%H:%M})")
+        if run_one(stage) and rebuild is not None:
+            rebuild()
+        log(f"stage {stage}: {time.perf_counter() - start:.0f} s ({datetime.datetime.now():%H:%M})")
+
+
 def exported(grid: Grid, out: Path) -> pd.DataFrame:
     """Every exported stage's per-seed metrics, concatenated (empty frame with EXPORT_COLUMNS when none)."""
-    files = sorted(grid.folders(out)[1].glob("*.parquet"))
-    if not files:
-        return pd.DataFrame(columns=list(EXPORT_COLUMNS))
-    found = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    found = read_exports(grid.folders(out)[1], EXPORT_COLUMNS)
     zeroed = found.get("zeroed_policy_grads", pd.Series(0, index=found.index))
     found["zeroed_policy_grads"] = zeroed.fillna(0).astype(int)
     return found
@@ -208,11 +234,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     grid = QUICK if args.quick else FULL
     out = Path(args.out)
-    valid = list(grid.stages())
-    stages = args.stages.split(",") if args.stages else valid
-    unknown = [s for s in stages if s not in valid]
-    if unknown:
-        parser.error(f"unknown stage(s) {', '.join(map(repr, unknown))}; valid: {', '.join(valid)}")
+    stages = chosen_stages(parser, args.stages, list(grid.stages()))
     log = lambda line: print(line, flush=True)
     if args.estimate:
         grid.folders(out)[1].mkdir(parents=True, exist_ok=True)
@@ -223,12 +245,9 @@ def main(argv=None) -> int:
     if args.report:
         grid_report.write_report(grid, out, exported(grid, out), log)
         return 0
-    for stage in stages:
-        start = time.perf_counter()
-        log(f"stage {stage} ... ({datetime.datetime.now():%H:%M})")
-        if run_stage(grid, stage, out, args.jobs, log) and grid.report_each:
-            grid_report.write_report(grid, out, exported(grid, out), log)
-        log(f"stage {stage}: {time.perf_counter() - start:.0f} s ({datetime.datetime.now():%H:%M})")
+    rebuild = lambda: grid_report.write_report(grid, out, exported(grid, out), log)
+    run_stages(stages, lambda stage: run_stage(grid, stage, out, args.jobs, log), rebuild if grid.report_each else None,
+               log)
     if not grid.report_each:
         grid_report.write_report(grid, out, exported(grid, out), log)
     return 0

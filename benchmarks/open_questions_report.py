@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots

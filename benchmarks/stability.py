@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -31,7 +29,7 @@ import pandas as pd
 from gradlens import runs
 from gradlens.sweep import SweepSpec, run_sweep
 
-from grid import write_stage
+from grid import chosen_stages, read_exports, run_stages, write_stage
 
 SYSTEMS = {"double_pendulum": (10, 20, 40, 80), "one_bounce": (25, 50, 100), "cancer": (50, 100, 200),
            "mould_fungicide": (50, 100, 200)}
@@ -116,10 +114,7 @@ def run_stage(study: Study, stage: str, out: Path, jobs: int, log=print) -> bool
 
 def exported(study: Study, out: Path) -> pd.DataFrame:
     """Every exported stage's per-seed metrics, concatenated (an empty frame with EXPORT_COLUMNS when none)."""
-    files = sorted(study.folders(out)[1].glob("*.parquet"))
-    if not files:
-        return pd.DataFrame(columns=list(EXPORT_COLUMNS))
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    return read_exports(study.folders(out)[1], EXPORT_COLUMNS)
 
 
 def main(argv=None) -> int:
@@ -132,22 +127,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     study = QUICK if args.quick else FULL
     out = Path(args.out)
-    valid = study.stage_names()
-    stages = args.stages.split(",") if args.stages else valid
-    unknown = [s for s in stages if s not in valid]
-    if unknown:
-        parser.error(f"unknown stage(s) {', '.join(map(repr, unknown))}; valid: {', '.join(valid)}")
+    stages = chosen_stages(parser, args.stages, study.stage_names())
     log = lambda line: print(line, flush=True)
     import stability_report  # only here: it imports plotting and rliable
 
+    rebuild = lambda: stability_report.write_report(study, out, exported(study, out), log)
     if not args.report:
-        for stage in stages:
-            start = time.perf_counter()
-            log(f"stage {stage} ... ({datetime.datetime.now():%H:%M})")
-            if run_stage(study, stage, out, args.jobs, log):
-                stability_report.write_report(study, out, exported(study, out), log)
-            log(f"stage {stage}: {time.perf_counter() - start:.0f} s ({datetime.datetime.now():%H:%M})")
-    stability_report.write_report(study, out, exported(study, out), log)
+        run_stages(stages, lambda stage: run_stage(study, stage, out, args.jobs, log), rebuild, log)
+    rebuild()
     return 0
 
 

@@ -298,4 +298,4 @@ def _sample_size(report, grads) -> list[str]:
             "evidence."]
 
 
-__all__ = ["COSINE_GOOD", "Conclusions", "conclusions", "growth_law"]
+__all__ = ["COSINE_GOOD", "Conclusions", "conclusions"]

@@ -523,8 +523,6 @@ def write_figures(figures: dict, plotlyjs="embed") -> list[str]:
     """`write_figure` for many figures at once, {path ending in .html: fig}: every page, then every PNG beside them
     in one kaleido session (one browser start instead of one per figure, about 5 s each on 2 CPU cores). When the
     batch fails, the figures are exported one at a time, so that each one that cannot be rendered is named alone."""
-    import plotly.io as pio
-
     paths = [Path(p) for p in figures]
     bad = [str(p) for p in paths if p.suffix.lower() != ".html"]
     if bad:

@@ -10,7 +10,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import json
 import re
 import time
 import urllib.request

@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from gradlens import envs, memory, models as model_registry, validate
