@@ -16,7 +16,7 @@ from gradlens.analysis.audit import AuditConfig  # noqa: E402
 
 STUDY = study_module.Study(
     "oq-test", (study_module.Cell("noise", "linear", "noise_std", 0.0, (3,)),),
-    ("markov", "awm-rnn"), seeds=2,
+    ("markov",), seeds=2,
     config=AuditConfig(n_episodes=16, fit_epochs=2, fit_patience=2, n_samples=2, landscape_points=2,
                        landscape_2d_points=0),
     fit_bars={"noise": 0.5}, reps=200, png=False)
