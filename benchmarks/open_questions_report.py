@@ -105,6 +105,22 @@ def _fmt_setting(question: str, setting: float) -> str:
     return f"N = {int(setting)}" if question == "dimension" else f"σ = {setting:g}"
 
 
+def _trend(question: str, part: pd.DataFrame) -> str:
+    """" IQM cosine from the lowest to the highest setting, per H, for the models read at both: ..." (or "")."""
+    out = []
+    for horizon, here in part.groupby("horizon", sort=True):
+        low, high = here["setting"].min(), here["setting"].max()
+        if low == high:
+            continue
+        ends = here[here["setting"].isin([low, high]) & here["read"]].set_index(["method", "setting"])
+        both = [m for m in dict.fromkeys(here["method"]) if (m, low) in ends.index and (m, high) in ends.index]
+        if both:
+            out.append(f"IQM cosine from {_fmt_setting(question, low)} to {_fmt_setting(question, high)} at "
+                       f"H = {horizon}: " + ", ".join(f"{m} {ends.loc[(m, low), 'cosine_value']:.3g} → "
+                                                      f"{ends.loc[(m, high), 'cosine_value']:.3g}" for m in both))
+    return "".join(f" {t}." for t in out)
+
+
 def answers(table: pd.DataFrame, fights: pd.DataFrame) -> list[str]:
     """Per question, the counts the verdict rests on (sentences written from the tables)."""
     lines = ["## Answers so far", ""]
@@ -123,8 +139,8 @@ def answers(table: pd.DataFrame, fights: pd.DataFrame) -> list[str]:
         counts = here["outcome"].value_counts()
         tally = (", ".join(f"{int(counts.get(o, 0))} {o}" for o in ("AWM better", "inconclusive", "AWM worse"))
                  + f" (of {len(here)} duels)") if len(here) else "no duel between read models"
-        lines += [f"**{title}** ({system}): {fit_note} AWM against Markov/HWM on the gradient's direction: {tally}.",
-                  ""]
+        lines += [f"**{title}** ({system}): {fit_note} AWM against Markov/HWM on the gradient's direction: {tally}."
+                  + _trend(question, part), ""]
     ssm = fights[fights["awm"] == "awm-ssm"]
     if len(ssm):
         counts = ssm["outcome"].value_counts()

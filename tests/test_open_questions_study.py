@@ -2,6 +2,7 @@
 synthetic rows with known answers, and a real stage that resumes from its saved audits."""
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -60,6 +61,12 @@ def test_cells_read_only_models_that_fit_and_duels_have_their_known_answers(tmp_
     text = report.write_report(study, tmp_path, rows, log=lambda _: None).read_text()
     assert "hwm-rnn at σ = 0.05, H = 100 (5/10)" in text and "1 AWM better" in text
     assert "| hwm-rnn | 0.898 [" in text and "(5/10) ✗" in text
+    # a second setting where every cosine is 0.2 lower: the answer states the drop, for models read at both ends
+    both = pd.concat([rows, rows.assign(setting=0.1, cosine=rows["cosine"] - 0.2, fit_passes=True)])
+    trend = report._trend("noise", report.cells(both, reps=200))
+    drops = {m: float(a) - float(b) for m, a, b in re.findall(r"(\S+) (\d\.\d+|\d) → (\d\.\d+|\d)", trend)}
+    assert set(drops) == {"awm-rnn", "markov"} and drops == pytest.approx({"awm-rnn": 0.2, "markov": 0.2}, abs=0.01)
+    assert "from σ = 0.05 to σ = 0.1 at H = 100" in trend
 
 
 def test_a_stage_exports_every_seed_and_resumes_from_its_saved_audits(tmp_path, monkeypatch):
