@@ -1,6 +1,7 @@
 """The system and training-method registries (a toy of each registered from a test), and the `System` boundary
 checks."""
 import dataclasses
+import functools
 from typing import ClassVar, NamedTuple
 
 import jax
@@ -43,6 +44,25 @@ def test_horizon_override_and_float64(name):
         assert system.horizon == 7
         assert system.step(system.initial_state(), jnp.zeros(system.action_dim)).dtype == jnp.float64
     assert gl.envs.make(name).initial_state().dtype == jnp.float32
+
+
+def test_make_gives_one_system_per_arguments_so_compiled_functions_are_reused():
+    a = gl.envs.make("cancer", horizon=6)
+    assert gl.envs.make("cancer", horizon=6) is a and gl.envs.make("cancer", horizon=7) is not a
+    with jax.enable_x64(True):
+        assert gl.envs.make("cancer", horizon=6) is not a  # float64 constants: a system of its own
+    # overrides that cannot be hashed build afresh (and still build)
+    assert gl.envs.make("lorenz96", actuated=[0, 2]) is not gl.envs.make("lorenz96", actuated=[0, 2])
+    traces = []
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def first_step(system, action):
+        traces.append(system.horizon)
+        return system.step(system.initial_state(), action)
+
+    for _ in range(2):
+        first_step(gl.envs.make("cancer", horizon=6), jnp.zeros(1))
+    assert traces == [6]  # traced once: the second make found the first one's compiled function
 
 
 def test_unknown_name_lists_valid_names():

@@ -7,8 +7,12 @@ one new module plus one line in `_BUILDERS`; a system of your own, outside the p
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
+
+import jax
+import jax.numpy as jnp
 
 from gradlens.envs.base import System, affine_to_bounds, physical, time_index, with_time
 
@@ -103,6 +107,9 @@ def overrides(name: str) -> dict[str, object]:
 def make(name: str, **kwargs) -> System:
     """Build system `name` with keyword overrides (horizon, noise_std, physical constants, ...).
 
+    The same name, builder, overrides and float mode (x64 on or off) give the same `System` object (the last 128 are
+    kept): a System is immutable, and JAX's compiled functions of it are found again instead of being traced and
+    compiled anew (each build makes new closures). Overrides that cannot be hashed (lists) build afresh.
     Raises ValueError for an unknown name (listing the valid ones) or an unknown override (listing the allowed ones).
     """
     allowed = overrides(name)
@@ -112,7 +119,18 @@ def make(name: str, **kwargs) -> System:
             f"unknown override(s) {', '.join(map(repr, unknown))} for system {name!r}; "
             f"allowed: {', '.join(sorted(allowed))}"
         )
-    return builder(name)(**kwargs)
+    build = builder(name)
+    key = (name, build, jax.dtypes.canonicalize_dtype(jnp.float64).name, tuple(sorted(kwargs.items())))
+    try:
+        hash(key)
+    except TypeError:
+        return build(**kwargs)
+    return _build(*key)
+
+
+@functools.lru_cache(maxsize=128)
+def _build(name: str, build, float_mode: str, items: tuple) -> System:
+    return build(**dict(items))
 
 
 __all__ = ["System", "MYRIAD", "PHYSICS", "affine_to_bounds", "builder", "check", "known", "make", "names",
