@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import functools
 import sys
 import time
 from pathlib import Path
@@ -60,14 +59,8 @@ class Cell:
 
     def make(self, horizon: int):
         value = int(self.setting) if self.knob == "state_dim" else float(self.setting)
-        return _system(self.system, horizon, self.knob, value)
-
-
-@functools.lru_cache(maxsize=None)
-def _system(name: str, horizon: int, knob: str, value):
-    """One `System` object per setting: every seed's audit then finds its compiled functions in JAX's in-memory caches
-    (a new System is a new set of closures, and every function of it would be traced and compiled again)."""
-    return envs.make(name, horizon=horizon, **{knob: value})
+        # `envs.make` gives the same System for the same setting: each later seed reuses the compiled functions
+        return envs.make(self.system, horizon=horizon, **{self.knob: value})
 
 
 @dataclasses.dataclass(frozen=True)
