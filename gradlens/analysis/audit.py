@@ -308,7 +308,7 @@ def _system_factory(system, grid: list[int]) -> tuple[Callable[[int], System], s
         big = envs.make(system, horizon=h_max)
         if envs.make(system, horizon=grid[0]).dt != big.dt:
             return (lambda h: big), "prefix"
-        return functools.lru_cache(maxsize=None)(lambda h: envs.make(system, horizon=h)), "rebuilt"
+        return (lambda h: envs.make(system, horizon=h)), "rebuilt"  # envs.make keeps one System per H
     if callable(system):
         built = functools.lru_cache(maxsize=None)(system)
         if not isinstance(built(h_max), System):
