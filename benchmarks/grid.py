@@ -1,6 +1,6 @@
 """The paper's Myriad grid at full size, run in resumable stages, with rliable aggregates and a claims table.
 
-    python benchmarks/grid.py [--out benchmarks/results] [--stages simulator,sac,...] [--jobs 1]
+    python benchmarks/grid.py [--out benchmarks/results] [--stages simulator,sac,...]
     python benchmarks/grid.py --estimate     # time a short run per method, extrapolate, write the compute estimate
     python benchmarks/grid.py --report       # rebuild <out>/grid.md and its figures from the exported metrics only
     python benchmarks/grid.py --quick        # a toy grid (cancer, 2 methods, 2 seeds, 192 env steps at H = 10 and 6)
@@ -10,17 +10,19 @@ env steps, warm-up 1500 for BPO, the baselines' own), 9 methods, 10 vmapped seed
 return-versus-horizon sweep on cancer (H in {25, 50, 200}; its H = 100 runs are the main grid's). One stage per
 method over the 10 tasks, cheapest first (measured, `COST_ORDER`), then the horizon sweep (`horizons`).
 
-Training runs go to `<out>/runs/grid/` (git-ignored; `gradlens.sweep`: a finished run is skipped, an interrupted
-one resumes). When every run of a stage has finished or failed (NaN), the finished runs' per-seed metrics go to
-`<out>/grid/<stage>.parquet` (small, committed; failed runs to `<stage>-failed.csv`), so that every table can be
-rebuilt without the run folders and an exported stage is never trained again; the report is `<out>/grid.md` with
-figures under `<out>/figures/grid_*`.
+Runs train one at a time into `<out>/runs/grid/` (git-ignored; an interrupted run resumes from its checkpoint).
+Each finished run's per-seed metrics are kept at once in `<out>/grid/<stage>/` (small, committed: a later session,
+even on a fresh clone, never trains a kept run again; `train_stage`). When every run of a stage has finished or
+failed (NaN), they go to `<out>/grid/<stage>.parquet` (failed runs to `<stage>-failed.csv`), so that every table can
+be rebuilt without the run folders; the report is `<out>/grid.md` with figures under `<out>/figures/grid_*`.
+To run stages side by side, start one process per stage (`--stages`).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import datetime
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -88,27 +90,54 @@ QUICK = Grid("grid-quick", ("cancer",), ("simulator", "sac"), 10, "cancer", (6, 
 
 
 # ---------------------------------------------------------------------------------------------------- stages
-def run_stage(grid: Grid, stage: str, out: Path, jobs: int, log=print) -> bool:
-    """Train every run of `stage` not yet done and export the finished ones (failed runs are listed in
-    `<stage>-failed.csv`); a stage already exported is skipped. True if this call exported it."""
-    spec = grid.stages()[stage]
-    store, export = grid.folders(out)
-    if (export / f"{stage}.parquet").exists():  # the run folders may be gone (another session): never retrain
-        log(f"stage {stage}: already exported to {export / (stage + '.parquet')} (delete it to rerun failed runs)")
+def run_stage(grid: Grid, stage: str, out: Path, log=print) -> bool:
+    """Train every run of `stage` not yet kept and export the stage when all are (`train_stage`); a stage already
+    exported is skipped. True if this call exported it."""
+    return train_stage([grid.stages()[stage]], *grid.folders(out), stage, EXPORT_COLUMNS, log)
+
+
+def train_stage(specs: list[SweepSpec], store: Path, export: Path, stage: str, columns, log, **constant) -> bool:
+    """Train the runs of `specs` one at a time into the run store `store` (git-ignored: an interrupted run resumes
+    from its checkpoint) and keep each finished run's metrics at once as `<export>/<stage>/<run>.parquet`, a failed
+    run's error as `<run>.failed.csv` (small, committed: a later session without the run folders never trains a kept
+    run again). When every run is kept, `write_stage` exports the stage (`constant` columns added) and the per-run
+    files go. A stage already exported is skipped. True if this call exported it."""
+    target, kept = export / f"{stage}.parquet", export / stage
+    if target.exists():  # the run folders may be gone (another session): never retrain
+        log(f"stage {stage}: already exported to {target} (delete it to rerun failed runs)")
         return False
-    table = run_sweep(spec, store, jobs=jobs, progress=False, log=log)
-    failed = table[table["state"] == "failed"]
-    for _, row in failed.iterrows():
-        log(f"FAILED {row['name']}: {row['error']}")
-    names = [run_name(c) for c in spec.configs()]
-    done = [n for n, state in zip(table["name"], table["state"]) if state != "failed"]
-    frames = [runs.load(store / n) for n in done]
+    cells = [dataclasses.replace(spec, systems=(c.system,), methods=(c.method,), horizons=(c.horizon,))
+             for spec in specs for c in spec.configs()]
+    kept.mkdir(parents=True, exist_ok=True)
+    frames, failed = [], []
+    for cell in cells:
+        name = run_name(cell.configs()[0])
+        done, error = kept / f"{name}.parquet", kept / f"{name}.failed.csv"
+        if not (done.exists() or error.exists()):
+            row = run_sweep(cell, store, jobs=1, progress=False, log=log).iloc[0]
+            if row["state"] == "failed":
+                write_atomically(error, lambda tmp: pd.DataFrame([[name, row["error"]]], columns=["name", "error"])
+                         .to_csv(tmp, index=False))
+            else:
+                write_atomically(done, lambda tmp: runs.load(store / name).to_parquet(tmp, index=False))
+        if done.exists():
+            frames.append(pd.read_parquet(done))
+        else:
+            failed.append(tuple(pd.read_csv(error).iloc[0]))
+            log(f"FAILED {failed[-1][0]}: {failed[-1][1]}")
     if not frames:
         return False
-    write_stage(frames, list(failed[["name", "error"]].itertuples(index=False, name=None)), export, stage,
-                EXPORT_COLUMNS)
-    log(f"stage {stage}: {len(done)}/{len(names)} runs exported to {export / (stage + '.parquet')}")
+    write_stage(frames, failed, export, stage, columns, **constant)
+    shutil.rmtree(kept)
+    log(f"stage {stage}: {len(frames)}/{len(cells)} runs exported to {target}")
     return True
+
+
+def write_atomically(path: Path, write) -> None:
+    """`write(tmp)` then rename tmp to `path`: an interruption never leaves a half-written file at `path`."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    tmp.replace(path)
 
 
 def write_stage(frames: list[pd.DataFrame], failed: list[tuple[str, str]], export: Path, stage: str, columns,
@@ -227,7 +256,6 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--stages", help="comma-separated stages to run, in order (default: all, cheapest first)")
-    parser.add_argument("--jobs", type=int, default=1, help="training processes at once (default 1)")
     parser.add_argument("--quick", action="store_true", help="a toy grid: cancer, 2 methods, 2 seeds, H = 10 and 6")
     parser.add_argument("--estimate", action="store_true", help="time each method, write the compute estimate")
     parser.add_argument("--report", action="store_true", help="only rebuild the report from exported metrics")
@@ -246,7 +274,7 @@ def main(argv=None) -> int:
         grid_report.write_report(grid, out, exported(grid, out), log)
         return 0
     rebuild = lambda: grid_report.write_report(grid, out, exported(grid, out), log)
-    run_stages(stages, lambda stage: run_stage(grid, stage, out, args.jobs, log), rebuild if grid.report_each else None,
+    run_stages(stages, lambda stage: run_stage(grid, stage, out, log), rebuild if grid.report_each else None,
                log)
     if not grid.report_each:
         grid_report.write_report(grid, out, exported(grid, out), log)

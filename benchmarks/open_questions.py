@@ -15,16 +15,18 @@ the cosine and relative error of the model's mean policy gradient to the simulat
 initialisation, 32 samples), the gradient's norm, variance and SNR, and the fit record (open-loop validation error
 over the horizon relative to repeating the last state, converged or not).
 
-One stage per cell (`<question>-<setting>`, cheapest first). Each seed's audit is kept as
-`<out>/runs/open_questions/<stage>/seed<k>.json` (git-ignored; a rerun skips it, so an interrupted stage resumes);
-when all seeds are done the per-seed rows go to `<out>/open_questions/<stage>.parquet` (small, committed) and the
-report `<out>/open_questions.md` (figure `<out>/figures/open_questions_cosine.*`) is rebuilt from every exported stage.
+One stage per cell (`<question>-<setting>`, cheapest first). Each seed's audit is saved as
+`<out>/runs/open_questions/<stage>/seed<k>.json` (git-ignored) and its rows at once as
+`<out>/open_questions/<stage>/seed<k>.parquet` (small, committed: a later session, even on a fresh clone, never audits
+that seed again). When all seeds are done the rows go to `<out>/open_questions/<stage>.parquet` and the report
+`<out>/open_questions.md` (figure `<out>/figures/open_questions_cosine.*`) is rebuilt from every exported stage.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import datetime
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -35,7 +37,7 @@ from gradlens import compilation_cache, envs
 from gradlens.analysis.audit import AuditConfig, AuditReport, audit, summary_rows
 from gradlens.fitting.record import horizon_ratio
 
-from grid import chosen_stages, read_exports, run_stages
+from grid import chosen_stages, read_exports, run_stages, write_atomically
 
 MODELS = ("markov", "hwm-rnn", "hwm-transformer", "awm-rnn", "awm-transformer", "awm-ssm")
 ROW_COLUMNS = ("question", "system", "setting", "horizon", "seed", "method", "cosine", "rel_error", "grad_norm",
@@ -131,33 +133,35 @@ def seed_rows(cell: Cell, seed: int, report: AuditReport) -> list[dict]:
 
 
 def run_stage(study: Study, stage: str, out: Path, log=print) -> bool:
-    """Audit every seed of `stage` not yet audited and export the stage; a stage already exported is skipped. True if
-    this call exported it."""
+    """Audit every seed of `stage` not yet kept (its rows saved at once) and export the stage when all are; a stage
+    already exported is skipped. True if this call exported it."""
     store, export = study.folders(out)
     target = export / f"{stage}.parquet"
     if target.exists():
         log(f"stage {stage}: already exported to {target} (delete it to rerun)")
         return False
-    cell, rows = study.cell(stage), []
-    (store / stage).mkdir(parents=True, exist_ok=True)
+    cell, frames, kept = study.cell(stage), [], export / stage
+    for folder in (store / stage, kept):
+        folder.mkdir(parents=True, exist_ok=True)
     for seed in range(study.seeds):
-        path = store / stage / f"seed{seed}.json"
-        if path.exists():
-            report = AuditReport.load(path)
-        else:
-            start = time.perf_counter()
-            report = audit(cell.make, list(study.models), cell.horizons,
-                           config=dataclasses.replace(study.config, seed=seed), progress=False)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(report.to_json())
-            tmp.replace(path)
-            log(f"  {stage} seed {seed}: {time.perf_counter() - start:.0f} s, {len(report.problems)} problem(s) "
-                f"({datetime.datetime.now():%H:%M})")
-        rows += seed_rows(cell, seed, report)
-    frame = pd.DataFrame(rows, columns=list(ROW_COLUMNS))
+        rows, path = kept / f"seed{seed}.parquet", store / stage / f"seed{seed}.json"
+        if not rows.exists():
+            if path.exists():
+                report = AuditReport.load(path)
+            else:
+                start = time.perf_counter()
+                report = audit(cell.make, list(study.models), cell.horizons,
+                               config=dataclasses.replace(study.config, seed=seed), progress=False)
+                write_atomically(path, lambda tmp: tmp.write_text(report.to_json()))
+                log(f"  {stage} seed {seed}: {time.perf_counter() - start:.0f} s, {len(report.problems)} problem(s) "
+                    f"({datetime.datetime.now():%H:%M})")
+            seed_frame = pd.DataFrame(seed_rows(cell, seed, report), columns=list(ROW_COLUMNS))
+            write_atomically(rows, lambda tmp: seed_frame.to_parquet(tmp, index=False))
+        frames.append(pd.read_parquet(rows))
+    frame = pd.concat(frames, ignore_index=True)
     frame["fit_passes"] = frame["fit_ratio"] <= study.fit_bars[cell.question]
-    export.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(target, index=False)
+    shutil.rmtree(kept)
     log(f"stage {stage}: {study.seeds} seeds exported to {target}")
     return True
 

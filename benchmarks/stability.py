@@ -1,7 +1,7 @@
 """The gradient stability study (issue 21): does the AWM's polynomial gradient bound prevent optimisation failure in
 practice, and do AWMs beat the stabilisers practitioners already use on long horizons?
 
-    python benchmarks/stability.py [--out benchmarks/results] [--stages simulator-none,...] [--jobs 1]
+    python benchmarks/stability.py [--out benchmarks/results] [--stages simulator-none,...]
     python benchmarks/stability.py --report    # rebuild <out>/stability.md and its figures from the exported metrics
     python benchmarks/stability.py --quick     # a toy study (cancer, H = 4, 6, 8, 2 stages, 2 seeds, 96 env steps)
 
@@ -11,11 +11,11 @@ at horizons from short to long (`SYSTEMS`). Methods: the simulator and the Marko
 one. Every run: the paper's schedule (TrainConfig defaults: 5000 env steps, warm-up 1500), 10 vmapped seeds,
 non-finite policy gradients zeroed and counted per seed, as in the grid (`benchmarks/grid.py`).
 
-One stage per (method, stabiliser) over every system and horizon (`FULL`'s order). Training runs go to
-`<out>/runs/stability/` (git-ignored; `gradlens.sweep`: a finished run is skipped, an interrupted one resumes).
-When every run of a stage has finished or failed, its per-seed metrics go to `<out>/stability/<stage>.parquet`
-(small, committed; never trained again) and the report `<out>/stability.md` (figures `<out>/figures/stability_*`)
-is rebuilt from every exported stage.
+One stage per (method, stabiliser) over every system and horizon (`FULL`'s order). Runs train one at a time into
+`<out>/runs/stability/` (git-ignored; an interrupted run resumes from its checkpoint); each finished run's per-seed
+metrics are kept at once in `<out>/stability/<stage>/` (small, committed: a later session never trains it again).
+When every run of a stage has finished or failed, they go to `<out>/stability/<stage>.parquet` and the report
+`<out>/stability.md` (figures `<out>/figures/stability_*`) is rebuilt from every exported stage.
 """
 from __future__ import annotations
 
@@ -26,10 +26,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from gradlens import runs
-from gradlens.sweep import SweepSpec, run_sweep
+from gradlens.sweep import SweepSpec
 
-from grid import chosen_stages, read_exports, run_stages, write_stage
+from grid import chosen_stages, read_exports, run_stages, train_stage
 
 SYSTEMS = {"double_pendulum": (10, 20, 40, 80), "one_bounce": (25, 50, 100), "cancer": (50, 100, 200),
            "mould_fungicide": (50, 100, 200)}
@@ -90,26 +89,11 @@ QUICK = Study("stability-quick", {"cancer": (4, 6, 8)}, (("simulator", "none"), 
                          "policy_lr": 1e-2}, reps=200, png=False)
 
 
-def run_stage(study: Study, stage: str, out: Path, jobs: int, log=print) -> bool:
-    """Train every run of `stage` not yet done and export the finished ones (failed runs to `<stage>-failed.csv`);
-    a stage already exported is skipped. True if this call exported it."""
-    store, export = study.folders(out)
-    if (export / f"{stage}.parquet").exists():
-        log(f"stage {stage}: already exported to {export / (stage + '.parquet')} (delete it to rerun)")
-        return False
-    frames, failed = [], []
-    for spec in study.specs(stage):
-        table = run_sweep(spec, store, jobs=jobs, progress=False, log=log)
-        failed += [(row["name"], row["error"]) for _, row in table[table["state"] == "failed"].iterrows()]
-        frames += [runs.load(store / name) for name, state in zip(table["name"], table["state"]) if state != "failed"]
-    for name, error in failed:
-        log(f"FAILED {name}: {error}")
-    if not frames:
-        return False
-    write_stage(frames, failed, export, stage, EXPORT_COLUMNS, stabiliser=stage.rsplit("-", 1)[1])
-    n = sum(len(spec.configs()) for spec in study.specs(stage))
-    log(f"stage {stage}: {len(frames)}/{n} runs exported to {export / (stage + '.parquet')}")
-    return True
+def run_stage(study: Study, stage: str, out: Path, log=print) -> bool:
+    """Train every run of `stage` not yet kept and export the stage when all are (`grid.train_stage`); a stage
+    already exported is skipped. True if this call exported it."""
+    return train_stage(study.specs(stage), *study.folders(out), stage, EXPORT_COLUMNS, log,
+                       stabiliser=stage.rsplit("-", 1)[1])
 
 
 def exported(study: Study, out: Path) -> pd.DataFrame:
@@ -121,7 +105,6 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--stages", help="comma-separated stages to run, in order (default: all, in FULL's order)")
-    parser.add_argument("--jobs", type=int, default=1, help="training processes at once (default 1)")
     parser.add_argument("--quick", action="store_true", help="a toy study: cancer, 2 stages, 2 seeds")
     parser.add_argument("--report", action="store_true", help="only rebuild the report from exported metrics")
     args = parser.parse_args(argv)
@@ -133,7 +116,7 @@ def main(argv=None) -> int:
 
     rebuild = lambda: stability_report.write_report(study, out, exported(study, out), log)
     if not args.report:
-        run_stages(stages, lambda stage: run_stage(study, stage, out, args.jobs, log), rebuild, log)
+        run_stages(stages, lambda stage: run_stage(study, stage, out, log), rebuild, log)
     rebuild()
     return 0
 

@@ -159,5 +159,50 @@ def test_grid_quick(tmp_path):
     spec.loader.exec_module(grid)
     shutil.rmtree(tmp_path / "runs")
     lines = []
-    assert not grid.run_stage(grid.QUICK, "sac", tmp_path, 1, lines.append)
+    assert not grid.run_stage(grid.QUICK, "sac", tmp_path, lines.append)
     assert "already exported" in lines[0] and not (tmp_path / "runs").exists()
+
+
+def test_a_stage_keeps_each_finished_run_so_a_fresh_clone_never_trains_it_again(tmp_path, monkeypatch):
+    """grid.train_stage on a stand-in trainer: a run kept before an interruption is not trained after the run folders
+    are lost, a failed run is not retried, and the export holds every finished run once."""
+    spec = importlib.util.spec_from_file_location("grid", ROOT / "benchmarks" / "grid.py")
+    grid = importlib.util.module_from_spec(spec)
+    sys.modules["grid"] = grid
+    spec.loader.exec_module(grid)
+    from gradlens.sweep import SweepSpec
+    from gradlens.training.train import run_name
+
+    sweep = SweepSpec(systems=("cancer",), methods=("simulator",), horizons=(5, 6, 7), seeds=2)
+    trained = []
+
+    def fake_sweep(cell, store, **_):  # "trains" one cell; H = 6 fails; the session ends during H = 7's first try
+        (config,) = cell.configs()
+        trained.append(config.horizon)
+        if config.horizon == 7 and trained.count(7) == 1:
+            raise KeyboardInterrupt
+        (store / run_name(config)).mkdir(parents=True, exist_ok=True)
+        state = "failed" if config.horizon == 6 else "done"
+        return pd.DataFrame([{"name": run_name(config), "state": state, "error": "ValueError: NaN"}])
+
+    def fake_load(folder):
+        horizon = int(next(c.horizon for c in sweep.configs() if run_name(c) == folder.name))
+        return pd.DataFrame({"system": "cancer", "method": "simulator", "horizon": horizon, "seed": [0, 1],
+                             "env_steps": 10, "return": -float(horizon), "model_loss": 0.0,
+                             "policy_grad_norm": 1.0, "wall_time": 1.0})
+
+    monkeypatch.setattr(grid, "run_sweep", fake_sweep)
+    monkeypatch.setattr(grid.runs, "load", fake_load)
+    store, export = tmp_path / "runs", tmp_path / "export"
+    columns = ("system", "method", "horizon", "seed", "return", "zeroed_policy_grads")
+    with pytest.raises(KeyboardInterrupt):
+        grid.train_stage([sweep], store, export, "sim", columns, log=lambda _: None)
+    assert trained == [5, 6, 7] and len(list((export / "sim").iterdir())) == 2  # H = 5 kept, H = 6's failure kept
+    shutil.rmtree(store)  # a fresh clone
+    lines = []
+    assert grid.train_stage([sweep], store, export, "sim", columns, log=lines.append)
+    assert trained == [5, 6, 7, 7]  # only the interrupted run trains again
+    metrics = pd.read_parquet(export / "sim.parquet")
+    assert sorted(metrics["horizon"]) == [5, 5, 7, 7] and list(metrics.columns) == list(columns)
+    assert pd.read_csv(export / "sim-failed.csv")["error"].tolist() == ["ValueError: NaN"]
+    assert not (export / "sim").exists() and any("FAILED" in line for line in lines)

@@ -3,6 +3,7 @@ synthetic rows with known answers, and a real stage that resumes from its saved 
 from __future__ import annotations
 
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -69,20 +70,30 @@ def test_cells_read_only_models_that_fit_and_duels_have_their_known_answers(tmp_
     assert "from σ = 0.05 to σ = 0.1 at H = 100" in trend
 
 
-def test_a_stage_exports_every_seed_and_resumes_from_its_saved_audits(tmp_path, monkeypatch):
-    logged = []
+def test_a_stage_exports_every_seed_and_resumes_from_its_kept_rows_on_a_fresh_clone(tmp_path, monkeypatch):
+    logged, real_audit, calls = [], study_module.audit, []
+
+    def interrupted(*args, **kwargs):  # seed 0 is audited, then the session ends during seed 1
+        calls.append(kwargs["config"].seed)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_audit(*args, **kwargs)
+
+    monkeypatch.setattr(study_module, "audit", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        study_module.run_stage(STUDY, "noise-0", tmp_path, logged.append)
+    assert [p.name for p in (tmp_path / "oq-test" / "noise-0").iterdir()] == ["seed0.parquet"]
+    shutil.rmtree(tmp_path / "runs")  # a fresh clone: the git-ignored audits are gone, the kept rows are not
+    calls.clear()
+    monkeypatch.setattr(study_module, "audit", lambda *a, **k: calls.append(k["config"].seed) or real_audit(*a, **k))
     assert study_module.run_stage(STUDY, "noise-0", tmp_path, logged.append)
+    assert calls == [1]  # seed 0 is not audited again
     frame = pd.read_parquet(tmp_path / "oq-test" / "noise-0.parquet")
+    assert not (tmp_path / "oq-test" / "noise-0").exists()  # the kept rows went into the export
     assert sorted(frame["seed"].unique()) == [0, 1] and set(frame["method"]) == set(STUDY.models)
     assert len(frame) == 2 * len(STUDY.models) and frame["cosine"].between(-1, 1).all()
     assert (frame["fit_passes"] == (frame["fit_ratio"] <= 0.5)).all()
     # the seeds differ (their own data, fits and policy): not one audit copied
     assert not np.allclose(*(frame[frame["seed"] == s].sort_values("method")["cosine"] for s in (0, 1)))
-    # an interrupted stage (export lost, audits kept) resumes without auditing anything again
-    (tmp_path / "oq-test" / "noise-0.parquet").unlink()
-    monkeypatch.setattr(study_module, "audit", lambda *a, **k: pytest.fail("audited again"))
-    assert study_module.run_stage(STUDY, "noise-0", tmp_path, logged.append)
-    again = pd.read_parquet(tmp_path / "oq-test" / "noise-0.parquet")
-    pd.testing.assert_frame_equal(frame, again)
     assert not study_module.run_stage(STUDY, "noise-0", tmp_path, logged.append)  # exported: skipped
     assert "already exported" in logged[-1]
