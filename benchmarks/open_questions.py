@@ -49,19 +49,21 @@ ROW_COLUMNS = ("question", "system", "setting", "horizon", "seed", "method", "co
 class Cell:
     """One setting of one question: `system` made with `knob` = `setting`, audited at `horizons`."""
 
-    question: str  # "dimension" | "noise"
+    question: str  # "dimension" | "noise" | "physics"
     system: str
-    knob: str  # the `envs.make` keyword that is swept
+    knob: str | None  # the `envs.make` keyword that is swept; None: each cell is its own system, `setting` its D
     setting: float
     horizons: tuple[int, ...]
 
     @property
     def stage(self) -> str:
-        return f"{self.question}-{self.setting:g}"
+        return f"{self.question}-{self.system if self.knob is None else f'{self.setting:g}'}"
 
     def make(self, horizon: int):
-        value = int(self.setting) if self.knob == "state_dim" else float(self.setting)
         # `envs.make` gives the same System for the same setting: each later seed reuses the compiled functions
+        if self.knob is None:
+            return envs.make(self.system, horizon=horizon)
+        value = int(self.setting) if self.knob == "state_dim" else float(self.setting)
         return envs.make(self.system, horizon=horizon, **{self.knob: value})
 
 
@@ -78,6 +80,8 @@ class Study:
     fit_bars: dict  # {question: the largest fit ratio (error / repeat-last-state error) read as "fits"}
     reps: int = 2000  # bootstrap replicates
     png: bool = True
+    title: str = "The paper's open questions: state dimension, SSM AWMs, process noise"  # the report's heading
+    script: str = "benchmarks/open_questions.py"  # the command that writes the report
 
     def cell(self, stage: str) -> Cell:
         return {c.stage: c for c in self.cells}[stage]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -27,7 +28,9 @@ from grid_report import ci, md_table
 READ_SEEDS = 8  # of 10: a model class must fit on this many seeds for its gradients to be read in a cell
 AWMS = ("awm-rnn", "awm-transformer", "awm-ssm")
 STATE_BASED = ("markov", "hwm-rnn", "hwm-transformer")
-QUESTIONS = {"dimension": ("State dimension", "lorenz96", "N"), "noise": ("Process noise", "cancer", "σ")}
+DODGE = 0.04  # sideways offset between models: a fraction of an octave (N) or of the smallest step (σ)
+QUESTIONS = {"dimension": ("State dimension", "lorenz96", "N"), "noise": ("Process noise", "cancer", "σ"),
+             "physics": ("Rigid-body physics", "Brax", "D")}
 STYLE = {"markov": ("#1f77b4", "solid", "circle"), "hwm-rnn": ("#ff7f0e", "dash", "square"),
          "hwm-transformer": ("#d62728", "dot", "diamond"), "awm-rnn": ("#2ca02c", "solid", "triangle-up"),
          "awm-transformer": ("#9467bd", "dash", "star"), "awm-ssm": ("#8c564b", "dashdot", "x")}
@@ -76,33 +79,45 @@ def duels(rows: pd.DataFrame, table: pd.DataFrame, reps: int) -> pd.DataFrame:
 
 def figure(study, table: pd.DataFrame) -> go.Figure:
     """IQM cosine to the simulator [95 % CI] versus the swept setting, one panel per (question, H); hollow markers:
-    the model does not fit there."""
+    the model does not fit there. The models' markers are dodged sideways (by DODGE of a tick step) so that equal
+    cosines stay visible; every panel shares one cosine range, fitted to the intervals shown (never beyond [-1, 1])."""
     panels = [(q, h) for q in QUESTIONS for h in sorted(table.loc[table["question"] == q, "horizon"].unique())]
-    fig = make_subplots(rows=1, cols=max(len(panels), 1), horizontal_spacing=0.06, subplot_titles=[
+    fig = make_subplots(rows=1, cols=max(len(panels), 1), horizontal_spacing=0.08, subplot_titles=[
         f"{QUESTIONS[q][1]}, H = {h}: {QUESTIONS[q][2]} swept" for q, h in panels])
+    models = [m for m in study.models if m in set(table["method"])]
     for col, (question, horizon) in enumerate(panels, start=1):
         here = table[(table["question"] == question) & (table["horizon"] == horizon)]
-        for method in [m for m in study.models if m in set(here["method"])]:
+        settings = np.sort(here["setting"].unique())
+        log = question in ("dimension", "physics")
+        for i, method in enumerate(models):
             part = here[here["method"] == method].sort_values("setting")
+            if part.empty:
+                continue
+            offset = DODGE * (i - (len(models) - 1) / 2)
+            step = float(np.diff(settings).min()) if len(settings) > 1 else max(abs(float(settings[0])), 1.0)
+            x = part["setting"] * 2 ** offset if log else part["setting"] + offset * step
             colour, dash, symbol = STYLE.get(method, ("#7f7f7f", "solid", "circle"))
             fig.add_trace(go.Scatter(
-                x=part["setting"], y=part["cosine_value"], name=method, legendgroup=method, showlegend=col == 1,
+                x=x, y=part["cosine_value"], name=method, legendgroup=method, showlegend=col == 1,
+                customdata=part["setting"], hovertemplate=f"{method}: %{{y:.4f}} at {QUESTIONS[question][2]} = "
+                                                          "%{customdata}<extra></extra>",
                 mode="lines+markers", line=dict(color=colour, dash=dash, width=2),
-                marker=dict(symbol=[symbol if r else f"{symbol}-open" for r in part["read"]], size=10),
+                marker=dict(symbol=[symbol if r else f"{symbol}-open" for r in part["read"]], size=9),
                 error_y=dict(type="data", symmetric=False, array=part["cosine_high"] - part["cosine_value"],
                              arrayminus=part["cosine_value"] - part["cosine_low"])), row=1, col=col)
-        fig.update_xaxes(title_text=QUESTIONS[question][2], type="log" if question == "dimension" else "linear",
-                         row=1, col=col)
-        fig.update_yaxes(range=[-1.05, 1.05], row=1, col=col)
+        fig.update_xaxes(title_text=QUESTIONS[question][2], type="log" if log else "linear", tickvals=settings,
+                         ticktext=[f"{v:g}" for v in settings], row=1, col=col)
+    low = float(np.nanmin(table["cosine_low"])) if len(table) else -1.0
+    fig.update_yaxes(range=[max(-1.02, low - 0.1 * (1 - low) - 0.005), 1.005])
     fig.update_yaxes(title_text="cosine to the simulator's gradient", row=1, col=1)
-    fig.update_layout(title="Policy-gradient direction through each model (IQM over seeds, 95 % CI; hollow: the "
-                            "model does not fit)", template="plotly_white",
-                      width=380 * max(len(panels), 1) + 200, height=450)
+    fig.update_layout(title="Policy-gradient direction through each model<br><sup>IQM over seeds with its 95 % CI; "
+                            "hollow: the model does not fit on 8 of 10 seeds; markers dodged sideways</sup>",
+                      template="plotly_white", width=420 * max(len(panels), 1) + 220, height=480)
     return fig
 
 
 def _fmt_setting(question: str, setting: float) -> str:
-    return f"N = {int(setting)}" if question == "dimension" else f"σ = {setting:g}"
+    return {"dimension": f"N = {int(setting)}", "physics": f"D = {int(setting)}"}.get(question, f"σ = {setting:g}")
 
 
 def _trend(question: str, part: pd.DataFrame) -> str:
@@ -121,10 +136,11 @@ def _trend(question: str, part: pd.DataFrame) -> str:
     return "".join(f" {t}." for t in out)
 
 
-def answers(table: pd.DataFrame, fights: pd.DataFrame) -> list[str]:
-    """Per question, the counts the verdict rests on (sentences written from the tables)."""
+def answers(table: pd.DataFrame, fights: pd.DataFrame, questions) -> list[str]:
+    """Per question of `questions`, the counts the verdict rests on (sentences written from the tables)."""
     lines = ["## Answers so far", ""]
-    for question, (title, system, knob) in QUESTIONS.items():
+    for question in questions:
+        title, system, knob = QUESTIONS[question]
         part = table[table["question"] == question]
         if not len(part):
             lines += [f"**{title}** ({system}): no stage exported yet.", ""]
@@ -156,18 +172,20 @@ def write_report(study, out: Path, rows: pd.DataFrame, log=print) -> Path:
     done = [c.stage for c in study.cells if len(rows) and
             ((rows["question"] == c.question) & (rows["setting"] == float(c.setting))).any()]
     remaining = [c.stage for c in study.cells if c.stage not in done]
-    lines = ["# The paper's open questions: state dimension, SSM AWMs, process noise", "",
-             f"Written by `python benchmarks/open_questions.py{' --quick' if study.name.endswith('quick') else ''}` "
+    systems = [f"{_fmt_setting(c.question, c.setting)}: {c.system}" for c in study.cells if c.knob is None]
+    lines = [f"# {study.title}", "",
+             f"Written by `python {study.script}{' --quick' if study.name.endswith('quick') else ''}` "
              f"on {datetime.date.today()} from the exported stages in `{study.name}/` (design and definitions: the "
-             "docstrings of `benchmarks/open_questions.py` and `benchmarks/open_questions_report.py`). "
-             f"{study.seeds} seeds per cell; models: {', '.join(study.models)}.", "",
+             f"docstrings of `{study.script}` and `benchmarks/open_questions_report.py`). "
+             f"{study.seeds} seeds per cell; models: {', '.join(study.models)}"
+             + (f"; systems by state dimension D: {', '.join(systems)}" if systems else "") + ".", "",
              f"Stages exported: {', '.join(done) or 'none'}. Remaining: {', '.join(remaining) or 'none'}.", ""]
     if not len(rows):
         path.write_text("\n".join(lines))
         return path
     table = cells(rows, study.reps)
     fights = duels(rows, table, study.reps)
-    lines += answers(table, fights)
+    lines += answers(table, fights, list(dict.fromkeys(c.question for c in study.cells)))
     page = out / "figures" / f"{study.name}_cosine.html"
     if study.png:
         written = [p for p in plots.write_figures({page: figure(study, table)}, plotlyjs="directory")

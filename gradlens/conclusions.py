@@ -291,11 +291,14 @@ def _sample_size(report, grads) -> list[str]:
     if not sizes:
         return []
     n = sizes[0] if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
-    policy = report.system.get("policy")
+    policy, seed = report.system.get("policy"), (report.config or {}).get("seed")
     return [f"Every gradient statistic comes from {n} samples per method and horizon, at one policy"
             f"{f' ({policy}, at initialisation)' if policy else ''}: differences within the gradient figure's "
             "bands (95 % bootstrap intervals; about one standard error in reports before schema 4) are not "
-            "evidence."]
+            "evidence. Those bands hold the sampling noise of one seed only"
+            f"{f' (seed {seed})' if seed is not None else ''}: its data, fits and policy. Models fitted on other "
+            "seeds can rank differently (gradlens's open-questions study, benchmarks/results/open_questions.md, "
+            "measures the spread over 10 seeds), so audit several seeds (--seed) before ranking models."]
 
 
 __all__ = ["COSINE_GOOD", "Conclusions", "conclusions"]

@@ -126,6 +126,9 @@ def test_every_unfit_model_is_named_in_the_caveats_and_its_findings_are_qualifie
     assert found.findings[1].endswith("(but markov fails the fit bar at H = 10, 20: there its gradient measures its "
                                       "fit, not its architecture).")
     assert found.caveats[-1].startswith("Every gradient statistic comes from 32 samples per method and horizon")
+    assert "sampling noise of one seed only" in found.caveats[-1] and "audit several seeds" in found.caveats[-1]
+    report.config["seed"] = 7
+    assert "sampling noise of one seed only (seed 7): its data, fits and policy" in conclusions(report).caveats[-1]
     # the closest model fails the bar at the largest H: qualified, and the closest fit model is named beside it
     report.fits["hwm-transformer"] = _fit([0.01, 0.02, 0.9])
     first = conclusions(report).findings[0]

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import gradlens as gl
-from gradlens.analysis.landscape import (action_slice, action_slice_2d, policy_return_fn, random_direction,
-                                         roughness, slice_1d, slice_2d)
+from gradlens.analysis.landscape import (action_slice, action_slice_2d, along, plane_grid, policy_return_fn,
+                                         random_direction, roughness, slice_1d, slice_2d)
 
 # ---------------------------------------------------------------------------------------------------------------
 # 1. Roughness numbers: closed forms and non-finite values.
@@ -122,6 +122,13 @@ def test_slices_of_a_quadratic_and_their_consistency():
     np.testing.assert_allclose(plane[10, :], slice_1d(objective, params, d2, betas), rtol=1e-6)
     with pytest.raises(ValueError, match="structure"):
         slice_1d(objective, params, {"w": d1["w"]}, alphas)
+    # the audit's one program for both: the line's rows (α, 0) stacked over the plane's rows give both slices
+    rows = jnp.concatenate([jnp.stack([alphas, jnp.zeros_like(alphas)], axis=1), plane_grid(alphas, betas)])
+    both = along(objective, params, (d1, d2), rows)
+    np.testing.assert_allclose(both[:21], line, rtol=1e-6)
+    np.testing.assert_allclose(both[21:].reshape(21, 11), plane, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"coefficients must be \[N >= 1, 2\]"):
+        along(objective, params, (d1, d2), alphas[:, None])
 
 
 def test_policy_slice_matches_direct_rollouts():

@@ -747,11 +747,15 @@ def _landscapes(report, dynamics_at, methods, policy, policy_params, key, noise_
         h, method = item
         dyn, s1 = dynamics_at(method, h), dynamics_at(SIMULATOR, h).initial_state()
         objective = landscape.policy_return_fn(dyn, policy, s1, h, noise_key)
-        slices = [("action", line, landscape.action_slice(dyn, s1, h, line, key=noise_key)),
-                  ("direction", line, landscape.slice_1d(objective, policy_params, d1, line))]
+        # the direction's line (α, 0) and the plane's grid in one program: one compilation, not two
+        rows = np.concatenate([np.stack([line, np.zeros_like(line)], axis=1)]
+                              + ([np.asarray(landscape.plane_grid(plane, plane))] if plane is not None else []))
+        values = np.asarray(landscape.along(objective, policy_params, (d1, d2), rows), np.float64)
+        slices = [("action", line, np.asarray(landscape.action_slice(dyn, s1, h, line, key=noise_key), np.float64)),
+                  ("direction", line, values[:len(line)])]
         if plane is not None:
-            slices.append(("plane", (plane, plane), landscape.slice_2d(objective, policy_params, d1, d2, plane, plane)))
-        return [(kind, grid, np.asarray(values, np.float64)) for kind, grid, values in slices]
+            slices.append(("plane", (plane, plane), values[len(line):].reshape(len(plane), len(plane))))
+        return slices
 
     items = [(h, method) for h in report.horizons for method in methods]
     for (h, method), slices in zip(items, _in_threads(items, slices_of, step, lambda i: f"H = {i[0]}, {i[1]}")):

@@ -4,6 +4,7 @@ Glossary of shapes: G, G1, G2 grid sizes, H horizon, A action dim, O observation
 
     d = random_direction(params, key)                                # Li et al. 2018 filter normalisation
     J = slice_1d(policy_return_fn(system, policy, s1, H), params, d, alphas)          # [G]
+    J = along(objective, params, (d1, d2), coefficients)             # any rows c [N, K]: J(θ + Σ c_k d_k), [N]
     J = action_slice(system, s1, H, a1_values)                       # J(a_1) of the toy tasks, [G]
     roughness(J, a1_values)                                          # total variation, local Lipschitz, ...
 
@@ -83,20 +84,34 @@ def _check_direction(params, direction, what: str) -> None:
         raise ValueError(f"{what} must have the structure and leaf shapes of params")
 
 
+def along(objective_fn: Callable, params, directions, coefficients, batch_size: int = 256) -> Array:
+    """J(params + Σ_k c_ik d_k) for each row c_i of coefficients [N, K] -> [N]; `directions` a sequence of K
+    directions shaped like params. One compiled program for every row, so 1-D and 2-D slices along the same
+    directions can share it (stack their rows)."""
+    coefficients = jnp.asarray(coefficients)
+    if coefficients.ndim != 2 or coefficients.shape[1] != len(directions) or coefficients.shape[0] < 1:
+        raise ValueError(f"coefficients must be [N >= 1, {len(directions)}] (one column per direction), got shape "
+                         f"{coefficients.shape}")
+    for k, d in enumerate(directions):
+        _check_direction(params, d, f"direction {k}")
+    return _evaluate(lambda c: objective_fn(_shift(params, directions, tuple(c))), coefficients, batch_size)
+
+
+def plane_grid(alphas, betas) -> Array:
+    """The rows (α_i, β_j) of a 2-D slice's grid, [G1·G2, 2] (α the slower index)."""
+    return jnp.stack(jnp.meshgrid(alphas, betas, indexing="ij"), axis=-1).reshape(-1, 2)
+
+
 def slice_1d(objective_fn: Callable, params, direction, alphas, batch_size: int = 256) -> Array:
     """J(params + α d) for α in alphas [G] -> [G]; objective_fn(params) -> scalar must be pure JAX."""
     alphas = _grid(alphas, "alphas")
-    _check_direction(params, direction, "direction")
-    return _evaluate(lambda p: objective_fn(_shift(params, (direction,), (p[0],))), alphas[:, None], batch_size)
+    return along(objective_fn, params, (direction,), alphas[:, None], batch_size)
 
 
 def slice_2d(objective_fn: Callable, params, d1, d2, alphas, betas, batch_size: int = 256) -> Array:
     """J(params + α_i d1 + β_j d2) -> [G1, G2] (rows α, columns β); objective_fn(params) -> scalar."""
     alphas, betas = _grid(alphas, "alphas"), _grid(betas, "betas")
-    _check_direction(params, d1, "d1")
-    _check_direction(params, d2, "d2")
-    grid = jnp.stack(jnp.meshgrid(alphas, betas, indexing="ij"), axis=-1).reshape(-1, 2)  # [G1·G2, 2]
-    values = _evaluate(lambda p: objective_fn(_shift(params, (d1, d2), (p[0], p[1]))), grid, batch_size)
+    values = along(objective_fn, params, (d1, d2), plane_grid(alphas, betas), batch_size)
     return values.reshape(alphas.shape[0], betas.shape[0])
 
 
@@ -150,8 +165,7 @@ def action_slice_2d(dynamics, s1: Array, horizon: int, values1, values2, *, othe
     def ret(v):
         return rollout(dynamics, base.at[c1].set(v[0]).at[c2].set(v[1]), s1, horizon, key).ret
 
-    grid = jnp.stack(jnp.meshgrid(values1, values2, indexing="ij"), axis=-1).reshape(-1, 2)
-    return _evaluate(ret, grid, batch_size).reshape(values1.shape[0], values2.shape[0])
+    return _evaluate(ret, plane_grid(values1, values2), batch_size).reshape(values1.shape[0], values2.shape[0])
 
 
 def roughness(values, grid) -> dict:

@@ -1,0 +1,154 @@
+"""The physics study (issue 20, item 3): on Brax rigid-body systems, how close is each world model's policy gradient
+to the simulator's, and what does one gradient cost as the state dimension D grows?
+
+    python benchmarks/physics.py [--out benchmarks/results] [--stages cost,physics-brax_reacher,...]
+    python benchmarks/physics.py --report    # rebuild <out>/physics.md from the exported stages
+
+Stages, in running order:
+  cost                  one simulator gradient per system at the study's H: jax.jit(jax.vmap(jax.grad(J))) over 32
+                        open-loop action sequences (the audit's default sample count; J the H-step return through
+                        `gradlens.rollout`): compile seconds (`lower().compile()`), run seconds (median of 3 calls),
+                        and XLA's memory for it (arguments + outputs + temporaries, `compiled.memory_analysis()`), in
+                        `<out>/physics/cost.csv`. Written first: it warms the compilation cache of each system.
+  physics-<system>      the open-questions study's audits (`open_questions.run_stage`, same statistics and resume
+                        rules): every model fitted and audited on 10 seeds at H, read where it fits (open-loop error
+                        at most 0.5x repeating the last state) on 8 of them, AWMs against Markov/HWM by P(cosine >).
+The report is `<out>/physics.md` (figure `<out>/figures/physics_cosine.*`), with the cost table when it exists.
+
+Systems (docs/physics.md): the inverted double pendulum (D = 6, chaotic), the reacher (D = 8, smooth) and the hopper
+(D = 12, ground contacts), all on Brax's `generalized` backend at H = 25: 0.5 s of the pendulum and the reacher, 0.2 s
+of the hopper, short enough for models to fit. Compilation dominates on a CPU (minutes per program cold, docs/physics.md
+"Compile and run time"): the first seed of a system compiles every program, the later ones read the persistent
+compilation cache. BPO returns on these systems are not part of this script yet (benchmarks/README.md).
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import pandas as pd
+
+from gradlens import compilation_cache, envs
+from gradlens.analysis.audit import AuditConfig
+from gradlens.rollout import rollout
+
+from grid import chosen_stages, run_stages, write_atomically
+from open_questions import Cell, Study, exported, run_stage
+
+HORIZON = 25
+SYSTEMS = {"brax_inverted_double_pendulum": 6, "brax_reacher": 8, "brax_hopper": 12}  # name -> D (generalized)
+MODELS = ("markov", "hwm-transformer", "awm-rnn", "awm-transformer")
+# the open-questions study's audit sizes (fits to a 1 % plateau over 100 epochs, capped at 300; 32 gradient samples;
+# landscapes not read), with 512 episodes: a Brax episode costs far more than a lorenz96 one
+CONFIG = AuditConfig(n_episodes=512, fit_epochs=300, fit_patience=100, fit_rel_min_delta=0.01, n_samples=32,
+                     landscape_points=2, landscape_2d_points=0)
+FULL = Study("physics", tuple(Cell("physics", name, None, d, (HORIZON,)) for name, d in SYSTEMS.items()), MODELS,
+             seeds=10, config=CONFIG, fit_bars={"physics": 0.5},
+             title="Rigid-body physics: world-model policy gradients on Brax systems", script="benchmarks/physics.py")
+COST_STAGE = "cost"
+SAMPLES = 32
+COST_COLUMNS = ("system", "state_dim", "action_dim", "horizon", "samples", "compile_s", "run_s", "memory_mb",
+                "peak_rss_mb")
+
+
+def gradient_cost(system_name: str, horizon: int = HORIZON, samples: int = SAMPLES) -> dict:
+    """Compile and run time and XLA's memory of one batch of `samples` open-loop policy gradients of `system_name`."""
+    system = envs.make(system_name, horizon=horizon)
+    s1 = system.initial_state()
+
+    def ret(actions):  # [H, A] -> J
+        return rollout(system, actions, s1, horizon).ret
+
+    grads = jax.jit(jax.vmap(jax.grad(ret)))
+    actions = 0.3 * jax.random.normal(jax.random.PRNGKey(0), (samples, horizon, system.action_dim))
+    start = time.perf_counter()
+    compiled = grads.lower(actions).compile()
+    compile_s = time.perf_counter() - start
+    runs = []
+    for _ in range(3):
+        start = time.perf_counter()
+        out = jax.block_until_ready(compiled(actions))
+        runs.append(time.perf_counter() - start)
+    if not bool(jnp.all(jnp.isfinite(out))):
+        raise ValueError(f"{system_name}: non-finite simulator gradient at H = {horizon}")
+    memory = compiled.memory_analysis()
+    used = (memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
+            if memory is not None else float("nan"))
+    return {"system": system_name, "state_dim": system.state_dim, "action_dim": system.action_dim,
+            "horizon": horizon, "samples": samples, "compile_s": compile_s, "run_s": statistics.median(runs),
+            "memory_mb": used / 2**20, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def run_cost(study: Study, out: Path, log=print) -> bool:
+    """The cost stage: one row per system, each kept as it is measured (a rerun skips it). True if this call wrote
+    the stage's table."""
+    export = study.folders(out)[1]
+    target, kept = export / f"{COST_STAGE}.csv", export / COST_STAGE
+    if target.exists():
+        log(f"stage {COST_STAGE}: already exported to {target} (delete it to rerun)")
+        return False
+    kept.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for cell in study.cells:
+        path = kept / f"{cell.system}.csv"
+        if not path.exists():
+            row = pd.DataFrame([gradient_cost(cell.system, cell.horizons[-1])], columns=list(COST_COLUMNS))
+            write_atomically(path, lambda tmp: row.to_csv(tmp, index=False))
+            log(f"  cost {cell.system}: compile {row['compile_s'][0]:.0f} s, run {row['run_s'][0]:.3g} s, "
+                f"{row['memory_mb'][0]:.1f} MB")
+        rows.append(pd.read_csv(path))
+    pd.concat(rows, ignore_index=True).to_csv(target, index=False, float_format="%.4g")
+    for path in kept.iterdir():
+        path.unlink()
+    kept.rmdir()
+    return True
+
+
+def write_report(study: Study, out: Path, log=print) -> Path:
+    """The open-questions report of the audited stages, then the cost table."""
+    import open_questions_report
+
+    path = open_questions_report.write_report(study, out, exported(study, out), log=lambda _: None)
+    cost = study.folders(out)[1] / f"{COST_STAGE}.csv"
+    lines = ["## Cost of one simulator gradient versus state dimension", ""]
+    if cost.exists():
+        table = pd.read_csv(cost).sort_values("state_dim")
+        lines += [f"jax.jit(jax.vmap(jax.grad(J))) over {SAMPLES} open-loop action sequences at H = {HORIZON}; "
+                  "compile and run measured on the machine named in benchmarks/README.md, memory from XLA's "
+                  "buffer assignment.", "",
+                  "| system | D | A | compile s | run s | XLA memory MB |", "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r.system} | {r.state_dim} | {r.action_dim} | {r.compile_s:.1f} | {r.run_s:.3g} | "
+                  f"{r.memory_mb:.1f} |" for r in table.itertuples()]
+    else:
+        lines += [f"Not measured yet (`python benchmarks/physics.py --stages {COST_STAGE}`)."]
+    path.write_text(path.read_text() + "\n" + "\n".join(lines) + "\n")
+    log(f"report: {path}")
+    return path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--stages", help="comma-separated stages to run, in order (default: all)")
+    parser.add_argument("--report", action="store_true", help="only rebuild the report from exported stages")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    stages = chosen_stages(parser, args.stages, [COST_STAGE, *(c.stage for c in FULL.cells)])
+    log = lambda line: print(line, flush=True)
+    compilation_cache.enable()  # minutes per Brax program cold: every later seed and rerun reads them
+    rebuild = lambda: write_report(FULL, out, log)
+    if not args.report:
+        run_stages(stages, lambda stage: run_cost(FULL, out, log) if stage == COST_STAGE else
+                   run_stage(FULL, stage, out, log), rebuild, log)
+    rebuild()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""The physics study (benchmarks/physics.py): its gradient-cost measurement counts what it should, its cost stage
+resumes from the rows it kept, and the report carries the cost table beside the audits' (none here: the Brax audits
+take hours; their machinery is the open-questions study's, tested in tests/test_open_questions_study.py)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import physics  # noqa: E402
+
+
+def test_gradient_cost_counts_the_actions_and_grows_with_the_samples():
+    small, large = (physics.gradient_cost("linear", horizon=5, samples=s) for s in (4, 64))
+    actions_mb = lambda s: s * 5 * 1 * 4 / 2**20  # [S, H, A] float32, once in and once out (the gradient)
+    assert small["memory_mb"] >= 2 * actions_mb(4) and large["memory_mb"] >= 2 * actions_mb(64)
+    assert large["memory_mb"] > small["memory_mb"]
+    assert small["compile_s"] > 0 and small["run_s"] > 0 and (small["state_dim"], small["action_dim"]) == (3, 1)
+
+
+def test_the_cost_stage_keeps_each_system_and_the_report_shows_it(tmp_path, monkeypatch):
+    measured, interrupt = [], [True]
+
+    def fake_cost(name, horizon):
+        measured.append(name)
+        if len(measured) == 2 and interrupt:
+            interrupt.clear()
+            raise KeyboardInterrupt  # the session ends while the second system compiles
+        return {"system": name, "state_dim": physics.SYSTEMS[name], "action_dim": 1, "horizon": horizon,
+                "samples": 32, "compile_s": 60.0, "run_s": 0.5, "memory_mb": 3.0, "peak_rss_mb": 900.0}
+
+    monkeypatch.setattr(physics, "gradient_cost", fake_cost)
+    with pytest.raises(KeyboardInterrupt):
+        physics.run_cost(physics.FULL, tmp_path, log=lambda _: None)
+    assert measured == ["brax_inverted_double_pendulum", "brax_reacher"]
+    measured.clear()
+    assert physics.run_cost(physics.FULL, tmp_path, log=lambda _: None)
+    assert measured == ["brax_reacher", "brax_hopper"]  # the kept pendulum is not measured again
+    table = pd.read_csv(tmp_path / "physics" / "cost.csv")
+    assert list(table["system"]) == list(physics.SYSTEMS) and not (tmp_path / "physics" / "cost").exists()
+    assert not physics.run_cost(physics.FULL, tmp_path, log=lambda _: None)  # exported: skipped
+    text = physics.write_report(physics.FULL, tmp_path, log=lambda _: None).read_text()
+    assert text.startswith("# Rigid-body physics") and "| brax_reacher | 8 | 1 | 60.0 | 0.5 | 3.0 |" in text
+    assert "systems by state dimension D: D = 6: brax_inverted_double_pendulum" in text
+    assert "Remaining: physics-brax_inverted_double_pendulum, physics-brax_reacher, physics-brax_hopper" in text
