@@ -13,13 +13,18 @@ Stages, in running order:
   physics-<system>      the open-questions study's audits (`open_questions.run_stage`, same statistics and resume
                         rules): every model fitted and audited on 10 seeds at H, read where it fits (open-loop error
                         at most 0.5x repeating the last state) on 8 of them, AWMs against Markov/HWM by P(cosine >).
-The report is `<out>/physics.md` (figure `<out>/figures/physics_cosine.*`), with the cost table when it exists.
+  bpo-<method>          BPO on every system at H (the paper's schedule, TrainConfig defaults; 10 vmapped seeds;
+                        non-finite policy gradients zeroed and counted, as in the grid), trained like the grid's
+                        stages (`grid.train_stage`: each finished run kept at once in `<out>/physics/bpo/<stage>/`),
+                        exported to `<out>/physics/bpo/<stage>.parquet`: final return IQM [95 % CI] per system and
+                        method, failure (no gain over the initial policy), and P(AWM's return > the other's).
+The report is `<out>/physics.md` (figure `<out>/figures/physics_cosine.*`) with the cost and BPO tables.
 
 Systems (docs/physics.md): the inverted double pendulum (D = 6, chaotic), the reacher (D = 8, smooth) and the hopper
 (D = 12, ground contacts), all on Brax's `generalized` backend at H = 25: 0.5 s of the pendulum and the reacher, 0.2 s
 of the hopper, short enough for models to fit. Compilation dominates on a CPU (minutes per program cold, docs/physics.md
 "Compile and run time"): the first seed of a system compiles every program, the later ones read the persistent
-compilation cache. BPO returns on these systems are not part of this script yet (benchmarks/README.md).
+compilation cache.
 """
 from __future__ import annotations
 
@@ -34,11 +39,12 @@ import jax
 import jax.numpy as jnp
 import pandas as pd
 
-from gradlens import compilation_cache, envs
+from gradlens import compilation_cache, envs, outcomes
 from gradlens.analysis.audit import AuditConfig
 from gradlens.rollout import rollout
+from gradlens.sweep import SweepSpec
 
-from grid import chosen_stages, run_stages, write_atomically
+from grid import chosen_stages, read_exports, run_stages, train_stage, write_atomically
 from open_questions import Cell, Study, exported, run_stage
 
 HORIZON = 25
@@ -53,6 +59,11 @@ FULL = Study("physics", tuple(Cell("physics", name, None, d, (HORIZON,)) for nam
              title="Rigid-body physics: world-model policy gradients on Brax systems", script="benchmarks/physics.py")
 COST_STAGE = "cost"
 SAMPLES = 32
+BPO_METHODS = ("simulator", "markov", "hwm-transformer", "awm-rnn", "awm-transformer")
+AWMS = ("awm-rnn", "awm-transformer")
+BPO_COLUMNS = ("system", "method", "stabiliser", "horizon", "seed", "env_steps", "return", "model_loss",
+               "policy_grad_norm", "wall_time", "zeroed_policy_grads")
+PAPER = {"nonfinite_policy_grad": "zero"}  # the grid's: one seed's NaN does not stop the other nine
 COST_COLUMNS = ("system", "state_dim", "action_dim", "horizon", "samples", "compile_s", "run_s", "memory_mb",
                 "peak_rss_mb")
 
@@ -110,6 +121,47 @@ def run_cost(study: Study, out: Path, log=print) -> bool:
     return True
 
 
+def bpo_stage(study: Study, stage: str, out: Path, log=print, overrides: dict | None = None) -> bool:
+    """Train `stage` ("bpo-<method>") on every system of `study` at its horizon (`grid.train_stage`); True if this
+    call exported it. `overrides`: TrainConfig fields (default the paper's schedule with PAPER)."""
+    method = stage.removeprefix("bpo-")
+    spec = SweepSpec(systems=tuple(c.system for c in study.cells), methods=(method,),
+                     horizons=(study.cells[0].horizons[-1],), seeds=study.seeds, overrides=overrides or PAPER)
+    store, export = study.folders(out)
+    return train_stage([spec], store, export / "bpo", stage, BPO_COLUMNS, log, stabiliser="none")
+
+
+def bpo_tables(metrics: pd.DataFrame, reps: int) -> list[str]:
+    """Markdown lines: per system and method, the IQM final return [95 % CI], the median initial return and whether
+    BPO fails (the IQM gain's CI does not lie above 0); then P(AWM's final return > the other's) per system."""
+    import stability_report
+
+    from grid_report import ci, md_table
+
+    seeds = stability_report.seed_rows(metrics)
+    table = stability_report.cells(seeds, reps)
+    lines = ["## BPO final return", "",
+             "IQM over seeds [95 % CI] of the last evaluation's return; initial: median return of the untrained "
+             "policy; ✗: BPO fails (the IQM gain's CI does not lie above 0).", "",
+             md_table(["system", "H", "method", "final return", "initial", "seeds", "zeroed gradients"],
+                      [[r.system, r.horizon, r.method, ci(r.final_value, r.final_low, r.final_high)
+                        + (" ✗" if r.fails else ""), f"{r.initial:.4g}", r.n, r.zeroed]
+                       for r in table.itertuples()]), ""]
+    duels = []
+    for system, part in seeds.groupby("system", sort=True):
+        scores = {m: g.sort_values("seed")["final"].to_numpy(float)[:, None] for m, g in part.groupby("method")}
+        pairs = [(a, b) for a in AWMS for b in scores if a in scores and b not in AWMS
+                 and scores[b].shape == scores[a].shape]
+        if pairs:
+            for r in outcomes.probability_of_improvement(scores, pairs, reps=reps).itertuples():
+                outcome = "AWM better" if r.low > 0.5 else "AWM worse" if r.high < 0.5 else "inconclusive"
+                duels.append([system, r.x, r.y, ci(r.value, r.low, r.high), outcome])
+    if duels:
+        lines += ["P(AWM's final return > the other's) over seeds [95 % CI].", "",
+                  md_table(["system", "AWM", "against", "P(AWM > it)", "outcome"], duels), ""]
+    return lines
+
+
 def write_report(study: Study, out: Path, log=print) -> Path:
     """The open-questions report of the audited stages, then the cost table."""
     import open_questions_report
@@ -127,6 +179,12 @@ def write_report(study: Study, out: Path, log=print) -> Path:
                   f"{r.memory_mb:.1f} |" for r in table.itertuples()]
     else:
         lines += [f"Not measured yet (`python benchmarks/physics.py --stages {COST_STAGE}`)."]
+    metrics = read_exports(study.folders(out)[1] / "bpo", BPO_COLUMNS)
+    done = sorted(metrics["method"].unique()) if len(metrics) else []
+    lines += ["", f"BPO stages exported: {', '.join(f'bpo-{m}' for m in done) or 'none'}; remaining: "
+              f"{', '.join(f'bpo-{m}' for m in BPO_METHODS if m not in done) or 'none'}.", ""]
+    if len(metrics):
+        lines += bpo_tables(metrics, study.reps)
     path.write_text(path.read_text() + "\n" + "\n".join(lines) + "\n")
     log(f"report: {path}")
     return path
@@ -139,13 +197,18 @@ def main(argv=None) -> int:
     parser.add_argument("--report", action="store_true", help="only rebuild the report from exported stages")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    stages = chosen_stages(parser, args.stages, [COST_STAGE, *(c.stage for c in FULL.cells)])
+    stages = chosen_stages(parser, args.stages, [COST_STAGE, *(c.stage for c in FULL.cells),
+                                                 *(f"bpo-{m}" for m in BPO_METHODS)])
     log = lambda line: print(line, flush=True)
     compilation_cache.enable()  # minutes per Brax program cold: every later seed and rerun reads them
     rebuild = lambda: write_report(FULL, out, log)
     if not args.report:
-        run_stages(stages, lambda stage: run_cost(FULL, out, log) if stage == COST_STAGE else
-                   run_stage(FULL, stage, out, log), rebuild, log)
+        def one(stage):
+            if stage == COST_STAGE:
+                return run_cost(FULL, out, log)
+            return bpo_stage(FULL, stage, out, log) if stage.startswith("bpo-") else run_stage(FULL, stage, out, log)
+
+        run_stages(stages, one, rebuild, log)
     rebuild()
     return 0
 

@@ -46,3 +46,31 @@ def test_the_cost_stage_keeps_each_system_and_the_report_shows_it(tmp_path, monk
     assert text.startswith("# Rigid-body physics") and "| brax_reacher | 8 | 1 | 60.0 | 0.5 | 3.0 |" in text
     assert "systems by state dimension D: D = 6: brax_inverted_double_pendulum" in text
     assert "Remaining: physics-brax_inverted_double_pendulum, physics-brax_reacher, physics-brax_hopper" in text
+
+
+def test_bpo_tables_report_failure_and_duels_with_their_known_answers():
+    """Synthetic runs on one system: the simulator and the AWM-RNN improve from -50 to -10 (equal, seed by seed), the
+    Markov model's final return is noise around its initial one (it fails, and the AWM beats it)."""
+    rows = []
+    for method in ("simulator", "markov", "awm-rnn"):
+        for seed in range(10):
+            final = -50.0 + (seed - 4.5) * 0.1 if method == "markov" else -10.0 + 0.01 * seed
+            for step, ret in ((16, -50.0), (32, final)):
+                rows.append({"system": "brax_reacher", "method": method, "stabiliser": "none", "horizon": 25,
+                             "seed": seed, "env_steps": step, "return": ret, "model_loss": 0.0,
+                             "policy_grad_norm": 1.0, "wall_time": 1.0, "zeroed_policy_grads": 0})
+    text = "\n".join(physics.bpo_tables(pd.DataFrame(rows), reps=200))
+    assert text.count(" ✗ |") == 1 and "| brax_reacher | 25 | markov | -50" in text
+    assert "| brax_reacher | awm-rnn | markov | 1 [1, 1] | AWM better |" in text
+    assert "| brax_reacher | awm-rnn | simulator | 0.5 [" in text and text.endswith("| inconclusive |\n")
+
+
+def test_a_bpo_stage_trains_every_system_of_the_study_at_its_horizon(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(physics, "train_stage", lambda *args, **kwargs: calls.append((args, kwargs)) or True)
+    assert physics.bpo_stage(physics.FULL, "bpo-awm-rnn", tmp_path, log=print)
+    (specs, store, export, stage, columns, _), constant = calls[0]
+    (spec,) = specs
+    assert spec.systems == tuple(physics.SYSTEMS) and spec.methods == ("awm-rnn",) and spec.horizons == (25,)
+    assert spec.seeds == 10 and spec.overrides == physics.PAPER and constant == {"stabiliser": "none"}
+    assert (store, export, stage) == (tmp_path / "runs" / "physics", tmp_path / "physics" / "bpo", "bpo-awm-rnn")
