@@ -313,17 +313,20 @@ def aggregates(scores: Mapping[str, np.ndarray], gamma: float = 1.0, reps: int =
     scores: {method: [N, T]} (normalised, higher is better). iqm: 25 %-trimmed mean over all runs and tasks; median:
     the median over all runs and tasks (rliable's own `aggregate_median` is the median of the per-task means, which
     for one task is the mean); mean: mean of the per-task means; optimality_gap: gamma - mean(min(score, gamma)).
-    Returns a tidy frame: method, metric, value, low, high; deterministic given `seed`.
+    Returns a tidy frame: method, metric, value, low, high; deterministic given `seed`, and each method's intervals
+    are its own: bootstrapped apart, so they do not change when other methods are added to `scores`.
     """
     from rliable import metrics as rly
 
     _check_scores(scores)
     fns = (rly.aggregate_iqm, np.median, rly.aggregate_mean, lambda s: rly.aggregate_optimality_gap(s, gamma))
-    with _bootstrap(seed) as library:
-        point, interval = library.get_interval_estimates(
-            {m: np.asarray(s, dtype=float) for m, s in scores.items()}, lambda s: np.array([f(s) for f in fns]),
-            reps=reps, confidence_interval_size=confidence)
-    rows = [r for m in scores for r in _rows(point[m], interval[m], AGGREGATES, method=[m] * 4, metric=AGGREGATES)]
+    rows = []
+    for m, s in scores.items():
+        with _bootstrap(seed) as library:
+            point, interval = library.get_interval_estimates(
+                {m: np.asarray(s, dtype=float)}, lambda s: np.array([f(s) for f in fns]), reps=reps,
+                confidence_interval_size=confidence)
+        rows += _rows(point[m], interval[m], AGGREGATES, method=[m] * 4, metric=AGGREGATES)
     return pd.DataFrame(rows, columns=["method", "metric", "value", "low", "high"])
 
 
@@ -331,7 +334,8 @@ def probability_of_improvement(scores: Mapping[str, np.ndarray], pairs: Sequence
                                reps: int = 2000, confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
     """P(X > Y): the probability that a run of X on a task beats a run of Y (ties count half), averaged over tasks,
     with a stratified-bootstrap confidence interval (rliable). pairs: (X, Y) names; default every pair in the
-    order of `scores`. Returns a tidy frame: x, y, value, low, high; deterministic given `seed`."""
+    order of `scores`. Returns a tidy frame: x, y, value, low, high; deterministic given `seed`, each pair
+    bootstrapped apart, so that its interval does not change with the other pairs asked for."""
     from rliable import metrics as rly
 
     _check_scores(scores)
@@ -341,12 +345,14 @@ def probability_of_improvement(scores: Mapping[str, np.ndarray], pairs: Sequence
     if unknown or not pairs:
         raise ValueError(f"pairs must name methods of scores ({', '.join(names)}); unknown: {', '.join(unknown)}"
                          if unknown else "pairs is empty: give at least one (X, Y)")
-    data = {f"{x}\0{y}": [np.asarray(scores[x], float), np.asarray(scores[y], float)] for x, y in pairs}
-    with _bootstrap(seed) as library:
-        point, interval = library.get_interval_estimates(data, rly.probability_of_improvement, reps=reps,
-                                                         confidence_interval_size=confidence)
-    rows = [{"x": x, "y": y, "value": float(point[k]), "low": float(np.ravel(interval[k][0])[0]),
-             "high": float(np.ravel(interval[k][1])[0])} for (x, y), k in zip(pairs, data)]
+    rows = []
+    for x, y in pairs:
+        with _bootstrap(seed) as library:
+            point, interval = library.get_interval_estimates(
+                {"pair": [np.asarray(scores[x], float), np.asarray(scores[y], float)]}, rly.probability_of_improvement,
+                reps=reps, confidence_interval_size=confidence)
+        rows.append({"x": x, "y": y, "value": float(point["pair"]), "low": float(np.ravel(interval["pair"][0])[0]),
+                     "high": float(np.ravel(interval["pair"][1])[0])})
     return pd.DataFrame(rows, columns=["x", "y", "value", "low", "high"])
 
 

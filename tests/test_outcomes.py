@@ -110,6 +110,18 @@ def test_probability_of_improvement_dominance_and_identity():
         outcomes.probability_of_improvement({"x": y, "y": y}, pairs=[("x", "w")], reps=REPS)
 
 
+def test_an_interval_does_not_change_when_other_methods_or_pairs_are_added():
+    """A report that adds a configuration must not move the intervals of the ones it had (borderline duels would
+    flip with the bootstrap's random stream)."""
+    rng = np.random.default_rng(0)
+    a, b, c = (rng.normal(loc, 1.0, size=(10, 1)) for loc in (0.0, 0.3, 1.0))
+    alone = outcomes.probability_of_improvement({"a": a, "b": b}, pairs=[("a", "b")], reps=REPS)
+    among = outcomes.probability_of_improvement({"c": c, "a": a, "b": b}, pairs=[("c", "a"), ("a", "b")], reps=REPS)
+    pd.testing.assert_frame_equal(alone, among.iloc[[1]].reset_index(drop=True))
+    one = outcomes.aggregates({"a": a}, reps=REPS)
+    pd.testing.assert_frame_equal(one, outcomes.aggregates({"c": c, "a": a}, reps=REPS).iloc[4:].reset_index(drop=True))
+
+
 def test_performance_profile_is_the_fraction_of_runs_above_tau():
     scores = {"a": np.array([[0.0], [0.25], [0.5], [1.0]])}
     table = outcomes.performance_profiles(scores, taus=[-1.0, 0.3, 1.0], reps=REPS)
