@@ -116,8 +116,8 @@ def train_stage(specs: list[SweepSpec], store: Path, export: Path, stage: str, c
         if not (done.exists() or error.exists()):
             row = run_sweep(cell, store, jobs=1, progress=False, log=log).iloc[0]
             if row["state"] == "failed":
-                write_atomically(error, lambda tmp: pd.DataFrame([[name, row["error"]]], columns=["name", "error"])
-                         .to_csv(tmp, index=False))
+                failure = pd.DataFrame([[name, row["error"]]], columns=["name", "error"])
+                write_atomically(error, lambda tmp: failure.to_csv(tmp, index=False))
             else:
                 write_atomically(done, lambda tmp: runs.load(store / name).to_parquet(tmp, index=False))
         if done.exists():

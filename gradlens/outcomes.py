@@ -324,7 +324,7 @@ def aggregates(scores: Mapping[str, np.ndarray], gamma: float = 1.0, reps: int =
     for m, s in scores.items():
         with _bootstrap(seed) as library:
             point, interval = library.get_interval_estimates(
-                {m: np.asarray(s, dtype=float)}, lambda s: np.array([f(s) for f in fns]), reps=reps,
+                {m: np.asarray(s, dtype=float)}, lambda x: np.array([f(x) for f in fns]), reps=reps,
                 confidence_interval_size=confidence)
         rows += _rows(point[m], interval[m], AGGREGATES, method=[m] * 4, metric=AGGREGATES)
     return pd.DataFrame(rows, columns=["method", "metric", "value", "low", "high"])
