@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import shutil
 import statistics
 import sys
 import time
@@ -115,9 +116,7 @@ def run_cost(study: Study, out: Path, log=print) -> bool:
                 f"{row['memory_mb'][0]:.1f} MB")
         rows.append(pd.read_csv(path))
     pd.concat(rows, ignore_index=True).to_csv(target, index=False, float_format="%.4g")
-    for path in kept.iterdir():
-        path.unlink()
-    kept.rmdir()
+    shutil.rmtree(kept)
     return True
 
 
