@@ -6,14 +6,22 @@ The folder is `$GRADLENS_COMPILATION_CACHE` when set (`off` turns the cache off)
 XLA versions and the machine, so a stale entry is never used; the folder can be deleted at any time. Only
 compilations that take at least MIN_COMPILE_S are stored. The Python API leaves JAX's configuration alone; call
 `enable()` to use the cache there too.
+
+`jit_once` compiles the programs an audit runs once (its gradient estimators, Jacobians, landscape grids, data
+collection, model initialisation and error curves) with the XLA options `ONE_SHOT`: without the backend's
+optimisation passes they compile about twice as fast and run a few milliseconds slower, the better trade for a
+program run once (`benchmarks/README.md`, "Demo wall time"). Programs run many times (a fit's epochs, the trainers)
+keep XLA's defaults.
 """
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
 ENV = "GRADLENS_COMPILATION_CACHE"
 MIN_COMPILE_S = 0.2
+ONE_SHOT = {"xla_backend_optimization_level": 0}
 
 
 def folder() -> Path | None:
@@ -40,3 +48,21 @@ def enable() -> Path | None:
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_S)
     return path
+
+
+def jit_once(fn, **jit_kwargs):
+    """`jax.jit(fn, **jit_kwargs)` compiled with `ONE_SHOT` when called at top level; called inside another trace (a
+    caller's jit, vmap or grad), the plain jit, since XLA options belong to the outermost program. Usable as
+    `@functools.partial(jit_once, static_argnames=...)`."""
+    import jax
+
+    once = jax.jit(fn, compiler_options=ONE_SHOT, **jit_kwargs)
+    nested = jax.jit(fn, **jit_kwargs)
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves((args, kwargs)))
+        return (nested if traced else once)(*args, **kwargs)
+
+    call._cache_size = lambda: once._cache_size() + nested._cache_size()  # programs compiled so far (as a jit's)
+    return call

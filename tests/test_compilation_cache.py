@@ -1,5 +1,6 @@
 """The persistent compilation cache of `gradlens` commands: where it lives, how it is turned off, that compiling
-commands turn it on (and the others do not), and that a cached compilation gives the same numbers as a cold one."""
+commands turn it on (and the others do not), that a cached compilation gives the same numbers as a cold one, and
+that `jit_once` (the audit's one-shot programs) computes what `jax.jit` does, at top level and inside another trace."""
 import os
 import subprocess
 import sys
@@ -52,3 +53,18 @@ def test_a_cached_compilation_gives_the_same_numbers_as_a_cold_one(tmp_path):
             .stdout for _ in range(2)]
     assert outs[0] == outs[1] and f'"dir": "{tmp_path / "cache"}"' in outs[0]
     assert any((tmp_path / "cache").iterdir())  # the first run stored its executable
+
+
+def test_jit_once_computes_what_jit_does_at_top_level_and_inside_other_traces():
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    f = lambda x, n: jnp.sum(jnp.sin(x) ** n)
+    once = compilation_cache.jit_once(f, static_argnums=1)
+    x = jnp.linspace(0.1, 1.2, 7)
+    np.testing.assert_allclose(once(x, 3), jax.jit(f, static_argnums=1)(x, 3), rtol=1e-6)
+    # XLA options belong to the outermost program: inside a caller's jit, grad or vmap the plain jit runs
+    np.testing.assert_allclose(jax.jit(lambda x: once(x, 3))(x), once(x, 3), rtol=1e-6)
+    np.testing.assert_allclose(jax.grad(lambda x: once(x, 3))(x), 3 * jnp.sin(x) ** 2 * jnp.cos(x), rtol=1e-5)
+    np.testing.assert_allclose(jax.vmap(lambda x: once(x, 2))(x[:, None]), jnp.sin(x) ** 2, rtol=1e-6)

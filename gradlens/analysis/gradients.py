@@ -32,6 +32,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from gradlens.analysis.uncertainty import gradient_intervals
+from gradlens.compilation_cache import jit_once
 from gradlens.envs.base import System, check_positive, physical, time_index, with_time
 from gradlens.models.base import WorldModel
 from gradlens import validate
@@ -98,7 +99,7 @@ def _estimator(kind, policy, static, pair, horizon, entropy_coef, policy_input_g
         return unravel(diff * u)
 
     one = first_order if kind == "first-order" else zeroth_order
-    return jax.jit(jax.vmap(one, in_axes=(None, None, 0, 0)))
+    return jit_once(jax.vmap(one, in_axes=(None, None, 0, 0)))
 
 
 _cached_estimator = functools.lru_cache(maxsize=64)(_estimator)

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradlens.compilation_cache import jit_once
 from gradlens.dynamics import STEP_ONLY
 from gradlens.envs.base import check_finite, check_shape, physical, time_index, with_time
 from gradlens.rollout import Trajectory, as_dynamics, rollout
@@ -106,7 +107,7 @@ def jacobian_chain(dynamics, policy, s1: Array, horizon: int | None = None, key:
 
     if mode == "auto":
         mode = "fwd" if dyn.action_dim <= dyn.obs_dim - 1 else "rev"
-    jac, traj = jax.jit((jax.jacfwd if mode == "fwd" else jax.jacrev)(states, has_aux=True))(delta)
+    jac, traj = jit_once((jax.jacfwd if mode == "fwd" else jax.jacrev)(states, has_aux=True))(delta)
     return JacobianChain(jac, traj)
 
 
@@ -208,7 +209,7 @@ def step_jacobians(dynamics, policy, s1: Array, horizon: int | None = None,
         traj = rollout(_Probed(dyn, eps), policy, s1, horizon, key, policy_input_grad="stop")
         return physical(traj.states[1:])  # [H, D]
 
-    return jax.jit(jax.jacfwd(next_states))(jnp.zeros((dyn.obs_dim - 1,), jnp.result_type(s1)))
+    return jit_once(jax.jacfwd(next_states))(jnp.zeros((dyn.obs_dim - 1,), jnp.result_type(s1)))
 
 
 def step_jacobian_norms(dynamics, policy, s1: Array, horizon: int | None = None,

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradlens.compilation_cache import jit_once
 from gradlens.envs.base import check_positive, float_dtype
 from gradlens.rollout import as_dynamics, rollout
 
@@ -71,7 +72,7 @@ def _grid(values, what: str) -> Array:
 def _evaluate(fn: Callable, points: Array, batch_size: int) -> Array:
     """fn over the rows of points [G, k], in vmapped chunks of batch_size."""
     check_positive(batch_size, "batch_size", integer=True)
-    return jax.jit(lambda p: jax.lax.map(fn, p, batch_size=batch_size))(points)
+    return jit_once(lambda p: jax.lax.map(fn, p, batch_size=batch_size))(points)
 
 
 def _shift(params, directions, coefficients):

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradlens import validate
+from gradlens.compilation_cache import jit_once
 from gradlens.envs.base import System, float_dtype, physical, time_index, with_time
 from gradlens.rollout import rollout
 
@@ -277,7 +278,7 @@ def collect(system: System, scheme, n_episodes: int, key: Array, horizon: int | 
     return trajectories(traj.states, traj.actions, traj.rewards)
 
 
-@partial(jax.jit, static_argnames=("system", "scheme_spec", "horizon", "start_noise"))
+@partial(jit_once, static_argnames=("system", "scheme_spec", "horizon", "start_noise"))
 def _collect(system: System, scheme_spec, horizon: int, start_noise: float, arrays, keys: Array, starts: Array):
     """vmap over episodes (keys [N, 2], starts [N, O]); jitted once per (system, scheme structure, H, start_noise)."""
     treedef, traced, static = scheme_spec

@@ -29,6 +29,7 @@ import optax
 from tqdm.auto import tqdm
 
 from gradlens import validate
+from gradlens.compilation_cache import jit_once
 from gradlens.envs.base import physical
 from gradlens.fitting.data import Trajectories, split, state_stats, trajectories
 from gradlens.rollout import Trajectory
@@ -137,7 +138,7 @@ def evaluate(model, batch_size: int, params: Params, states: Array, actions: Arr
     return 0.5 * jnp.sum(jax.lax.map(chunk_loss, (chunk(states), chunk(actions), weights))) / n
 
 
-@partial(jax.jit, static_argnums=0)
+@partial(jit_once, static_argnums=0)
 def _init(model, key: Array) -> Params:
     """`model.init`, compiled (2-3x faster than Haiku's eager init for the sequence models)."""
     return model.init(key)
@@ -257,7 +258,7 @@ def mse(model, params: Params, data, open_loop: bool = True) -> Array:
     return _mse(model, open_loop, params, data.states, data.actions)
 
 
-@partial(jax.jit, static_argnames=("model", "open_loop"))
+@partial(jit_once, static_argnames=("model", "open_loop"))
 def _mse(model, open_loop: bool, params: Params, states: Array, actions: Array) -> Array:
     if open_loop:
         pred = jax.vmap(model.predict, (None, 0, 0))(params, states[:, 0], actions)  # [N, H+1, O]

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradlens import validate
+from gradlens.compilation_cache import jit_once
 from gradlens.envs.base import System, physical, time_index, with_time
 from gradlens.fitting.data import Trajectories
 from gradlens.rollout import rollout
@@ -47,7 +48,7 @@ def horizon_ratio(error, reference, horizon: int) -> float:
     return float(np.mean(error[:horizon]) / np.mean(reference[:horizon]))
 
 
-@partial(jax.jit, static_argnames=("model",))
+@partial(jit_once, static_argnames=("model",))
 def _open_loop_error(model, params: Params, states: Array, actions: Array) -> Array:
     pred = jax.vmap(model.predict, (None, 0, 0))(params, states[:, 0], actions)  # [N, H+1, O]
     return jnp.mean((physical(pred[:, 1:]) - physical(states[:, 1:])) ** 2, axis=(0, 2))  # [H]
@@ -111,7 +112,7 @@ def divergence(system: System, data: Trajectories, delta: float = CHAOS_DELTA) -
         return np.asarray(pair)
 
 
-@partial(jax.jit, static_argnames=("system",))
+@partial(jit_once, static_argnames=("system",))
 def _pair_rollouts(system: System, s1: Array, a: Array, s1_b: Array, a_b: Array, keys: Array) -> Array:
     noisy = system.noise_std > 0
     run = jax.vmap(lambda s, u, k: physical(rollout(system, u, s, key=k if noisy else None).states[1:]))  # [N, H, D]
