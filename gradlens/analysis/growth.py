@@ -85,6 +85,11 @@ def _law(law: str, u: np.ndarray, log_y: np.ndarray, level: float) -> LawFit:
     return LawFit(law, float(slope), (float(slope - half), float(slope + half)), float(math.exp(intercept)), rss, aic)
 
 
+def _short(values: np.ndarray) -> str:
+    """[9011.7, 9723.1]: 5 significant digits each, for messages."""
+    return "[" + ", ".join(f"{v:.5g}" for v in values.tolist()) + "]"
+
+
 def fit_growth(x, y, *, level: float = 0.95, threshold: float = 2.0) -> GrowthFit:
     """Fit a power law and an exponential to y(x) and choose by AIC (see the module docstring).
 
@@ -104,7 +109,7 @@ def fit_growth(x, y, *, level: float = 0.95, threshold: float = 2.0) -> GrowthFi
     keep = np.isfinite(y) & (y > 0)
     if np.unique(x[keep]).size < MIN_POINTS:
         raise ValueError(f"fit_growth needs y > 0 and finite at {MIN_POINTS} or more distinct x; got "
-                         f"{np.unique(x[keep]).size} of {x.size} points usable (x {x.tolist()}, y {y.tolist()})")
+                         f"{np.unique(x[keep]).size} of {x.size} points usable (x {_short(x)}, y {_short(y)})")
     xs, log_y = x[keep], np.log(y[keep])
     power, exponential = _law("power", np.log(xs), log_y, level), _law("exponential", xs, log_y, level)
     delta = exponential.aic - power.aic
