@@ -10,6 +10,10 @@ Definitions (docstring of `open_questions.py` for the design):
   duel         an AWM class against a state-based class (Markov, HWM) in one cell where both are read:
                P(AWM's cosine > the other's) over seeds with its 95 % CI (`outcomes.probability_of_improvement`):
                "AWM better" when the CI lies above 0.5, "AWM worse" when below, else "inconclusive".
+  fit confound within each seed, the Spearman ρ between the models' fit ratios and their 1 − cosine (ρ = 1: the
+               better a model fits, the closer its gradient's direction, in that seed), its median over seeds per
+               cell, and whether the winner of each decisive duel also fits better (lower median fit ratio). When
+               both hold, a duel may measure how well each class fits (within the epoch cap), not its gradient.
 """
 from __future__ import annotations
 
@@ -73,8 +77,50 @@ def duels(rows: pd.DataFrame, table: pd.DataFrame, reps: int) -> pd.DataFrame:
             outcome = "AWM better" if r["low"] > 0.5 else "AWM worse" if r["high"] < 0.5 else "inconclusive"
             found.append({"question": question, "setting": setting, "horizon": horizon, "awm": r["x"],
                           "other": r["y"], "p": r["value"], "low": r["low"], "high": r["high"], "outcome": outcome})
-    return pd.DataFrame(found, columns=["question", "setting", "horizon", "awm", "other", "p", "low", "high",
-                                        "outcome"])
+    columns = ["question", "setting", "horizon", "awm", "other", "p", "low", "high", "outcome"]
+    fits = table.set_index(KEY)["fit_ratio"]
+    frame = pd.DataFrame(found, columns=columns)
+    for side, name in (("awm", "awm_fit"), ("other", "other_fit")):
+        frame[name] = [float(fits.loc[(r["question"], r["setting"], r["horizon"], r[side])])
+                       for _, r in frame.iterrows()]
+    return frame
+
+
+def fit_confound(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per (question, setting, horizon): the median over seeds of the within-seed Spearman ρ between the models' fit
+    ratios and their 1 − cosine (seeds with fewer than 3 models or tied ranks left out), and the fits stopped by the
+    epoch cap (not converged) of all fits."""
+    out = []
+    for (question, setting, horizon), part in rows.groupby(["question", "setting", "horizon"], sort=True):
+        rhos = []
+        for _, seed in part.groupby("seed"):
+            a, b = seed["fit_ratio"].rank().to_numpy(), (1 - seed["cosine"]).rank().to_numpy()
+            if len(seed) >= 3 and a.std() > 0 and b.std() > 0:
+                rhos.append(float(np.corrcoef(a, b)[0, 1]))
+        out.append({"question": question, "setting": setting, "horizon": horizon,
+                    "rho": float(np.median(rhos)) if rhos else float("nan"), "seeds": len(rhos),
+                    "capped": int((~part["fit_converged"].astype(bool)).sum()), "fits": len(part)})
+    return pd.DataFrame(out, columns=["question", "setting", "horizon", "rho", "seeds", "capped", "fits"])
+
+
+def _confound_note(question: str, confound: pd.DataFrame, fights: pd.DataFrame) -> str:
+    """" Fit quality ...": ρ per cell, the decisive duels whose winner also fits better, the capped fits (or "")."""
+    decisive = fights[fights["outcome"] != "inconclusive"]
+    cells = confound[(confound["question"] == question) & (confound["seeds"] > 0)]
+    if not len(decisive) or not len(cells):
+        return ""
+    winner_fits_better = int(sum((r["awm_fit"] < r["other_fit"]) == (r["outcome"] == "AWM better")
+                                 for _, r in decisive.iterrows()))
+    rhos = ", ".join(f"{r['rho']:.2g} at {_fmt_setting(question, r['setting'])}, H = {r['horizon']}"
+                     for _, r in cells.iterrows())
+    note = (f" Fit quality: within a seed, the models' gradient errors rank like their fit errors (median "
+            f"Spearman ρ between fit ratio and 1 − cosine, 1 for the same ranking: {rhos}); the winner of "
+            f"{winner_fits_better} of the "
+            f"{len(decisive)} decisive duels also fits better; {int(cells['capped'].sum())} of "
+            f"{int(cells['fits'].sum())} fits stopped at the epoch cap.")
+    if winner_fits_better == len(decisive) and (cells["rho"] > 0).all():
+        note += " So these verdicts may measure how well each class fits within the cap, not its gradient."
+    return note
 
 
 def figure(study, table: pd.DataFrame) -> go.Figure:
@@ -136,8 +182,9 @@ def _trend(question: str, part: pd.DataFrame) -> str:
     return "".join(f" {t}." for t in out)
 
 
-def answers(table: pd.DataFrame, fights: pd.DataFrame, questions) -> list[str]:
-    """Per question of `questions`, the counts the verdict rests on (sentences written from the tables)."""
+def answers(table: pd.DataFrame, fights: pd.DataFrame, questions, confound: pd.DataFrame | None = None) -> list[str]:
+    """Per question of `questions`, the counts the verdict rests on and, with `confound` (`fit_confound`), how far
+    the fits explain them (sentences written from the tables)."""
     lines = ["## Answers so far", ""]
     for question in questions:
         title, system, knob = QUESTIONS[question]
@@ -156,7 +203,8 @@ def answers(table: pd.DataFrame, fights: pd.DataFrame, questions) -> list[str]:
         tally = (", ".join(f"{int(counts.get(o, 0))} {o}" for o in ("AWM better", "inconclusive", "AWM worse"))
                  + f" (of {len(here)} duels)") if len(here) else "no duel between read models"
         lines += [f"**{title}** ({system}): {fit_note} AWM against Markov/HWM on the gradient's direction: {tally}."
-                  + _trend(question, part), ""]
+                  + _trend(question, part)
+                  + ("" if confound is None else _confound_note(question, confound, here)), ""]
     ssm = fights[fights["awm"] == "awm-ssm"]
     if len(ssm):
         counts = ssm["outcome"].value_counts()
@@ -185,7 +233,7 @@ def write_report(study, out: Path, rows: pd.DataFrame, log=print) -> Path:
         return path
     table = cells(rows, study.reps)
     fights = duels(rows, table, study.reps)
-    lines += answers(table, fights, list(dict.fromkeys(c.question for c in study.cells)))
+    lines += answers(table, fights, list(dict.fromkeys(c.question for c in study.cells)), fit_confound(rows))
     page = out / "figures" / f"{study.name}_cosine.html"
     if study.png:
         written = [p for p in plots.write_figures({page: figure(study, table)}, plotlyjs="directory")
@@ -228,10 +276,12 @@ def write_report(study, out: Path, rows: pd.DataFrame, log=print) -> Path:
                           f"{_fmt_setting(question, s)}, H = {h}" for s, h in chaotic.to_numpy()), ""]
     if len(fights):
         lines += ["## AWMs against Markov and HWM models", "",
-                  "P(AWM's cosine > the other's) over seeds [95 % CI], in cells where both fit.", "",
-                  md_table(["question", "setting", "H", "AWM", "against", "P(AWM > it)", "outcome"],
+                  "P(AWM's cosine > the other's) over seeds [95 % CI], in cells where both fit; fit: the two "
+                  "models' median fit ratios (lower fits better).", "",
+                  md_table(["question", "setting", "H", "AWM", "against", "P(AWM > it)", "outcome", "fit (AWM / it)"],
                            [[r["question"], _fmt_setting(r["question"], r["setting"]), r["horizon"], r["awm"],
-                             r["other"], ci(r["p"], r["low"], r["high"]), r["outcome"]]
+                             r["other"], ci(r["p"], r["low"], r["high"]), r["outcome"],
+                             f"{r['awm_fit']:.3g} / {r['other_fit']:.3g}"]
                             for _, r in fights.iterrows()]), ""]
     path.write_text("\n".join(lines))
     log(f"report: {path}")

@@ -70,6 +70,31 @@ def test_cells_read_only_models_that_fit_and_duels_have_their_known_answers(tmp_
     assert "from σ = 0.05 to σ = 0.1 at H = 100" in trend
 
 
+def test_the_fit_confound_is_measured_and_said_when_the_better_fitting_model_wins():
+    # per seed: the AWM fits at 0.1 with cosine 0.9, the Markov model at 0.2 with 0.5, the HWM at 0.3 (seeds 0-4) or
+    # 0.05 (seeds 5-9) with 0.7; the models' fit ranks against their gradient-error ranks give ρ = 1/2 in every seed
+    fit = {"awm-rnn": lambda s: 0.1, "markov": lambda s: 0.2, "hwm-rnn": lambda s: 0.3 if s < 5 else 0.05}
+    base = {"awm-rnn": 0.9, "markov": 0.5, "hwm-rnn": 0.7}
+    rows = _rows().assign(fit_passes=True)
+    rows = rows.assign(fit_ratio=[fit[m](s) for m, s in zip(rows["method"], rows["seed"])],
+                       cosine=[base[m] + 0.001 * s for m, s in zip(rows["method"], rows["seed"])])
+    exact = report.fit_confound(rows.assign(cosine=1 - rows["fit_ratio"]))  # gradient error ranked as the fits
+    assert exact[["rho", "seeds", "capped", "fits"]].values.tolist() == [[1.0, 10, 0, 30]]
+    confound = report.fit_confound(rows.assign(fit_converged=False))
+    assert confound[["rho", "capped"]].values.tolist() == [[0.5, 30]]
+    table = report.cells(rows, reps=200)
+    fights = report.duels(rows, table, reps=200).set_index("other")
+    assert (fights["outcome"] == "AWM better").all() and fights.loc["hwm-rnn", "other_fit"] == pytest.approx(0.175)
+    text = " ".join(report.answers(table, fights.reset_index(), ["noise"], confound))
+    assert "the winner of 2 of the 2 decisive duels also fits better; 30 of 30 fits stopped at the epoch cap" in text
+    assert "ρ between fit ratio and 1 − cosine: 0.5 at σ = 0.05, H = 100" in text
+    assert "may measure how well each class fits" in text
+    worse = rows.assign(fit_ratio=np.where(rows["method"] == "awm-rnn", 0.4, rows["fit_ratio"]))  # wins, fits worse
+    table = report.cells(worse, reps=200)
+    text = " ".join(report.answers(table, report.duels(worse, table, reps=200), ["noise"], report.fit_confound(worse)))
+    assert "the winner of 0 of the 2 decisive duels also fits better" in text and "may measure" not in text
+
+
 def test_a_stage_exports_every_seed_and_resumes_from_its_kept_rows_on_a_fresh_clone(tmp_path, monkeypatch):
     logged, real_audit, calls = [], study_module.audit, []
 
