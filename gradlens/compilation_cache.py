@@ -9,8 +9,8 @@ compilations that take at least MIN_COMPILE_S are stored. The Python API leaves 
 
 `jit_once` compiles the programs an audit runs once (its gradient estimators, Jacobians, landscape grids, data
 collection, model initialisation and error curves) with the XLA options `ONE_SHOT`: without the backend's
-optimisation passes they compile about twice as fast and run a few milliseconds slower, the better trade for a
-program run once (`benchmarks/README.md`, "Demo wall time"). Programs run many times (a fit's epochs, the trainers)
+optimisation passes they compile about twice as fast and run slower (by milliseconds at the demo's sizes, up to
+about 5x on small programs), the better trade for a program run once (`benchmarks/README.md`, "Demo wall time"). Programs run many times (a fit's epochs, the trainers)
 keep XLA's defaults.
 """
 from __future__ import annotations
