@@ -134,6 +134,20 @@ def test_natural_step_differs_from_adam_and_climbs_a_concave_toy():
     assert values[-1] > 0.01 * values[0]  # then within 1 % of the optimum's gap
 
 
+def test_natural_step_is_the_same_for_a_gradient_scaled_up_to_1e19_and_zero_for_zero():
+    # a model's exploding gradient reached max|g| = 1.2e19 in Markov BPO on one-bounce: gᵀx overflowed float32 and
+    # the parameters became NaN. The step does not depend on ‖g‖, so a scaled gradient gives the same, finite step
+    obs = jax.random.normal(jax.random.PRNGKey(0), (64, 2))
+    policy, params = LinearGaussian(), {"w": jnp.array([[0.3], [-0.1]])}
+    grad = {"w": jnp.array([[1.0], [-2.0]])}
+    step, _ = natural_step(policy, params, grad, obs, max_kl=0.01)
+    for factor in (1e-20, 1e10, 1.2e19):
+        big, _ = natural_step(policy, params, jax.tree.map(lambda g: factor * g, grad), obs, max_kl=0.01)
+        np.testing.assert_allclose(big["w"], step["w"], rtol=1e-5)
+    zero, g_x = natural_step(policy, params, {"w": jnp.zeros((2, 1))}, obs, max_kl=0.01)
+    assert float(g_x) == 0.0 and np.all(np.asarray(zero["w"]) == 0.0)
+
+
 def test_a_run_with_every_stabiliser_trains_and_names_them(tmp_path):
     cfg = TrainConfig(system="cancer", method="simulator", horizon=20, total_steps=160, warmup_steps=40,
                       eval_every=32, policy_every=8, policy_batch=4, simulator_grad_clip=10.0, discount=0.99,
