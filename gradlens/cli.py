@@ -515,7 +515,7 @@ def _add_audit_and_demo(sub) -> None:
     for command, helptext in (("audit", "fit world models and measure the policy gradient each gives, beside the "
                                         "simulator"),
                               ("demo", "the main job: audit a Markov model, an HWM- and an AWM-transformer on the "
-                                       "double pendulum (70 s on 2 CPU cores, 45 s with --quick, both cold: the models "
+                                       "double pendulum (about 90 s on 2 CPU cores, 50 s with --quick, both cold: the models "
                                        "are fitted to convergence)")):
         p = sub.add_parser(command, help=helptext)
         if command == "audit":
@@ -534,7 +534,7 @@ def _add_audit_and_demo(sub) -> None:
             p.set_defaults(func=_cmd_audit)
         else:
             p.add_argument("--quick", action="store_true",
-                           help="toy sizes (45 s on 2 CPU cores, 26 s once compiled)")
+                           help="toy sizes (about 50 s on 2 CPU cores, 28 s once compiled)")
             p.set_defaults(func=_cmd_demo)
         p.add_argument("--seed", type=int, help="seed of every random draw (default 0)")
         p.add_argument("--out", default="gradlens-runs", help="run-store folder (default ./gradlens-runs)")

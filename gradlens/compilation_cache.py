@@ -7,11 +7,12 @@ XLA versions and the machine, so a stale entry is never used; the folder can be 
 compilations that take at least MIN_COMPILE_S are stored. The Python API leaves JAX's configuration alone; call
 `enable()` to use the cache there too.
 
-`jit_once` compiles the programs an audit runs once (its gradient estimators, Jacobians, landscape grids, data
-collection, model initialisation and error curves) with the XLA options `ONE_SHOT`: without the backend's
-optimisation passes they compile about twice as fast and run slower (by milliseconds at the demo's sizes, up to
-about 5x on small programs), the better trade for a program run once (`benchmarks/README.md`, "Demo wall time"). Programs run many times (a fit's epochs, the trainers)
-keep XLA's defaults.
+`jit_once` compiles the programs an audit runs once (its zeroth-order gradient estimates, Jacobians, landscape grids,
+data collection, model initialisation and error curves) with the XLA options `ONE_SHOT`: without the backend's
+optimisation passes they compile about twice as fast and run slower (by milliseconds at the demo's sizes, up to about
+5x on small programs), the better trade for a program run once (`benchmarks/README.md`, "Demo wall time"). Programs
+run many times (a fit's epochs, the trainers) keep XLA's defaults, and so do the audit's first-order policy
+gradients, which must be the trainer's bit for bit (`tests/test_dynamics.py`).
 """
 from __future__ import annotations
 
@@ -61,8 +62,14 @@ def jit_once(fn, **jit_kwargs):
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
-        traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves((args, kwargs)))
-        return (nested if traced else once)(*args, **kwargs)
+        if any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves((args, kwargs))):
+            return nested(*args, **kwargs)
+        try:
+            return once(*args, **kwargs)
+        except ValueError as err:  # traced values reached fn through its closure (under a caller's grad, say)
+            if "compiler_options" not in str(err):
+                raise
+            return nested(*args, **kwargs)
 
     call._cache_size = lambda: once._cache_size() + nested._cache_size()  # programs compiled so far (as a jit's)
     return call

@@ -22,7 +22,7 @@ from gradlens.fitting.record import FitRecord, horizon_ratio
 
 DEMO = {"system": "double_pendulum", "models": ("markov", "hwm-transformer", "awm-transformer"),
         "horizons": (5, 10, 20)}  # `gradlens demo`: the main job
-QUICK_HORIZONS = (4, 8)  # `gradlens demo --quick`: toy sizes, 45 s cold on 2 cores, 26 s warm
+QUICK_HORIZONS = (4, 8)  # `gradlens demo --quick`: toy sizes, about 50 s cold on 2 cores, 28 s warm
 # fits still run to a validation plateau (patience 10; the cap of 300 epochs is a safety limit): 8-step episodes make
 # an epoch cheap, and 128 of them in batches of 32 (4 Adam steps per epoch) beat repeating the last state >= 2x
 QUICK_CONFIG = AuditConfig(n_episodes=128, fit_epochs=300, fit_patience=10, fit_batch=32, n_samples=4,

@@ -68,3 +68,6 @@ def test_jit_once_computes_what_jit_does_at_top_level_and_inside_other_traces():
     np.testing.assert_allclose(jax.jit(lambda x: once(x, 3))(x), once(x, 3), rtol=1e-6)
     np.testing.assert_allclose(jax.grad(lambda x: once(x, 3))(x), 3 * jnp.sin(x) ** 2 * jnp.cos(x), rtol=1e-5)
     np.testing.assert_allclose(jax.vmap(lambda x: once(x, 2))(x[:, None]), jnp.sin(x) ** 2, rtol=1e-6)
+    # traced values that reach the function through its closure only, as in a Jacobian taken under a caller's grad
+    shifted = lambda y: compilation_cache.jit_once(lambda d: jnp.sum(jnp.sin(d + y)))(jnp.zeros_like(y))
+    np.testing.assert_allclose(jax.grad(shifted)(x), jnp.cos(x), rtol=1e-6)

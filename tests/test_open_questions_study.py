@@ -87,7 +87,7 @@ def test_the_fit_confound_is_measured_and_said_when_the_better_fitting_model_win
     assert (fights["outcome"] == "AWM better").all() and fights.loc["hwm-rnn", "other_fit"] == pytest.approx(0.175)
     text = " ".join(report.answers(table, fights.reset_index(), ["noise"], confound))
     assert "the winner of 2 of the 2 decisive duels also fits better; 30 of 30 fits stopped at the epoch cap" in text
-    assert "ρ between fit ratio and 1 − cosine: 0.5 at σ = 0.05, H = 100" in text
+    assert "ρ between fit ratio and 1 − cosine, 1 for the same ranking: 0.5 at σ = 0.05, H = 100" in text
     assert "may measure how well each class fits" in text
     worse = rows.assign(fit_ratio=np.where(rows["method"] == "awm-rnn", 0.4, rows["fit_ratio"]))  # wins, fits worse
     table = report.cells(worse, reps=200)

@@ -96,7 +96,7 @@ def launch(root, system: str, models: list, horizons: list, config: AuditConfig)
 
 def demo_button(root) -> None:
     """The one-click demo: what `gradlens demo` runs (quick sizes on request)."""
-    quick = st.checkbox("Quick mode (toy sizes, about 45 s)", value=True, key="demo_quick")
+    quick = st.checkbox("Quick mode (toy sizes, about 50 s)", value=True, key="demo_quick")
     horizons = list(QUICK_HORIZONS if quick else DEMO["horizons"])
     if st.button(f"Run the demo: {DEMO['system']}, {', '.join(DEMO['models'])}, H = "
                  f"{', '.join(map(str, horizons))}", type="primary", key="demo_run"):
