@@ -106,19 +106,19 @@ def fit_confound(rows: pd.DataFrame) -> pd.DataFrame:
 def _confound_note(question: str, confound: pd.DataFrame, fights: pd.DataFrame) -> str:
     """" Fit quality ...": ρ per cell, the decisive duels whose winner also fits better, the capped fits (or "")."""
     decisive = fights[fights["outcome"] != "inconclusive"]
-    cells = confound[(confound["question"] == question) & (confound["seeds"] > 0)]
-    if not len(decisive) or not len(cells):
+    measured = confound[(confound["question"] == question) & (confound["seeds"] > 0)]
+    if not len(decisive) or not len(measured):
         return ""
     winner_fits_better = int(sum((r["awm_fit"] < r["other_fit"]) == (r["outcome"] == "AWM better")
                                  for _, r in decisive.iterrows()))
     rhos = ", ".join(f"{r['rho']:.2g} at {_fmt_setting(question, r['setting'])}, H = {r['horizon']}"
-                     for _, r in cells.iterrows())
+                     for _, r in measured.iterrows())
     note = (f" Fit quality: within a seed, the models' gradient errors rank like their fit errors (median "
             f"Spearman ρ between fit ratio and 1 − cosine, 1 for the same ranking: {rhos}); the winner of "
             f"{winner_fits_better} of the "
-            f"{len(decisive)} decisive duels also fits better; {int(cells['capped'].sum())} of "
-            f"{int(cells['fits'].sum())} fits stopped at the epoch cap.")
-    if winner_fits_better == len(decisive) and (cells["rho"] > 0).all():
+            f"{len(decisive)} decisive duels also fits better; {int(measured['capped'].sum())} of "
+            f"{int(measured['fits'].sum())} fits stopped at the epoch cap.")
+    if winner_fits_better == len(decisive) and (measured["rho"] > 0).all():
         note += " So these verdicts may measure how well each class fits within the cap, not its gradient."
     return note
 

@@ -69,9 +69,9 @@ def natural_step(policy, policy_params, grad, obs: Array, max_kl: float) -> tupl
     a finite gradient as large as 1e19, which a model's exploding gradient reaches, would otherwise overflow gᵀx in
     float32 and turn the parameters into NaN (measured: Markov BPO on one-bounce, H = 25). g = 0 gives a zero step."""
     flat, unravel = ravel_pytree(grad)
-    unit = unravel(flat / jnp.maximum(jnp.max(jnp.abs(flat)), jnp.finfo(flat.dtype).tiny))
-    x, _ = jax.scipy.sparse.linalg.cg(fisher_vector_product(policy, policy_params, obs), unit,
+    unit = flat / jnp.maximum(jnp.max(jnp.abs(flat)), jnp.finfo(flat.dtype).tiny)
+    x, _ = jax.scipy.sparse.linalg.cg(fisher_vector_product(policy, policy_params, obs), unravel(unit),
                                       maxiter=NATURAL_CG_ITERATIONS)
-    g_x = jnp.dot(ravel_pytree(unit)[0], ravel_pytree(x)[0])
+    g_x = jnp.dot(unit, ravel_pytree(x)[0])
     scale = jnp.where(g_x > 0, jnp.sqrt(2.0 * max_kl / jnp.where(g_x > 0, g_x, 1.0)), 0.0)
     return jax.tree.map(lambda v: scale * v, x), g_x
