@@ -206,3 +206,32 @@ def test_a_stage_keeps_each_finished_run_so_a_fresh_clone_never_trains_it_again(
     assert sorted(metrics["horizon"]) == [5, 5, 7, 7] and list(metrics.columns) == list(columns)
     assert pd.read_csv(export / "sim-failed.csv")["error"].tolist() == ["ValueError: NaN"]
     assert not (export / "sim").exists() and any("FAILED" in line for line in lines)
+
+
+def test_a_claim_with_parts_not_yet_run_is_settled_by_a_part_that_fails_and_waits_otherwise(monkeypatch):
+    """grid_report._pair_claim on synthetic scores with known answers: AWM-RNN below Markov on every seed and task
+    gives P = 0, which refutes the claim before AWM-transformer has run; above it, the claim waits for that part."""
+    from types import SimpleNamespace
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import grid_report
+
+    grid = SimpleNamespace(horizon=100, methods=("markov", "awm-rnn", "awm-transformer"))
+    pairs = [("awm-rnn", "markov"), ("awm-transformer", "markov")]
+
+    def claim(awm_rnn_offset):
+        cells = pd.DataFrame([{"system": task, "method": method, "horizon": 100, "seed": seed,
+                               "score": seed / 10 + (awm_rnn_offset if method == "awm-rnn" else 0.0)}
+                              for task in ("cancer", "mould") for method in ("markov", "awm-rnn")
+                              for seed in range(10)])
+        cells["auc_score"] = cells["score"]
+        return grid_report._pair_claim(grid_report.Aggregates(grid, cells, reps=200), "AWMs beat Markov", pairs)
+
+    _, evidence, verdict = claim(-5.0)
+    assert verdict == "not reproduced"
+    assert "P(awm-rnn > markov) = 0 [0, 0]" in evidence and "not yet run: awm-transformer" in evidence
+    _, evidence, verdict = claim(+5.0)
+    assert verdict == "pending: 1 of 2 parts run" and "P(awm-rnn > markov) = 1 [1, 1]" in evidence
+    empty = grid_report.Aggregates(grid, pd.DataFrame(columns=["system", "method", "horizon", "seed", "score",
+                                                               "auc_score"]), reps=200)
+    assert grid_report._pair_claim(empty, "AWMs beat Markov", pairs)[2] == "not yet run"
