@@ -10,6 +10,15 @@ Stages, in running order:
                         `gradlens.rollout`): compile seconds (`lower().compile()`), run seconds (median of 3 calls),
                         and XLA's memory for it (arguments + outputs + temporaries, `compiled.memory_analysis()`), in
                         `<out>/physics/cost.csv`. Written first: it warms the compilation cache of each system.
+  simulator             the simulator's own policy gradient versus H (10, 25, 50) on every system, 10 seeds: an
+                        open-loop tanh-Gaussian policy at θ = 0 (a free action per step, noise 0.3 before the tanh,
+                        so that a zeroth-order estimate has few parameters to search: P = H·A), 128 first-order
+                        samples (mean norm, variance, SNR) and two zeroth-order estimates of 256 antithetic samples
+                        each, all with independent noise: their cosine to the first-order mean, and to each other
+                        (the estimator's own noise ceiling). With an unbiased first-order gradient cos(ZO, FO) ≈
+                        sqrt(cos(ZO, ZO')); where contacts or chaos make it unreliable, it falls below. Each
+                        (system, seed) kept at once in `<out>/physics/simulator/seeds/`, exported to
+                        `<out>/physics/simulator/simulator.parquet`.
   physics-<system>      the open-questions study's audits (`open_questions.run_stage`, same statistics and resume
                         rules): every model fitted and audited on 10 seeds at H, read where it fits (open-loop error
                         at most 0.5x repeating the last state) on 8 of them, AWMs against Markov/HWM by P(cosine >).
@@ -29,6 +38,7 @@ compilation cache.
 from __future__ import annotations
 
 import argparse
+import datetime
 import resource
 import shutil
 import statistics
@@ -38,10 +48,13 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pandas as pd
 
 from gradlens import compilation_cache, envs, outcomes
+from gradlens.analysis import gradients
 from gradlens.analysis.audit import AuditConfig
+from gradlens.policies import make_policy
 from gradlens.rollout import rollout
 from gradlens.sweep import SweepSpec
 
@@ -65,6 +78,13 @@ AWMS = ("awm-rnn", "awm-transformer")
 BPO_COLUMNS = ("system", "method", "stabiliser", "horizon", "seed", "env_steps", "return", "model_loss",
                "policy_grad_norm", "wall_time", "zeroed_policy_grads")
 PAPER = {"nonfinite_policy_grad": "zero"}  # the grid's: one seed's NaN does not stop the other nine
+SIM_STAGE = "simulator"
+SIM_HORIZONS = (10, 25, 50)
+SIM_SAMPLES = 128  # first-order samples per seed and H
+SIM_ZO_SAMPLES = 256  # per zeroth-order estimate (forward rollouts only: cheap beside a reverse pass)
+SIM_NOISE = 0.3  # the audit's policy noise (AuditConfig.policy_noise)
+SIM_COLUMNS = ("system", "state_dim", "horizon", "seed", "fo_norm", "fo_variance", "fo_snr", "zo_norm", "zo_cosine",
+               "zo_self_cosine", "nonfinite", "seconds")
 COST_COLUMNS = ("system", "state_dim", "action_dim", "horizon", "samples", "compile_s", "run_s", "memory_mb",
                 "peak_rss_mb")
 
@@ -95,6 +115,92 @@ def gradient_cost(system_name: str, horizon: int = HORIZON, samples: int = SAMPL
     return {"system": system_name, "state_dim": system.state_dim, "action_dim": system.action_dim,
             "horizon": horizon, "samples": samples, "compile_s": compile_s, "run_s": statistics.median(runs),
             "memory_mb": used / 2**20, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def simulator_rows(system_name: str, seed: int, horizons=SIM_HORIZONS, samples: int = SIM_SAMPLES,
+                   zo_samples: int = SIM_ZO_SAMPLES, noise: float = SIM_NOISE) -> list[dict]:
+    """SIM_COLUMNS rows, one per H, of `system_name` rebuilt with H steps: statistics of `samples` first-order policy
+    gradients of an open-loop tanh-Gaussian policy at θ = 0, and two zeroth-order estimates of `zo_samples` each, all
+    three with independent noise: the zeroth-order means' cosine to the first-order mean (averaged over the two) and
+    to each other."""
+    rows = []
+    for h in horizons:
+        system = envs.make(system_name, horizon=h)
+        policy = make_policy("open_loop", system, horizon=h, noise_std=noise)
+        k_policy, k_fo, k_a, k_b = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), h), 4)
+        params, s1 = policy.init(k_policy), system.initial_state()
+        start = time.perf_counter()
+        fo = gradients.per_sample_gradients(system, policy, params, s1, h, k_fo, samples)
+        zo_a, zo_b = (gradients.zeroth_order_gradients(system, policy, params, s1, h, k, zo_samples)
+                      for k in (k_a, k_b))
+        fo_stats, reference = gradients.gradient_stats(fo), gradients.mean_gradient(fo)
+        a_stats, b_stats = (gradients.gradient_stats(z, reference) for z in (zo_a, zo_b))
+        self_stats = gradients.gradient_stats(zo_b, gradients.mean_gradient(zo_a))
+        rows.append({"system": system_name, "state_dim": system.state_dim, "horizon": h, "seed": seed,
+                     "fo_norm": fo_stats.mean_norm, "fo_variance": fo_stats.variance, "fo_snr": fo_stats.snr,
+                     "zo_norm": a_stats.mean_norm, "zo_cosine": (a_stats.cosine + b_stats.cosine) / 2,
+                     "zo_self_cosine": self_stats.cosine,
+                     "nonfinite": fo_stats.n_nonfinite + a_stats.n_nonfinite + b_stats.n_nonfinite,
+                     "seconds": time.perf_counter() - start})
+    return rows
+
+
+def simulator_export(study: Study, out: Path) -> Path:
+    """The simulator stage's table: beside the audit stages' exports, not among them (they are read as one)."""
+    return study.folders(out)[1] / SIM_STAGE / f"{SIM_STAGE}.parquet"
+
+
+def run_simulator(study: Study, out: Path, log=print) -> bool:
+    """The simulator stage: every (system, seed) kept as it finishes (a rerun skips it), exported when all are. True
+    if this call exported it."""
+    target, kept = simulator_export(study, out), study.folders(out)[1] / SIM_STAGE / "seeds"
+    if target.exists():
+        log(f"stage {SIM_STAGE}: already exported to {target} (delete it to rerun)")
+        return False
+    kept.mkdir(parents=True, exist_ok=True)
+    frames = []
+    for cell in study.cells:
+        for seed in range(study.seeds):
+            path = kept / f"{cell.system}-seed{seed}.parquet"
+            if not path.exists():
+                frame = pd.DataFrame(simulator_rows(cell.system, seed), columns=list(SIM_COLUMNS))
+                write_atomically(path, lambda tmp: frame.to_parquet(tmp, index=False))
+                log(f"  {SIM_STAGE} {cell.system} seed {seed}: {frame['seconds'].sum():.0f} s "
+                    f"({datetime.datetime.now():%H:%M})")
+            frames.append(pd.read_parquet(path))
+    pd.concat(frames, ignore_index=True).to_parquet(target, index=False)
+    shutil.rmtree(kept)
+    log(f"stage {SIM_STAGE}: exported to {target}")
+    return True
+
+
+def simulator_table(rows: pd.DataFrame, reps: int) -> list[str]:
+    """Markdown lines: per system and H, IQMs over seeds [95 % CI] of the first-order statistics and the cosines."""
+    from grid_report import ci, iqm_intervals, md_table
+
+    found = rows.assign(method="simulator")
+    stats = {v: iqm_intervals(found, v, reps).set_index(["system", "horizon"])
+             for v in ("fo_norm", "fo_snr", "zo_cosine", "zo_self_cosine")}
+    dims = rows.groupby("system")["state_dim"].first()
+    table = []
+    for (system, h), _ in rows.groupby(["system", "horizon"]):
+        got = {v: stats[v].loc[(system, h)] for v in stats}
+        ceiling = got["zo_self_cosine"]["value"]
+        table.append([system, int(dims[system]), int(h), *(ci(*got[v][["value", "low", "high"]]) for v in stats),
+                      f"{got['zo_cosine']['value'] / np.sqrt(ceiling):.2f}" if ceiling > 0 else "–"])
+    table.sort(key=lambda r: (r[1], r[2]))
+    return ["## The simulator's own policy gradient versus horizon", "",
+            f"An open-loop tanh-Gaussian policy (noise {SIM_NOISE} before the tanh, θ = 0), {SIM_SAMPLES} first-order "
+            f"samples and two zeroth-order estimates of {SIM_ZO_SAMPLES} antithetic samples each (σ = 0.05), all with "
+            "independent noise, per seed; IQM over seeds [95 % CI]. SNR is one sample's ‖ḡ‖ / sqrt(tr Σ). "
+            "cos(ZO, FO): a zeroth-order mean against the first-order mean (the two estimates averaged); "
+            "cos(ZO, ZO'): the two zeroth-order means against each other, the estimator's own noise ceiling. Were "
+            "the first-order mean exact and the gradient of the smoothed return, cos(ZO, FO) ≈ sqrt(cos(ZO, ZO')): "
+            "agreement = cos(ZO, FO) / sqrt(cos(ZO, ZO')), of the IQMs, near 1 says that the first-order gradient "
+            "is what the zeroth-order estimator sees; well below 1, that contacts or chaos make it point "
+            "elsewhere (or that its own sampling noise is not small).", "",
+            md_table(["system", "D", "H", "‖mean FO gradient‖", "SNR", "cos(ZO, FO)", "cos(ZO, ZO')", "agreement"],
+                     table), ""]
 
 
 def run_cost(study: Study, out: Path, log=print) -> bool:
@@ -178,6 +284,10 @@ def write_report(study: Study, out: Path, log=print) -> Path:
                   f"{r.memory_mb:.1f} |" for r in table.itertuples()]
     else:
         lines += [f"Not measured yet (`python benchmarks/physics.py --stages {COST_STAGE}`)."]
+    sim = simulator_export(study, out)
+    lines += [""] + (simulator_table(pd.read_parquet(sim), study.reps) if sim.exists() else
+                     [f"The simulator stage has not been exported yet (`python benchmarks/physics.py --stages "
+                      f"{SIM_STAGE}`)."])
     metrics = read_exports(study.folders(out)[1] / "bpo", BPO_COLUMNS)
     done = sorted(metrics["method"].unique()) if len(metrics) else []
     lines += ["", f"BPO stages exported: {', '.join(f'bpo-{m}' for m in done) or 'none'}; remaining: "
@@ -196,15 +306,15 @@ def main(argv=None) -> int:
     parser.add_argument("--report", action="store_true", help="only rebuild the report from exported stages")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    stages = chosen_stages(parser, args.stages, [COST_STAGE, *(c.stage for c in FULL.cells),
+    stages = chosen_stages(parser, args.stages, [COST_STAGE, SIM_STAGE, *(c.stage for c in FULL.cells),
                                                  *(f"bpo-{m}" for m in BPO_METHODS)])
     log = lambda line: print(line, flush=True)
     compilation_cache.enable()  # minutes per Brax program cold: every later seed and rerun reads them
     rebuild = lambda: write_report(FULL, out, log)
     if not args.report:
         def one(stage):
-            if stage == COST_STAGE:
-                return run_cost(FULL, out, log)
+            if stage in (COST_STAGE, SIM_STAGE):
+                return (run_cost if stage == COST_STAGE else run_simulator)(FULL, out, log)
             return bpo_stage(FULL, stage, out, log) if stage.startswith("bpo-") else run_stage(FULL, stage, out, log)
 
         run_stages(stages, one, rebuild, log)

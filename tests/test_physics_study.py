@@ -74,3 +74,40 @@ def test_a_bpo_stage_trains_every_system_of_the_study_at_its_horizon(tmp_path, m
     assert spec.systems == tuple(physics.SYSTEMS) and spec.methods == ("awm-rnn",) and spec.horizons == (25,)
     assert spec.seeds == 10 and spec.overrides == physics.PAPER and constant == {"stabiliser": "none"}
     assert (store, export, stage) == (tmp_path / "runs" / "physics", tmp_path / "physics" / "bpo", "bpo-awm-rnn")
+
+
+def test_on_a_smooth_system_the_zeroth_order_estimates_agree_with_the_first_order_gradient():
+    """The simulator stage's rows on the linear system (smooth: the first-order gradient is the gradient of the
+    smoothed return up to O(σ²)): cos(ZO, FO) ≈ sqrt(cos(ZO, ZO')), and more zeroth-order samples raise the ceiling."""
+    rows = pd.DataFrame([r for seed in range(3) for r in physics.simulator_rows("linear", seed, horizons=(5,))])
+    assert list(rows.columns) == list(physics.SIM_COLUMNS) and (rows["nonfinite"] == 0).all()
+    agreement = rows["zo_cosine"].median() / rows["zo_self_cosine"].median() ** 0.5
+    assert 0.93 < agreement < 1.07 and (rows["fo_snr"] > 0).all()
+    few = pd.DataFrame([r for seed in range(3) for r in physics.simulator_rows("linear", seed, horizons=(5,),
+                                                                               zo_samples=8)])
+    assert few["zo_self_cosine"].median() < rows["zo_self_cosine"].median() - 0.2
+
+
+def test_the_simulator_stage_keeps_each_system_and_seed_and_the_report_shows_its_table(tmp_path, monkeypatch):
+    measured = []
+
+    def fake_rows(name, seed):
+        measured.append((name, seed))
+        if len(measured) == 3 and seed == 2:
+            raise KeyboardInterrupt  # the session ends during the pendulum's third seed
+        return [{"system": name, "state_dim": physics.SYSTEMS[name], "horizon": h, "seed": seed, "fo_norm": 2.0,
+                 "fo_variance": 1.0, "fo_snr": 2.0, "zo_norm": 2.5, "zo_cosine": 0.8, "zo_self_cosine": 0.64,
+                 "nonfinite": 0, "seconds": 1.0} for h in physics.SIM_HORIZONS]
+
+    monkeypatch.setattr(physics, "simulator_rows", fake_rows)
+    with pytest.raises(KeyboardInterrupt):
+        physics.run_simulator(physics.FULL, tmp_path, log=lambda _: None)
+    measured.clear()
+    assert physics.run_simulator(physics.FULL, tmp_path, log=lambda _: None)
+    assert measured[0] == ("brax_inverted_double_pendulum", 2) and len(measured) == 3 * physics.FULL.seeds - 2
+    rows = pd.read_parquet(tmp_path / "physics" / "simulator" / "simulator.parquet")
+    assert len(rows) == 3 * physics.FULL.seeds * len(physics.SIM_HORIZONS)
+    assert not (tmp_path / "physics" / "simulator" / "seeds").exists()
+    assert not physics.run_simulator(physics.FULL, tmp_path, log=lambda _: None)  # exported: skipped
+    text = physics.write_report(physics.FULL, tmp_path, log=lambda _: None).read_text()
+    assert "| brax_reacher | 8 | 25 | 2 [2, 2] | 2 [2, 2] | 0.8 [0.8, 0.8] | 0.64 [0.64, 0.64] | 1.00 |" in text
