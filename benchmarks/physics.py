@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import resource
 import shutil
 import statistics
@@ -150,28 +151,38 @@ def simulator_export(study: Study, out: Path) -> Path:
     return study.folders(out)[1] / SIM_STAGE / f"{SIM_STAGE}.parquet"
 
 
-def run_simulator(study: Study, out: Path, log=print) -> bool:
-    """The simulator stage: every (system, seed) kept as it finishes (a rerun skips it), exported when all are. True
-    if this call exported it."""
-    target, kept = simulator_export(study, out), study.folders(out)[1] / SIM_STAGE / "seeds"
+def keep_each(stage: str, target: Path, kept: Path, units: dict, write, log) -> bool:
+    """A stage of independent units: `units[name]()` -> DataFrame for each name not yet kept in `kept` (each kept at
+    once, so that a rerun skips it), then `write(all rows, target)` and `kept` removed. Skipped if `target` exists;
+    True if this call wrote it."""
     if target.exists():
-        log(f"stage {SIM_STAGE}: already exported to {target} (delete it to rerun)")
+        log(f"stage {stage}: already exported to {target} (delete it to rerun)")
         return False
     kept.mkdir(parents=True, exist_ok=True)
     frames = []
-    for cell in study.cells:
-        for seed in range(study.seeds):
-            path = kept / f"{cell.system}-seed{seed}.parquet"
-            if not path.exists():
-                frame = pd.DataFrame(simulator_rows(cell.system, seed), columns=list(SIM_COLUMNS))
-                write_atomically(path, lambda tmp: frame.to_parquet(tmp, index=False))
-                log(f"  {SIM_STAGE} {cell.system} seed {seed}: {frame['seconds'].sum():.0f} s "
-                    f"({datetime.datetime.now():%H:%M})")
-            frames.append(pd.read_parquet(path))
-    pd.concat(frames, ignore_index=True).to_parquet(target, index=False)
+    for name, measure in units.items():
+        path = kept / f"{name}.parquet"
+        if not path.exists():
+            frame = measure()
+            write_atomically(path, lambda tmp: frame.to_parquet(tmp, index=False))
+        frames.append(pd.read_parquet(path))
+    write(pd.concat(frames, ignore_index=True), target)
     shutil.rmtree(kept)
-    log(f"stage {SIM_STAGE}: exported to {target}")
+    log(f"stage {stage}: exported to {target}")
     return True
+
+
+def run_simulator(study: Study, out: Path, log=print) -> bool:
+    """The simulator stage: every (system, seed) kept as it finishes, exported when all are."""
+    def measure(system, seed):
+        frame = pd.DataFrame(simulator_rows(system, seed), columns=list(SIM_COLUMNS))
+        log(f"  {SIM_STAGE} {system} seed {seed}: {frame['seconds'].sum():.0f} s ({datetime.datetime.now():%H:%M})")
+        return frame
+
+    units = {f"{c.system}-seed{seed}": functools.partial(measure, c.system, seed)
+             for c in study.cells for seed in range(study.seeds)}
+    return keep_each(SIM_STAGE, simulator_export(study, out), study.folders(out)[1] / SIM_STAGE / "seeds", units,
+                     lambda rows, target: rows.to_parquet(target, index=False), log)
 
 
 def simulator_table(rows: pd.DataFrame, reps: int) -> list[str]:
@@ -204,26 +215,17 @@ def simulator_table(rows: pd.DataFrame, reps: int) -> list[str]:
 
 
 def run_cost(study: Study, out: Path, log=print) -> bool:
-    """The cost stage: one row per system, each kept as it is measured (a rerun skips it). True if this call wrote
-    the stage's table."""
+    """The cost stage: one row per system, each kept as it is measured."""
+    def measure(cell):
+        row = pd.DataFrame([gradient_cost(cell.system, cell.horizons[-1])], columns=list(COST_COLUMNS))
+        log(f"  cost {cell.system}: compile {row['compile_s'][0]:.0f} s, run {row['run_s'][0]:.3g} s, "
+            f"{row['memory_mb'][0]:.1f} MB")
+        return row
+
     export = study.folders(out)[1]
-    target, kept = export / f"{COST_STAGE}.csv", export / COST_STAGE
-    if target.exists():
-        log(f"stage {COST_STAGE}: already exported to {target} (delete it to rerun)")
-        return False
-    kept.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for cell in study.cells:
-        path = kept / f"{cell.system}.csv"
-        if not path.exists():
-            row = pd.DataFrame([gradient_cost(cell.system, cell.horizons[-1])], columns=list(COST_COLUMNS))
-            write_atomically(path, lambda tmp: row.to_csv(tmp, index=False))
-            log(f"  cost {cell.system}: compile {row['compile_s'][0]:.0f} s, run {row['run_s'][0]:.3g} s, "
-                f"{row['memory_mb'][0]:.1f} MB")
-        rows.append(pd.read_csv(path))
-    pd.concat(rows, ignore_index=True).to_csv(target, index=False, float_format="%.4g")
-    shutil.rmtree(kept)
-    return True
+    return keep_each(COST_STAGE, export / f"{COST_STAGE}.csv", export / COST_STAGE,
+                     {c.system: functools.partial(measure, c) for c in study.cells},
+                     lambda rows, target: rows.to_csv(target, index=False, float_format="%.4g"), log)
 
 
 def bpo_stage(study: Study, stage: str, out: Path, log=print, overrides: dict | None = None) -> bool:
