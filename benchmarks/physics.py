@@ -196,9 +196,10 @@ def simulator_table(rows: pd.DataFrame, reps: int) -> list[str]:
     table = []
     for (system, h), _ in rows.groupby(["system", "horizon"]):
         got = {v: stats[v].loc[(system, h)] for v in stats}
-        ceiling = got["zo_self_cosine"]["value"]
+        ceiling = got["zo_self_cosine"]
         table.append([system, int(dims[system]), int(h), *(ci(*got[v][["value", "low", "high"]]) for v in stats),
-                      f"{got['zo_cosine']['value'] / np.sqrt(ceiling):.2f}" if ceiling > 0 else "–"])
+                      f"{got['zo_cosine']['value'] / np.sqrt(ceiling['value']):.2f}" if ceiling["low"] > 0 else
+                      "– (no signal)"])
     table.sort(key=lambda r: (r[1], r[2]))
     return ["## The simulator's own policy gradient versus horizon", "",
             f"An open-loop tanh-Gaussian policy (noise {SIM_NOISE} before the tanh, θ = 0), {SIM_SAMPLES} first-order "
@@ -209,9 +210,10 @@ def simulator_table(rows: pd.DataFrame, reps: int) -> list[str]:
             "the first-order mean exact and the gradient of the smoothed return, cos(ZO, FO) ≈ sqrt(cos(ZO, ZO')): "
             "agreement = cos(ZO, FO) / sqrt(cos(ZO, ZO')), of the IQMs, near 1 says that the first-order gradient "
             "is what the zeroth-order estimator sees; well below 1, that contacts or chaos make it point "
-            "elsewhere (or that its own sampling noise is not small).", "",
+            "elsewhere (or that its own sampling noise is not small); – (no signal): the ceiling's CI reaches 0, "
+            "the zeroth-order estimates agree on no direction.", "",
             md_table(["system", "D", "H", "‖mean FO gradient‖", "SNR", "cos(ZO, FO)", "cos(ZO, ZO')", "agreement"],
-                     table), ""]
+                     table)]
 
 
 def run_cost(study: Study, out: Path, log=print) -> bool:

@@ -111,3 +111,11 @@ def test_the_simulator_stage_keeps_each_system_and_seed_and_the_report_shows_its
     assert not physics.run_simulator(physics.FULL, tmp_path, log=lambda _: None)  # exported: skipped
     text = physics.write_report(physics.FULL, tmp_path, log=lambda _: None).read_text()
     assert "| brax_reacher | 8 | 25 | 2 [2, 2] | 2 [2, 2] | 0.8 [0.8, 0.8] | 0.64 [0.64, 0.64] | 1.00 |" in text
+
+
+def test_the_simulator_table_reads_no_agreement_where_the_zeroth_order_estimates_agree_on_no_direction():
+    rows = pd.DataFrame([{"system": "brax_reacher", "state_dim": 8, "horizon": 25, "seed": seed, "fo_norm": 1.0,
+                          "fo_variance": 9.0, "fo_snr": 0.3, "zo_norm": 3.0, "zo_cosine": 0.05 * (-1) ** seed,
+                          "zo_self_cosine": 0.1 * (-1) ** seed, "nonfinite": 0, "seconds": 1.0} for seed in range(10)])
+    table = physics.simulator_table(rows, reps=200)[-1]  # the Markdown table, its one row last
+    assert table.splitlines()[-1].endswith("| – (no signal) |")
