@@ -515,8 +515,8 @@ def _add_audit_and_demo(sub) -> None:
     for command, helptext in (("audit", "fit world models and measure the policy gradient each gives, beside the "
                                         "simulator"),
                               ("demo", "the main job: audit a Markov model, an HWM- and an AWM-transformer on the "
-                                       "double pendulum (about 90 s on 2 CPU cores, 50 s with --quick, both cold: the models "
-                                       "are fitted to convergence)")):
+                                       "double pendulum (about 90 s on 2 CPU cores, 50 s with --quick, both cold: "
+                                       "the models are fitted to convergence)")):
         p = sub.add_parser(command, help=helptext)
         if command == "audit":
             p.add_argument("--system", required=True, help="system name (see `gradlens systems`)")

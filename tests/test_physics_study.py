@@ -78,7 +78,8 @@ def test_a_bpo_stage_trains_every_system_of_the_study_at_its_horizon(tmp_path, m
 
 def test_on_a_smooth_system_the_zeroth_order_estimates_agree_with_the_first_order_gradient():
     """The simulator stage's rows on the linear system (smooth: the first-order gradient is the gradient of the
-    smoothed return up to O(σ²)): cos(ZO, FO) ≈ sqrt(cos(ZO, ZO')), and more zeroth-order samples raise the ceiling."""
+    smoothed return up to O(σ²)): cos(ZO, FO) ≈ sqrt(cos(ZO, ZO')), and more zeroth-order samples raise the
+    ceiling."""
     rows = pd.DataFrame([r for seed in range(3) for r in physics.simulator_rows("linear", seed, horizons=(5,))])
     assert list(rows.columns) == list(physics.SIM_COLUMNS) and (rows["nonfinite"] == 0).all()
     agreement = rows["zo_cosine"].median() / rows["zo_self_cosine"].median() ** 0.5
