@@ -191,6 +191,29 @@ def exported(grid: Grid, out: Path) -> pd.DataFrame:
     return found
 
 
+def kept_runs(grid: Grid, out: Path) -> pd.DataFrame:
+    """The per-seed metrics of every run kept so far by a stage not yet exported (`train_stage` keeps each finished
+    run at once in `<export>/<stage>/`), concatenated with EXPORT_COLUMNS; empty when there is none."""
+    export = grid.folders(out)[1]
+    running = [d for d in sorted(export.iterdir()) if d.is_dir() and not (export / f"{d.name}.parquet").exists()] \
+        if export.is_dir() else []
+    files = [f for folder in running for f in sorted(folder.glob("*.parquet"))]
+    if not files:
+        return pd.DataFrame(columns=list(EXPORT_COLUMNS))
+    found = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    found["horizon"] = found["horizon"].astype(int)
+    found["zeroed_policy_grads"] = found.get("zeroed_policy_grads", pd.Series(0, index=found.index)).fillna(0) \
+        .astype(int)
+    return found[list(EXPORT_COLUMNS)]
+
+
+def report(grid: Grid, out: Path, log) -> Path:
+    """Rebuild `<out>/<grid.name>.md` from the exported stages and the runs kept by the others."""
+    import grid_report  # only here: it imports plotting and rliable
+
+    return grid_report.write_report(grid, out, exported(grid, out), log, kept_runs(grid, out))
+
+
 # ---------------------------------------------------------------------------------------------------- estimate
 # Seconds per full-schedule run on cancer, H = 100, measured by train_speed.py on a quiet machine (benchmarks/README.md,
 # 2026-11-30): {method: (1 seed, 10 vmapped seeds)}. The methods with both serve to calibrate the timed estimates.
@@ -268,16 +291,14 @@ def main(argv=None) -> int:
         grid.folders(out)[1].mkdir(parents=True, exist_ok=True)
         estimate(grid.methods, log).to_csv(grid.folders(out)[1] / "estimate.csv", index=False, float_format="%.4g")
         return 0
-    import grid_report  # only here: it imports plotting and rliable
-
     if args.report:
-        grid_report.write_report(grid, out, exported(grid, out), log)
+        report(grid, out, log)
         return 0
-    rebuild = lambda: grid_report.write_report(grid, out, exported(grid, out), log)
+    rebuild = lambda: report(grid, out, log)
     run_stages(stages, lambda stage: run_stage(grid, stage, out, log), rebuild if grid.report_each else None,
                log)
     if not grid.report_each:
-        grid_report.write_report(grid, out, exported(grid, out), log)
+        report(grid, out, log)
     return 0
 
 

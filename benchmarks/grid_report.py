@@ -93,14 +93,16 @@ def iqm_intervals(found: pd.DataFrame, value: str, reps: int) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------------- sections
-def compute_section(grid, out: Path, metrics: pd.DataFrame) -> str:
+def compute_section(grid, out: Path, metrics: pd.DataFrame, kept: pd.DataFrame) -> str:
     store, export = grid.folders(out)
     estimate = pd.read_csv(export / "estimate.csv").set_index("method") if (export / "estimate.csv").exists() \
         else pd.DataFrame()
     calibration = f"{estimate['calibration'].iloc[0]:.2f}" if "calibration" in estimate else "not estimated yet"
-    main = metrics[metrics["horizon"] == grid.horizon]
+    finished = pd.concat([metrics, kept], ignore_index=True)
+    main = finished[finished["horizon"] == grid.horizon]
     wall = main.groupby(["method", "system"])["wall_time"].max()
-    done = set(map(tuple, metrics[["system", "method", "horizon"]].drop_duplicates().itertuples(index=False)))
+    done = {(s, m, int(h)) for s, m, h in finished[["system", "method", "horizon"]].drop_duplicates()
+            .itertuples(index=False)}
     scanned = runs.scan(store)
     done |= {(s, m, int(h)) for s, m, h, st in zip(scanned["system"], scanned["method"], scanned["horizon"],
                                                    scanned["state"]) if st == "done"}
@@ -161,7 +163,11 @@ def zeroed_paragraph(metrics: pd.DataFrame) -> str:
             + "; ".join(cells) + ".")
 
 
-def task_section(grid, found: pd.DataFrame, reps: int) -> str:
+TASK_HEADER = ["task", "H", "method", "median", "IQM [95 % CI]", "converged", "best-known", "n seeds"]
+
+
+def task_rows(found: pd.DataFrame, reps: int) -> list[list]:
+    """Per (task, H, method) of `found` (`seed_scores`): median, IQM [CI], seeds converged, best-known, seeds."""
     summary = outcomes.summarize(found.drop(columns=["auc"]))
     intervals = iqm_intervals(found, "final", reps).set_index(["system", "horizon", "method"])
     rows = []
@@ -170,6 +176,10 @@ def task_section(grid, found: pd.DataFrame, reps: int) -> str:
         rows.append([s["system"], int(s["horizon"]), s["method"], s["median"], ci(i["value"], i["low"], i["high"]),
                      f"{s['n_converged']}/{s['n_seeds']}", f"{s['best']:.5g} ({s['best_source']})",
                      int(s["n_seeds"])])
+    return rows
+
+
+def task_section(grid, found: pd.DataFrame, reps: int) -> str:
     return "\n\n".join([
         "## Final return per task and method",
         "Final deterministic return (one episode in the true system at the last evaluation), per seed: the median, "
@@ -177,7 +187,22 @@ def task_section(grid, found: pd.DataFrame, reps: int) -> str:
         f"{outcomes.DEFAULT_RTOL:.0%} of |best-known|. Best-known: the reference code's simulator return where PAPER.md §11 gives one (cancer, "
         "mould_fungicide at H = 100, `outcomes.BEST_KNOWN`), else the best final return over the methods run so "
         "far, so that column moves as stages finish.",
-        md_table(["task", "H", "method", "median", "IQM [95 % CI]", "converged", "best-known", "n seeds"], rows)])
+        md_table(TASK_HEADER, task_rows(found, reps))])
+
+
+def interim_section(metrics: pd.DataFrame, kept: pd.DataFrame, reps: int) -> str:
+    """The runs kept so far by stages that have not finished (`grid.kept_runs`), in the per-task table's terms; they
+    enter no normalisation, aggregate or claim until their stage is exported. Best-known is taken over the exported
+    and the kept runs together."""
+    found = seed_scores(pd.concat([metrics, kept], ignore_index=True))
+    runs = kept[["system", "method", "horizon"]].drop_duplicates().astype({"horizon": int})
+    found = found.merge(runs, on=["system", "method", "horizon"])
+    return "\n\n".join([
+        "## Runs of stages still running",
+        "Each finished run of a stage that is still training, in the terms of the table above. These runs enter "
+        "no normalisation, aggregate or claim until every run of their stage has finished: a claim rests on every "
+        "task.",
+        md_table(TASK_HEADER, task_rows(found, reps))])
 
 
 def normalisation_section(norms: pd.DataFrame) -> str:
@@ -363,8 +388,10 @@ def horizon_claims(grid, cells: pd.DataFrame, reps: int) -> list[list]:
 
 
 # ---------------------------------------------------------------------------------------------------- report
-def write_report(grid, out: Path, metrics: pd.DataFrame, log=print) -> Path:
-    """Write `<out>/<grid.name>.md` (and its figures) from the exported metrics; returns the report's path."""
+def write_report(grid, out: Path, metrics: pd.DataFrame, log=print, kept: pd.DataFrame | None = None) -> Path:
+    """Write `<out>/<grid.name>.md` (and its figures) from the exported metrics, and `kept`: the finished runs of
+    stages still running (`grid.kept_runs`, shown apart); returns the report's path."""
+    kept = metrics.iloc[:0] if kept is None else kept
     start = datetime.datetime.now()
 
     def figure(fig, name: str) -> str:
@@ -384,15 +411,19 @@ def write_report(grid, out: Path, metrics: pd.DataFrame, log=print) -> Path:
              f"vmapped seeds per run, TrainConfig defaults{' + ' + str(grid.overrides) if grid.overrides else ''}; "
              f"the return-versus-horizon sweep on {grid.horizon_task} at H in {list(grid.horizons)}. Every number "
              "comes from finished runs; missing methods are marked.",
-             compute_section(grid, out, metrics)]
+             compute_section(grid, out, metrics, kept)]
     if metrics.empty:
         parts.append("No stage has finished yet.")
+        if not kept.empty:
+            parts.append(interim_section(metrics, kept, grid.reps))
     else:
         found = seed_scores(metrics)
         norms = normalisers(found)
         cells = normalised(found, norms)
         agg = Aggregates(grid, cells, grid.reps)
-        parts += [task_section(grid, found, grid.reps), normalisation_section(norms),
+        parts += [task_section(grid, found, grid.reps),
+                  *([interim_section(metrics, kept, grid.reps)] if not kept.empty else []),
+                  normalisation_section(norms),
                   aggregate_section(agg, grid, figure), horizon_section(grid, cells, grid.reps, figure),
                   claims_section(grid, agg, cells, grid.reps)]
         main = metrics[(metrics["system"] == grid.horizon_task) & (metrics["horizon"] == grid.horizon)]

@@ -235,3 +235,36 @@ def test_a_claim_with_parts_not_yet_run_is_settled_by_a_part_that_fails_and_wait
     empty = grid_report.Aggregates(grid, pd.DataFrame(columns=["system", "method", "horizon", "seed", "score",
                                                                "auc_score"]), reps=200)
     assert grid_report._pair_claim(empty, "AWMs beat Markov", pairs)[2] == "not yet run"
+
+
+def test_the_runs_kept_by_a_running_stage_are_reported_apart_and_counted_done(tmp_path, monkeypatch):
+    """grid.kept_runs reads only the stages not yet exported; the report lists their runs in a table of their own
+    (seeds converged against the known cancer optimum) and counts them done in Compute, outside every aggregate."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import grid
+    import grid_report
+
+    export = grid.FULL.folders(tmp_path)[1]
+
+    def run(method, finals, horizon=100):
+        return pd.DataFrame([{"system": "cancer", "method": method, "horizon": horizon, "seed": seed,
+                              "env_steps": step, "return": final if step == 64 else -60.0, "model_loss": 0.0,
+                              "policy_grad_norm": 1.0, "cosine_to_simulator": 1.0,
+                              "relative_error_to_simulator": 0.0, "wall_time": 10.0 * step}
+                             for seed, final in enumerate(finals) for step in (32, 64)])
+
+    (export / "simulator").mkdir(parents=True)  # exported: its leftover folder is not read again
+    run("simulator", [-20.7] * 10).assign(zeroed_policy_grads=0).to_parquet(export / "simulator.parquet")
+    run("simulator", [-99.0] * 10).to_parquet(export / "simulator" / "stale.parquet")
+    (export / "awm-transformer").mkdir()
+    run("awm-transformer", [-20.7] * 7 + [-53.0] * 3).to_parquet(export / "awm-transformer" / "cancer.parquet")
+    kept = grid.kept_runs(grid.FULL, tmp_path)
+    assert list(kept.columns) == list(grid.EXPORT_COLUMNS) and set(kept["method"]) == {"awm-transformer"}
+    assert (kept["zeroed_policy_grads"] == 0).all()  # a run that logged none
+    metrics = grid.exported(grid.FULL, tmp_path)
+    table = check_tables(grid_report.interim_section(metrics, kept, reps=200), 1)[0]
+    assert table[1][:3] == ["cancer", "100", "awm-transformer"] and table[1][5] == "7/10" and table[1][-1] == "10"
+    compute = check_tables(grid_report.compute_section(grid.FULL, tmp_path, metrics, kept), 1)[0]
+    row = next(r for r in compute if r[0] == "awm-transformer")
+    assert row[3] == "640 (1)" and row[6] == "1/13"  # measured here: the kept run's wall time; 1 of 13 runs done
+    assert grid.kept_runs(grid.FULL, tmp_path / "elsewhere").empty
