@@ -74,7 +74,7 @@ FULL = Study("physics", tuple(Cell("physics", name, None, d, (HORIZON,)) for nam
              title="Rigid-body physics: world-model policy gradients on Brax systems", script="benchmarks/physics.py")
 COST_STAGE = "cost"
 SAMPLES = 32
-BPO_METHODS = ("simulator", "markov", "hwm-transformer", "awm-rnn", "awm-transformer")
+BPO_METHODS = ("simulator", "awm-rnn", "hwm-transformer", "awm-transformer", "markov")  # the AWM-vs-HWM answer first
 AWMS = ("awm-rnn", "awm-transformer")
 BPO_COLUMNS = ("system", "method", "stabiliser", "horizon", "seed", "env_steps", "return", "model_loss",
                "policy_grad_norm", "wall_time", "zeroed_policy_grads")
