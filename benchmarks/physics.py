@@ -283,9 +283,10 @@ def write_report(study: Study, out: Path, log=print) -> Path:
         lines += [f"jax.jit(jax.vmap(jax.grad(J))) over {SAMPLES} open-loop action sequences at H = {HORIZON}; "
                   "compile and run measured on the machine named in benchmarks/README.md, memory from XLA's "
                   "buffer assignment.", "",
-                  "| system | D | A | compile s | run s | XLA memory MB |", "|---|---:|---:|---:|---:|---:|"]
+                  "| system | D | A | compile s | run s | ms per gradient | XLA memory MB |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
         lines += [f"| {r.system} | {r.state_dim} | {r.action_dim} | {r.compile_s:.1f} | {r.run_s:.3g} | "
-                  f"{r.memory_mb:.1f} |" for r in table.itertuples()]
+                  f"{1e3 * r.run_s / r.samples:.3g} | {r.memory_mb:.1f} |" for r in table.itertuples()]
     else:
         lines += [f"Not measured yet (`python benchmarks/physics.py --stages {COST_STAGE}`)."]
     sim = simulator_export(study, out)
