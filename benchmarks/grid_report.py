@@ -199,7 +199,7 @@ def interim_section(metrics: pd.DataFrame, kept: pd.DataFrame, reps: int) -> str
     found = found.merge(runs, on=["system", "method", "horizon"])
     return "\n\n".join([
         "## Runs of stages still running",
-        "Each finished run of a stage that is still training, in the terms of the table above. These runs enter "
+        "Each finished run of a stage that is still training, in the terms of the per-task table. These runs enter "
         "no normalisation, aggregate or claim until every run of their stage has finished: a claim rests on every "
         "task.",
         md_table(TASK_HEADER, task_rows(found, reps))])
