@@ -119,7 +119,10 @@ def _confound_note(question: str, confound: pd.DataFrame, fights: pd.DataFrame) 
             f"{len(decisive)} decisive duels also fits better; {int(measured['capped'].sum())} of "
             f"{int(measured['fits'].sum())} fits stopped at the epoch cap.")
     if winner_fits_better == len(decisive) and (measured["rho"] > 0).all():
-        note += " So these verdicts may measure how well each class fits within the cap, not its gradient."
+        note += (" So these verdicts may measure how well each class fits within the cap, not its gradient."
+                 if measured["capped"].sum() else
+                 " Every fit reached its validation plateau, so no longer fit would change this, but these verdicts "
+                 "may still measure how well each class fits, not its gradient.")
     return note
 
 
