@@ -121,8 +121,8 @@ def _confound_note(question: str, confound: pd.DataFrame, fights: pd.DataFrame) 
     if winner_fits_better == len(decisive) and (measured["rho"] > 0).all():
         note += (" So these verdicts may measure how well each class fits within the cap, not its gradient."
                  if measured["capped"].sum() else
-                 " Every fit reached its validation plateau, so no longer fit would change this, but these verdicts "
-                 "may still measure how well each class fits, not its gradient.")
+                 " Every fit stopped on its validation plateau, so the cap is not the cause; these verdicts "
+                 "may still measure how well each class fits at its plateau, not its gradient.")
     return note
 
 

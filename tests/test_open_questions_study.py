@@ -90,7 +90,7 @@ def test_the_fit_confound_is_measured_and_said_when_the_better_fitting_model_win
     assert "ρ between fit ratio and 1 − cosine, 1 for the same ranking: 0.5 at σ = 0.05, H = 100" in text
     assert "may measure how well each class fits within the cap" in text
     converged = " ".join(report.answers(table, fights.reset_index(), ["noise"], report.fit_confound(rows)))
-    assert "0 of 30 fits stopped" in converged and "reached its validation plateau" in converged  # no cap to blame
+    assert "0 of 30 fits stopped" in converged and "stopped on its validation plateau" in converged  # no cap to blame
     worse = rows.assign(fit_ratio=np.where(rows["method"] == "awm-rnn", 0.4, rows["fit_ratio"]))  # wins, fits worse
     table = report.cells(worse, reps=200)
     text = " ".join(report.answers(table, report.duels(worse, table, reps=200), ["noise"], report.fit_confound(worse)))
