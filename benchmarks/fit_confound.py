@@ -86,19 +86,18 @@ def write_report(out: Path, log=print) -> Path:
     import open_questions_report
 
     longer = audited(STUDY, out)
-    path = open_questions_report.write_report(STUDY, out, longer, log=lambda _: None)
+    seeds = f"{longer['seed'].nunique()} of {STUDY.seeds}"
+    partial = not (STUDY.folders(out)[1] / f"{CELL.stage}.parquet").exists()  # the seeds kept so far
+    path = open_questions_report.write_report(
+        STUDY, out, longer, log=lambda _: None,
+        status=f"Seeds audited so far: {seeds}; every table is over them (the stage is exported when all are)."
+        if partial else None)
     capped = open_questions.exported(open_questions.FULL, out)
     capped = capped[(capped["question"] == CELL.question) & (capped["setting"] == float(CELL.setting))]
-    seeds = f"{longer['seed'].nunique()} of {STUDY.seeds}"
     lines = [f"Seeds audited with the {CAP}-epoch cap: {seeds}.", ""]
     if len(longer) and len(capped):
         lines += side_by_side(capped, longer, STUDY.reps)
-    text = path.read_text()
-    if not (STUDY.folders(out)[1] / f"{CELL.stage}.parquet").exists():  # the seeds kept so far, not the stage
-        text = text.replace(f"Stages exported: {CELL.stage}. Remaining: none.",
-                            f"Seeds audited so far: {seeds}; every table is over them (the stage is exported when "
-                            "all are).")
-    path.write_text(text + "\n" + "\n".join(lines) + "\n")
+    path.write_text(path.read_text() + "\n" + "\n".join(lines) + "\n")
     log(f"report: {path}")
     return path
 

@@ -145,13 +145,17 @@ def write_stage(frames: list[pd.DataFrame], failed: list[tuple[str, str]], expor
     """Write a finished stage: its runs' metrics (`constant` columns added) as `<export>/<stage>.parquet` with
     `columns`, and its failed runs, (name, error) pairs, as `<stage>-failed.csv`."""
     export.mkdir(parents=True, exist_ok=True)
-    metrics = pd.concat(frames, ignore_index=True).assign(**constant)
-    metrics["horizon"] = metrics["horizon"].astype(int)
-    zeroed = metrics.get("zeroed_policy_grads", pd.Series(0, index=metrics.index))  # baselines log no such column
-    metrics["zeroed_policy_grads"] = zeroed.fillna(0).astype(int)
+    metrics = tidy(pd.concat(frames, ignore_index=True).assign(**constant))
     metrics[list(columns)].to_parquet(export / f"{stage}.parquet", index=False)
     if failed:
         pd.DataFrame(failed, columns=["name", "error"]).to_csv(export / f"{stage}-failed.csv", index=False)
+
+
+def tidy(metrics: pd.DataFrame) -> pd.DataFrame:
+    """`metrics` with an integer horizon and `zeroed_policy_grads` counts, 0 where a run logged none (the
+    baselines have no such column)."""
+    zeroed = metrics.get("zeroed_policy_grads", pd.Series(0, index=metrics.index))
+    return metrics.assign(horizon=metrics["horizon"].astype(int), zeroed_policy_grads=zeroed.fillna(0).astype(int))
 
 
 def read_exports(export: Path, columns) -> pd.DataFrame:
@@ -185,10 +189,7 @@ def run_stages(stages: list[str], run_one, rebuild, log) -> None:
 
 def exported(grid: Grid, out: Path) -> pd.DataFrame:
     """Every exported stage's per-seed metrics, concatenated (empty frame with EXPORT_COLUMNS when none)."""
-    found = read_exports(grid.folders(out)[1], EXPORT_COLUMNS)
-    zeroed = found.get("zeroed_policy_grads", pd.Series(0, index=found.index))
-    found["zeroed_policy_grads"] = zeroed.fillna(0).astype(int)
-    return found
+    return tidy(read_exports(grid.folders(out)[1], EXPORT_COLUMNS))
 
 
 def kept_runs(grid: Grid, out: Path) -> pd.DataFrame:
@@ -200,11 +201,7 @@ def kept_runs(grid: Grid, out: Path) -> pd.DataFrame:
     files = [f for folder in running for f in sorted(folder.glob("*.parquet"))]
     if not files:
         return pd.DataFrame(columns=list(EXPORT_COLUMNS))
-    found = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-    found["horizon"] = found["horizon"].astype(int)
-    found["zeroed_policy_grads"] = found.get("zeroed_policy_grads", pd.Series(0, index=found.index)).fillna(0) \
-        .astype(int)
-    return found[list(EXPORT_COLUMNS)]
+    return tidy(pd.concat([pd.read_parquet(f) for f in files], ignore_index=True))[list(EXPORT_COLUMNS)]
 
 
 def report(grid: Grid, out: Path, log) -> Path:

@@ -217,8 +217,9 @@ def answers(table: pd.DataFrame, fights: pd.DataFrame, questions, confound: pd.D
     return lines
 
 
-def write_report(study, out: Path, rows: pd.DataFrame, log=print) -> Path:
-    """Write `<out>/<study.name>.md` and its figure from the exported rows; returns the report's path."""
+def write_report(study, out: Path, rows: pd.DataFrame, log=print, status: str | None = None) -> Path:
+    """Write `<out>/<study.name>.md` and its figure from the exported rows; returns the report's path. `status`
+    replaces the line naming the stages exported (for rows that are not a whole exported stage)."""
     path = out / f"{study.name}.md"
     done = [c.stage for c in study.cells if len(rows) and
             ((rows["question"] == c.question) & (rows["setting"] == float(c.setting))).any()]
@@ -230,7 +231,8 @@ def write_report(study, out: Path, rows: pd.DataFrame, log=print) -> Path:
              f"docstrings of `{study.script}` and `benchmarks/open_questions_report.py`). "
              f"{study.seeds} seeds per cell; models: {', '.join(study.models)}"
              + (f"; systems by state dimension D: {', '.join(systems)}" if systems else "") + ".", "",
-             f"Stages exported: {', '.join(done) or 'none'}. Remaining: {', '.join(remaining) or 'none'}.", ""]
+             status or f"Stages exported: {', '.join(done) or 'none'}. Remaining: {', '.join(remaining) or 'none'}.",
+             ""]
     if not len(rows):
         path.write_text("\n".join(lines))
         return path
