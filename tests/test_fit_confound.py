@@ -32,6 +32,13 @@ def test_the_refit_changes_only_the_cap_of_the_open_questions_cell():
     assert study.cells == (open_questions.DIMENSION[8],) and study.models == full.models
     assert study.config == dataclasses.replace(full.config, fit_epochs=fit_confound.CAP) and study.seeds == full.seeds
     assert study.folders(Path("x")) != full.folders(Path("x"))  # its own folders: nothing of the study is touched
+    # the Markov ladder: the same audit with only the cap and the model list changed; Markov first in MODELS, so it
+    # gets the same fit key (fold_in(k_fit, 0)) and each rung is the first epochs of the same fit
+    assert full.models[0] == "markov" and len({m.folders(Path("x")) for m in (study, *fit_confound.MATCHED)}) == 5
+    for rung in fit_confound.MATCHED:
+        assert rung.models == ("markov",) and rung.cells == study.cells and rung.seeds == study.seeds
+        assert rung.config == dataclasses.replace(study.config, fit_epochs=rung.config.fit_epochs)
+        assert rung.config.fit_epochs < 300
 
 
 def test_both_caps_side_by_side_on_the_seeds_both_have(tmp_path):
@@ -51,3 +58,25 @@ def test_both_caps_side_by_side_on_the_seeds_both_have(tmp_path):
     assert (before, verdict_before) == ("0 [0, 0]", "AWM worse")
     assert after.startswith("0.5 [") and verdict_after == "inconclusive"
     assert fit_confound.audited(fit_confound.STUDY, tmp_path / "elsewhere").empty
+
+
+def test_each_awm_meets_the_best_markov_rung_that_fits_no_better_than_it(tmp_path):
+    """Known answers: the AWM-RNN fits at 0.004 with cosine 0.97. The Markov ladder: 0.01 (cap 80, cosine 0.95), 0.005
+    (cap 160, 0.97), 0.002 (cap 300, 0.99), 0.001 (plateau, 0.99). Matched to the cap-160 rung, which fits no better
+    than it, the AWM-RNN ties (P = 0.5, inconclusive); against a cap-160 rung at 0.99 it is worse (P = 0)."""
+    longer = _rows(0.97, 0.004, 700, range(6))
+    capped = _rows(0.97, 0.006, 300).assign(fit_ratio=lambda f: f["fit_ratio"].where(f["method"] != "markov", 0.002))
+    rung = lambda ratio, cosine: _rows(cosine, ratio, 80)[lambda f: f["method"] == "awm-rnn"].assign(method="markov")
+    rungs = {80: rung(0.01, 0.95), 160: rung(0.005, 0.97)}
+    markov = fit_confound.ladder(capped, longer, rungs)
+    assert sorted(markov["cap"].unique()) == [80, 160, 300, fit_confound.CAP] and markov["seed"].max() == 5
+    rows, pairs = fit_confound.matched(longer, markov, reps=200)
+    assert (pairs["cap"] == 160).all() and len(pairs) == 6 and (pairs["markov_fit"] >= pairs["awm_fit"]).all()
+    (awm, seeds, awm_fit, markov_fit, caps, *_, p, outcome), = rows
+    assert (awm, seeds, awm_fit, markov_fit, caps) == ("awm-rnn", 6, "0.004", "0.005", "160 ×6")
+    assert p.startswith("0.5 [") and outcome == "inconclusive"
+    rungs[160] = rung(0.005, 0.99)
+    (*_, p, outcome), = fit_confound.matched(longer, fit_confound.ladder(capped, longer, rungs), reps=200)[0]
+    assert p == "0 [0, 0]" and outcome == "AWM worse"
+    lines = "\n".join(fit_confound.matched_section(capped, longer, rungs, reps=200))
+    assert "| 160 | 6 | 0.005 |" in lines and "| awm-rnn | 6 | 0.004 | 0.005 | 160 ×6 |" in lines
