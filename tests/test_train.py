@@ -104,6 +104,19 @@ def test_remat_changes_speed_not_results(x64):
         TrainConfig(remat="yes")
 
 
+def test_turning_the_simulator_comparison_off_changes_the_logs_not_the_run(x64):
+    """Without the comparison no simulator gradient is computed: the run is the same (float64: to rounding), and the
+    cosine and relative error it did not measure are NaN, never a made-up agreement."""
+    compared, alone = (train(TrainConfig(**{**SMALL, "method": "markov", "total_steps": 128,
+                                            "compare_to_simulator": c}), progress=False) for c in (True, False))
+    learning = compared["policy_grad_norm"].notna()
+    assert learning.any() and compared.loc[learning, "cosine_to_simulator"].between(-1, 1).all()
+    assert (compared.loc[learning, "relative_error_to_simulator"] >= 0).all()
+    assert alone[["cosine_to_simulator", "relative_error_to_simulator"]].isna().all().all()
+    for column in ("return", "model_loss", "policy_grad_norm"):
+        np.testing.assert_allclose(alone[column], compared[column], rtol=1e-9, atol=1e-12, err_msg=column)
+
+
 def test_nan_in_model_params_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     poison_at = 192
     real = loop.make_trainer

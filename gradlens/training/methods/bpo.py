@@ -60,7 +60,8 @@ class BPOConfig:
     policy_time_input: str = "raw"  # the MLP reads the step index raw (the paper) or t / H ("unit"; docs/fidelity.md)
     policy_input_grad: str | float = "stop"
     nonfinite_policy_grad: str = "stop"  # "stop" the run, or "zero" non-finite entries and go on (the reference)
-    compare_to_simulator: bool = True  # log cosine / relative error of each model gradient to the simulator's
+    compare_to_simulator: bool = True  # log cosine / relative error of each model gradient to the simulator's (NaN
+    # when False: the extra simulator gradient per update is skipped)
     remat: bool = True  # recompute imagined rollout steps in the backward pass (gradlens.rollout): less memory traffic
     # Stabilisers (issue 21, docs/stability.md), off by default; grad_clip above is the fourth.
     discount: float = 1.0  # γ in (0, 1] on the imagined return
@@ -217,11 +218,13 @@ def _policy_step(p: _Parts, state: TrainState, i, key, n_episodes) -> TrainState
     args = (state.buffer_states[idx, 0], k_roll, H, bpo.entropy_coef, bpo.policy_input_grad, reverse_mode(bpo.remat),
             bpo.discount, bpo.truncate)
     grad, stats = policy_gradient(state.policy_params, p.policy, dynamics, *args)
-    if p.model is not None and bpo.compare_to_simulator:
+    if p.model is None:  # the simulator's gradient is the reference
+        cosine, rel_err = jnp.ones((), p.s1.dtype), jnp.zeros((), p.s1.dtype)
+    elif bpo.compare_to_simulator:
         reference, _ = policy_gradient(state.policy_params, p.policy, p.system, *args)
         cosine, rel_err = gradient_agreement(grad, reference)
-    else:
-        cosine, rel_err = jnp.ones((), p.s1.dtype), jnp.zeros((), p.s1.dtype)
+    else:  # not measured: NaN in the logs, never a made-up agreement
+        cosine = rel_err = jnp.full((), jnp.nan, p.s1.dtype)
     grad, state = _checked(p, state, i, grad, stats.grad_norm, cosine, rel_err)
     if bpo.update_rule == "natural":  # the Fisher at the sampled episodes' real states
         visited = state.buffer_states[idx, :-1]  # [B, H, O]
