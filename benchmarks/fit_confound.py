@@ -19,7 +19,9 @@ alone is audited again on the same seeds with caps of 20, 40, 80 and 160 epochs 
 the first epochs of the same fit: a ladder of ever better fits of one model). Per seed and AWM, its matched Markov
 model is the best-fitting rung of the ladder (with the 300- and 1500-epoch fits) that fits no better than the AWM.
 If the AWM's gradient is still further from the simulator's than that handicapped Markov model's, fit does not
-explain the gap; if the duel turns inconclusive, fit does.
+explain the gap; if the duel turns inconclusive, fit does. The same ladder is built on the open-questions cells of
+cancer without process noise (σ = 0, H = 100) and lorenz96 at N = 16, where AWMs are "worse" than the Markov model
+too, against the AWMs of those cells' audits (300-epoch cap).
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ import pandas as pd
 from gradlens import compilation_cache, outcomes
 
 import open_questions
-from open_questions import DIMENSION, ROW_COLUMNS, Study, run_stage
+from open_questions import DIMENSION, ROW_COLUMNS, Cell, Study, run_stage
 
 CAP = 1500
 CELL = DIMENSION[8]
@@ -42,23 +44,25 @@ STUDY = Study("fit_confound", (CELL,), open_questions.MODELS, seeds=10,
               config=dataclasses.replace(open_questions.CONFIG, fit_epochs=CAP), fit_bars=open_questions.FULL.fit_bars,
               title=f"Fit or gradient? lorenz96 at N = 8, H = 10, refitted with a {CAP}-epoch cap",
               script="benchmarks/fit_confound.py")
-# the Markov model's ladder: its validation loss at epochs 20, 40, 80 and 160 is about 30, 15, 7 and 3.6x its plateau's
-# (seeds 0-2), and the AWMs' plateaus are 4-7x its plateau: the rungs bracket them. Index 0 in MODELS, so the same
-# fit key as in the full audits
-MATCHED = tuple(dataclasses.replace(STUDY, name=f"fit_confound/markov-{cap}", models=("markov",),
-                                    config=dataclasses.replace(STUDY.config, fit_epochs=cap))
+# the Markov model's ladder, on this cell and on the open-questions cells where AWMs are "worse" than it too: on
+# lorenz96 its validation loss at epochs 20, 40, 80 and 160 is about 30, 15, 7 and 3.6x its plateau's (seeds 0-2), and
+# the AWMs' plateaus are 4-7x its plateau, so the rungs bracket them. Markov is first in MODELS, so it gets the same fit
+# key as in the six-model audits
+MATCHED_CELLS = (CELL, open_questions.NOISE[0], DIMENSION[16])
+MATCHED = tuple(dataclasses.replace(STUDY, name=f"fit_confound/markov-{cap}", cells=MATCHED_CELLS, models=("markov",),
+                                    config=dataclasses.replace(open_questions.CONFIG, fit_epochs=cap))
                 for cap in (20, 40, 80, 160))
 
 
-def audited(study: Study, out: Path) -> pd.DataFrame:
-    """The cell's rows: the exported stage, else the seeds kept so far (`fit_passes` against the study's bar)."""
+def audited(study: Study, out: Path, cell: Cell = CELL) -> pd.DataFrame:
+    """`cell`'s rows: the exported stage, else the seeds kept so far (`fit_passes` against the study's bar)."""
     export = study.folders(out)[1]
-    target = export / f"{CELL.stage}.parquet"
-    files = [target] if target.exists() else sorted((export / CELL.stage).glob("seed*.parquet"))
+    target = export / f"{cell.stage}.parquet"
+    files = [target] if target.exists() else sorted((export / cell.stage).glob("seed*.parquet"))
     if not files:
         return pd.DataFrame(columns=list(ROW_COLUMNS))
     rows = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-    rows["fit_passes"] = rows["fit_ratio"] <= study.fit_bars[CELL.question]
+    rows["fit_passes"] = rows["fit_ratio"] <= study.fit_bars[cell.question]
     return rows
 
 
@@ -95,13 +99,11 @@ def side_by_side(capped: pd.DataFrame, longer: pd.DataFrame, reps: int) -> list[
                       f"fit (AWM / it, {CAP})"], duels), ""]
 
 
-def ladder(capped: pd.DataFrame, longer: pd.DataFrame, rungs: dict[int, pd.DataFrame]) -> pd.DataFrame:
-    """The Markov model's rows of every cap, one column `cap` more: `rungs` (cap -> the matched audits' rows), the
-    300-epoch audit (`capped`) and the 1500-epoch one (`longer`), on the seeds `longer` has."""
-    parts = {**rungs, 300: capped, CAP: longer}
+def ladder(parts: dict[int, pd.DataFrame], seeds) -> pd.DataFrame:
+    """The Markov model's rows of every cap (`parts`: cap -> audit rows), one column `cap` more, on `seeds`."""
     frame = pd.concat([f[f["method"] == "markov"].assign(cap=cap) for cap, f in sorted(parts.items()) if len(f)],
                       ignore_index=True)
-    return frame[frame["seed"].isin(set(longer["seed"]))]
+    return frame[frame["seed"].isin(set(seeds))]
 
 
 def _iqm(values: np.ndarray, reps: int) -> str:
@@ -112,8 +114,8 @@ def _iqm(values: np.ndarray, reps: int) -> str:
     return ci(row["value"], row["low"], row["high"])
 
 
-def matched(longer: pd.DataFrame, markov: pd.DataFrame, reps: int) -> tuple[list[list], pd.DataFrame]:
-    """Per AWM of `longer`: on each seed, the rung of the Markov ladder (`markov`, from `ladder`) with the lowest fit
+def matched(awms: pd.DataFrame, markov: pd.DataFrame, reps: int) -> tuple[list[list], pd.DataFrame]:
+    """Per AWM of `awms`: on each seed, the rung of the Markov ladder (`markov`, from `ladder`) with the lowest fit
     ratio not below the AWM's (seeds where every rung fits better are left out). Returns the table rows [AWM, seeds,
     AWM's median fit ratio, the matched Markov's, caps used, IQM cosine of each, P(AWM's cosine > the matched
     Markov's) [95 % CI], outcome] and the matched pairs (awm, seed, cap, both cosines)."""
@@ -122,7 +124,7 @@ def matched(longer: pd.DataFrame, markov: pd.DataFrame, reps: int) -> tuple[list
     from grid_report import ci
 
     pairs = []
-    for (awm, seed), row in longer[longer["method"].isin(report.AWMS)].groupby(["method", "seed"]):
+    for (awm, seed), row in awms[awms["method"].isin(report.AWMS)].groupby(["method", "seed"]):
         rungs = markov[(markov["seed"] == seed) & (markov["fit_ratio"] >= row["fit_ratio"].iloc[0])]
         if len(rungs):
             rung = rungs.loc[rungs["fit_ratio"].idxmin()]
@@ -143,27 +145,28 @@ def matched(longer: pd.DataFrame, markov: pd.DataFrame, reps: int) -> tuple[list
     return rows, pairs
 
 
-def matched_section(capped: pd.DataFrame, longer: pd.DataFrame, rungs: dict[int, pd.DataFrame], reps: int) -> list[str]:
-    """Markdown lines: the Markov ladder (per cap: seeds, median fit ratio, IQM cosine) and the fit-matched duels."""
+def matched_section(where: str, awms: pd.DataFrame, parts: dict[int, pd.DataFrame], reps: int, fits: str) -> list[str]:
+    """Markdown lines for one cell (`where`): the Markov ladder of `parts` (cap -> audit rows; per cap: seeds, median
+    fit ratio, IQM cosine) and the fit-matched duels of the AWMs of `awms`, whose fits `fits` describes."""
     from grid_report import md_table
 
-    markov = ladder(capped, longer, rungs)
+    markov = ladder(parts, awms["seed"])
     steps = [[cap, part["seed"].nunique(), f"{part['fit_ratio'].median():.3g}",
               _iqm(part.sort_values("seed")["cosine"].to_numpy(float)[:, None], reps)]
              for cap, part in markov.groupby("cap")]
-    rows, _ = matched(longer, markov, reps)
+    rows, _ = matched(awms, markov, reps)
     worse = sum(r[-1] == "AWM worse" for r in rows)
-    verdict = (f"{worse} of the {len(rows)} AWMs stay \"AWM worse\" against a Markov model that fits no better: "
-               "for them the gap is not fit alone." if worse else
-               f"none of the {len(rows)} AWMs stays \"AWM worse\" (outcomes below): fit explains the gap at the "
-               "plateau, and any difference due to the architecture is below what these seeds resolve.")
-    return ["## Fits matched: the AWMs against a Markov model that fits no better", "",
+    verdict = (f"{worse} of the {len(rows)} AWMs {'stays' if worse == 1 else 'stay'} \"AWM worse\" against a Markov "
+               "model that fits no better: there the gap is not fit alone." if worse else
+               f"none of the {len(rows)} AWMs stays \"AWM worse\" (outcomes below): fit explains the gap, and any "
+               "difference due to the architecture is below what these seeds resolve.")
+    return [f"## Fits matched on {where}: the AWMs against a Markov model that fits no better", "",
             f"With fits matched, {verdict}", "",
             "The Markov model audited again on the same seeds with shorter caps: each rung is the first epochs of the "
-            f"same fit (same key). Cap {CAP}: its fit at the plateau.", "",
+            f"same fit (same key). {fits}", "",
             md_table(["Markov cap (epochs)", "seeds", "median fit ratio", "IQM cosine [95 % CI]"], steps), "",
-            "Per seed, each AWM (at its plateau) against the best-fitting Markov rung that fits no better than it "
-            "(seeds where every rung fits better are left out); P(AWM's cosine > the matched Markov's) [95 % CI].", "",
+            "Per seed, each AWM against the best-fitting Markov rung that fits no better than it (seeds where every "
+            "rung fits better are left out); P(AWM's cosine > the matched Markov's) [95 % CI].", "",
             md_table(["AWM", "seeds", "AWM fit ratio", "matched Markov fit ratio", "caps used (× seeds)",
                       "AWM IQM cosine", "matched Markov IQM cosine", "P(AWM > Markov)", "outcome"], rows), ""]
 
@@ -179,14 +182,23 @@ def write_report(out: Path, log=print) -> Path:
         STUDY, out, longer, log=lambda _: None,
         status=f"Seeds audited so far: {seeds}; every table is over them (the stage is exported when all are)."
         if partial else None)
-    capped = open_questions.exported(open_questions.FULL, out)
-    capped = capped[(capped["question"] == CELL.question) & (capped["setting"] == float(CELL.setting))]
+    first = open_questions.exported(open_questions.FULL, out)
+    in_cell = lambda cell: first[(first["question"] == cell.question) & (first["setting"] == float(cell.setting))]
+    rungs = lambda cell: {m.config.fit_epochs: audited(m, out, cell) for m in MATCHED}
+    capped = in_cell(CELL)
     lines = [f"Seeds audited with the {CAP}-epoch cap: {seeds}.", ""]
     if len(longer) and len(capped):
         lines += side_by_side(capped, longer, STUDY.reps)
-        rungs = {study.config.fit_epochs: audited(study, out) for study in MATCHED}
-        if any(len(f) for f in rungs.values()):
-            lines += matched_section(capped, longer, rungs, STUDY.reps)
+        if any(len(f) for f in rungs(CELL).values()):
+            lines += matched_section("lorenz96 (N = 8, H = 10)", longer, {**rungs(CELL), 300: capped, CAP: longer},
+                                     STUDY.reps, f"The AWMs' fits: at their plateau (cap {CAP}); cap {CAP}: the "
+                                     "Markov model's plateau.")
+    for cell in MATCHED_CELLS[1:]:  # against the open-questions audits
+        if len(in_cell(cell)) and any(len(f) for f in rungs(cell).values()):
+            where = (f"{cell.system} ({open_questions_report._fmt_setting(cell.question, cell.setting)}, "
+                     f"H = {cell.horizons[-1]})")
+            lines += matched_section(where, in_cell(cell), {**rungs(cell), 300: in_cell(cell)}, STUDY.reps,
+                                     "The AWMs' fits: the open-questions audit's, with its 300-epoch cap.")
     path.write_text(path.read_text() + "\n" + "\n".join(lines) + "\n")
     log(f"report: {path}")
     return path
@@ -201,8 +213,10 @@ def main(argv=None) -> int:
     log = lambda line: print(line, flush=True)
     compilation_cache.enable()
     if not args.report:
-        for study in (STUDY, *MATCHED):
-            run_stage(study, CELL.stage, out, log)
+        run_stage(STUDY, CELL.stage, out, log)
+        for cell in MATCHED_CELLS:
+            for study in MATCHED:
+                run_stage(study, cell.stage, out, log)
     write_report(out, log)
     return 0
 

@@ -35,8 +35,9 @@ def test_the_refit_changes_only_the_cap_of_the_open_questions_cell():
     # the Markov ladder: the same audit with only the cap and the model list changed; Markov first in MODELS, so it
     # gets the same fit key (fold_in(k_fit, 0)) and each rung is the first epochs of the same fit
     assert full.models[0] == "markov" and len({m.folders(Path("x")) for m in (study, *fit_confound.MATCHED)}) == 5
+    assert fit_confound.MATCHED_CELLS == (study.cells[0], open_questions.NOISE[0], open_questions.DIMENSION[16])
     for rung in fit_confound.MATCHED:
-        assert rung.models == ("markov",) and rung.cells == study.cells and rung.seeds == study.seeds
+        assert rung.models == ("markov",) and rung.cells == fit_confound.MATCHED_CELLS and rung.seeds == study.seeds
         assert rung.config == dataclasses.replace(study.config, fit_epochs=rung.config.fit_epochs)
         assert rung.config.fit_epochs < 300
 
@@ -68,7 +69,8 @@ def test_each_awm_meets_the_best_markov_rung_that_fits_no_better_than_it(tmp_pat
     capped = _rows(0.97, 0.006, 300).assign(fit_ratio=lambda f: f["fit_ratio"].where(f["method"] != "markov", 0.002))
     rung = lambda ratio, cosine: _rows(cosine, ratio, 80)[lambda f: f["method"] == "awm-rnn"].assign(method="markov")
     rungs = {80: rung(0.01, 0.95), 160: rung(0.005, 0.97)}
-    markov = fit_confound.ladder(capped, longer, rungs)
+    parts = lambda: {**rungs, 300: capped, fit_confound.CAP: longer}
+    markov = fit_confound.ladder(parts(), longer["seed"])
     assert sorted(markov["cap"].unique()) == [80, 160, 300, fit_confound.CAP] and markov["seed"].max() == 5
     rows, pairs = fit_confound.matched(longer, markov, reps=200)
     assert (pairs["cap"] == 160).all() and len(pairs) == 6 and (pairs["markov_fit"] >= pairs["awm_fit"]).all()
@@ -76,7 +78,7 @@ def test_each_awm_meets_the_best_markov_rung_that_fits_no_better_than_it(tmp_pat
     assert (awm, seeds, awm_fit, markov_fit, caps) == ("awm-rnn", 6, "0.004", "0.005", "160 ×6")
     assert p.startswith("0.5 [") and outcome == "inconclusive"
     rungs[160] = rung(0.005, 0.99)
-    (*_, p, outcome), = fit_confound.matched(longer, fit_confound.ladder(capped, longer, rungs), reps=200)[0]
+    (*_, p, outcome), = fit_confound.matched(longer, fit_confound.ladder(parts(), range(6)), reps=200)[0]
     assert p == "0 [0, 0]" and outcome == "AWM worse"
-    lines = "\n".join(fit_confound.matched_section(capped, longer, rungs, reps=200))
+    lines = "\n".join(fit_confound.matched_section("lorenz96", longer, parts(), 200, "At their plateau."))
     assert "| 160 | 6 | 0.005 |" in lines and "| awm-rnn | 6 | 0.004 | 0.005 | 160 ×6 |" in lines
