@@ -20,8 +20,8 @@ the first epochs of the same fit: a ladder of ever better fits of one model). Pe
 model is the best-fitting rung of the ladder (with the 300- and 1500-epoch fits) that fits no better than the AWM.
 If the AWM's gradient is still further from the simulator's than that handicapped Markov model's, fit does not
 explain the gap; if the duel turns inconclusive, fit does. The same ladder is built on the open-questions cells of
-cancer without process noise (σ = 0, H = 100) and lorenz96 at N = 16, where AWMs are "worse" than the Markov model
-too, against the AWMs of those cells' audits (300-epoch cap).
+cancer without process noise (σ = 0, H = 100) and lorenz96 at N = 16 and 32, against the AWMs of those cells' audits
+(300-epoch cap).
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ STUDY = Study("fit_confound", (CELL,), open_questions.MODELS, seeds=10,
 # lorenz96 its validation loss at epochs 20, 40, 80 and 160 is about 30, 15, 7 and 3.6x its plateau's (seeds 0-2), and
 # the AWMs' plateaus are 4-7x its plateau, so the rungs bracket them. Markov is first in MODELS, so it gets the same fit
 # key as in the six-model audits
-MATCHED_CELLS = (CELL, open_questions.NOISE[0], DIMENSION[16])
+MATCHED_CELLS = (CELL, open_questions.NOISE[0], DIMENSION[16], DIMENSION[32])
 MATCHED = tuple(dataclasses.replace(STUDY, name=f"fit_confound/markov-{cap}", cells=MATCHED_CELLS, models=("markov",),
                                     config=dataclasses.replace(open_questions.CONFIG, fit_epochs=cap))
                 for cap in (20, 40, 80, 160))

@@ -35,7 +35,8 @@ def test_the_refit_changes_only_the_cap_of_the_open_questions_cell():
     # the Markov ladder: the same audit with only the cap and the model list changed; Markov first in MODELS, so it
     # gets the same fit key (fold_in(k_fit, 0)) and each rung is the first epochs of the same fit
     assert full.models[0] == "markov" and len({m.folders(Path("x")) for m in (study, *fit_confound.MATCHED)}) == 5
-    assert fit_confound.MATCHED_CELLS == (study.cells[0], open_questions.NOISE[0], open_questions.DIMENSION[16])
+    later = (open_questions.NOISE[0], open_questions.DIMENSION[16], open_questions.DIMENSION[32])
+    assert fit_confound.MATCHED_CELLS == (study.cells[0], *later)
     for rung in fit_confound.MATCHED:
         assert rung.models == ("markov",) and rung.cells == fit_confound.MATCHED_CELLS and rung.seeds == study.seeds
         assert rung.config == dataclasses.replace(study.config, fit_epochs=rung.config.fit_epochs)
