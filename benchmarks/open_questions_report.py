@@ -239,6 +239,8 @@ def write_report(study, out: Path, rows: pd.DataFrame, log=print, status: str | 
     table = cells(rows, study.reps)
     fights = duels(rows, table, study.reps)
     lines += answers(table, fights, list(dict.fromkeys(c.question for c in study.cells)), fit_confound(rows))
+    if study.see_also:
+        lines += [study.see_also, ""]
     page = out / "figures" / f"{study.name}_cosine.html"
     if study.png:
         written = [p for p in plots.write_figures({page: figure(study, table)}, plotlyjs="directory")

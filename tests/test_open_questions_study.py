@@ -58,9 +58,10 @@ def test_cells_read_only_models_that_fit_and_duels_have_their_known_answers(tmp_
     assert fights.loc["hwm-rnn", "outcome"] == "inconclusive" and fights.loc["markov", "outcome"] == "AWM better"
     study = study_module.Study("oq-report", (study_module.Cell("noise", "cancer", "noise_std", 0.05, (100,)),),
                                ("markov", "hwm-rnn", "awm-rnn"), seeds=10, config=AuditConfig(),
-                               fit_bars={"noise": 0.5}, reps=200, png=False)
+                               fit_bars={"noise": 0.5}, reps=200, png=False, see_also="**Tested further** elsewhere.")
     text = report.write_report(study, tmp_path, rows, log=lambda _: None).read_text()
     assert "hwm-rnn at σ = 0.05, H = 100 (5/10)" in text and "1 AWM better" in text
+    assert text.index("1 AWM better") < text.index("\n**Tested further** elsewhere.\n") < text.index("## Figure")
     assert "| hwm-rnn | 0.898 [" in text and "(5/10) ✗" in text
     # a second setting where every cosine is 0.2 lower: the answer states the drop, for models read at both ends
     both = pd.concat([rows, rows.assign(setting=0.1, cosine=rows["cosine"] - 0.2, fit_passes=True)])
