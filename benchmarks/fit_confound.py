@@ -172,7 +172,8 @@ def matched_section(where: str, awms: pd.DataFrame, parts: dict[int, pd.DataFram
 
 
 def write_report(out: Path, log=print) -> Path:
-    """The open-questions report of the refitted cell (the seeds audited so far), then both caps side by side."""
+    """The open-questions report of the refitted cell (the seeds audited so far), both caps side by side, then the
+    fit-matched duels of every cell of MATCHED_CELLS whose ladder and AWM audits exist."""
     import open_questions_report
 
     longer = audited(STUDY, out)
