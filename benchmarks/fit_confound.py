@@ -140,8 +140,7 @@ def matched(awms: pd.DataFrame, markov: pd.DataFrame, reps: int) -> tuple[list[l
         caps = part["cap"].value_counts().sort_index()
         rows.append([awm, len(part), f"{part['awm_fit'].median():.3g}", f"{part['markov_fit'].median():.3g}",
                      ", ".join(f"{c} ×{k}" for c, k in caps.items()), *map(_iqm, scores.values(), [reps] * 2),
-                     ci(p["value"], p["low"], p["high"]),
-                     "AWM better" if p["low"] > 0.5 else "AWM worse" if p["high"] < 0.5 else "inconclusive"])
+                     ci(p["value"], p["low"], p["high"]), report.duel_outcome(p["low"], p["high"])])
     return rows, pairs
 
 
@@ -185,21 +184,22 @@ def write_report(out: Path, log=print) -> Path:
         if partial else None)
     first = open_questions.exported(open_questions.FULL, out)
     in_cell = lambda cell: first[(first["question"] == cell.question) & (first["setting"] == float(cell.setting))]
-    rungs = lambda cell: {m.config.fit_epochs: audited(m, out, cell) for m in MATCHED}
     capped = in_cell(CELL)
     lines = [f"Seeds audited with the {CAP}-epoch cap: {seeds}.", ""]
     if len(longer) and len(capped):
         lines += side_by_side(capped, longer, STUDY.reps)
-        if any(len(f) for f in rungs(CELL).values()):
-            lines += matched_section("lorenz96 (N = 8, H = 10)", longer, {**rungs(CELL), 300: capped, CAP: longer},
-                                     STUDY.reps, f"The AWMs' fits: at their plateau (cap {CAP}); cap {CAP}: the "
-                                     "Markov model's plateau.")
-    for cell in MATCHED_CELLS[1:]:  # against the open-questions audits
-        if len(in_cell(cell)) and any(len(f) for f in rungs(cell).values()):
+    for cell in MATCHED_CELLS:  # the refitted cell's AWMs at their plateau, the others' from the open-questions audits
+        rungs = {m.config.fit_epochs: audited(m, out, cell) for m in MATCHED}
+        if cell == CELL:
+            awms, parts = longer, {300: capped, CAP: longer}
+            fits = f"The AWMs' fits: at their plateau (cap {CAP}); cap {CAP}: the Markov model's plateau."
+        else:
+            awms, parts = in_cell(cell), {300: in_cell(cell)}
+            fits = "The AWMs' fits: the open-questions audit's, with its 300-epoch cap."
+        if len(awms) and any(len(f) for f in rungs.values()):
             where = (f"{cell.system} ({open_questions_report._fmt_setting(cell.question, cell.setting)}, "
                      f"H = {cell.horizons[-1]})")
-            lines += matched_section(where, in_cell(cell), {**rungs(cell), 300: in_cell(cell)}, STUDY.reps,
-                                     "The AWMs' fits: the open-questions audit's, with its 300-epoch cap.")
+            lines += matched_section(where, awms, {**rungs, **parts}, STUDY.reps, fits)
     path.write_text(path.read_text() + "\n" + "\n".join(lines) + "\n")
     log(f"report: {path}")
     return path

@@ -62,6 +62,11 @@ def cells(rows: pd.DataFrame, reps: int) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def duel_outcome(low: float, high: float) -> str:
+    """"AWM better", "AWM worse" or "inconclusive" from the 95 % CI of P(AWM > the other) (`outcomes.verdict`)."""
+    return dict(zip(outcomes.VERDICTS, ("AWM better", "AWM worse", "inconclusive")))[outcomes.verdict(low, high)]
+
+
 def duels(rows: pd.DataFrame, table: pd.DataFrame, reps: int) -> pd.DataFrame:
     """Per (question, setting, horizon): every AWM class against every state-based class, both read there:
     P(AWM cosine > other's) with its 95 % CI and the outcome."""
@@ -74,7 +79,7 @@ def duels(rows: pd.DataFrame, table: pd.DataFrame, reps: int) -> pd.DataFrame:
         if not pairs:
             continue
         for _, r in outcomes.probability_of_improvement(scores, pairs, reps=reps).iterrows():
-            outcome = "AWM better" if r["low"] > 0.5 else "AWM worse" if r["high"] < 0.5 else "inconclusive"
+            outcome = duel_outcome(r["low"], r["high"])
             found.append({"question": question, "setting": setting, "horizon": horizon, "awm": r["x"],
                           "other": r["y"], "p": r["value"], "low": r["low"], "high": r["high"], "outcome": outcome})
     columns = ["question", "setting", "horizon", "awm", "other", "p", "low", "high", "outcome"]

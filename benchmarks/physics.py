@@ -248,6 +248,7 @@ def bpo_tables(metrics: pd.DataFrame, reps: int) -> list[str]:
     """Markdown lines: per system and method, the IQM final return [95 % CI], the median initial return and whether
     BPO fails (the IQM gain's CI does not lie above 0); then P(AWM's final return > the other's) per system."""
     import stability_report
+    from open_questions_report import duel_outcome
 
     from grid_report import ci, md_table
 
@@ -267,8 +268,7 @@ def bpo_tables(metrics: pd.DataFrame, reps: int) -> list[str]:
                  and scores[b].shape == scores[a].shape]
         if pairs:
             for r in outcomes.probability_of_improvement(scores, pairs, reps=reps).itertuples():
-                outcome = "AWM better" if r.low > 0.5 else "AWM worse" if r.high < 0.5 else "inconclusive"
-                duels.append([system, r.x, r.y, ci(r.value, r.low, r.high), outcome])
+                duels.append([system, r.x, r.y, ci(r.value, r.low, r.high), duel_outcome(r.low, r.high)])
     if duels:
         lines += ["P(AWM's final return > the other's) over seeds [95 % CI].", "",
                   md_table(["system", "AWM", "against", "P(AWM > it)", "outcome"], duels), ""]
