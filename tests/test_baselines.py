@@ -68,16 +68,18 @@ def test_each_seed_improves_on_cancer(cancer_runs):
 
 @pytest.mark.slow
 def test_vmapped_seeds_equal_a_seed_run_alone_through_the_cli(cancer_runs):
-    """float64 rounding differences between batched and unbatched reductions (~1e-16) stay below 1e-9 through the
-    first four evaluations (128 env steps: ODT's 200 pre-training updates included); Adam's normalisation of
-    near-zero gradients amplifies them later (to ~1e-4 relative in ODT's action NLL by step 640), so the whole run
-    is compared to 1e-3."""
+    """float64 rounding differences between batched and unbatched reductions (~1e-16) stay below 1e-6 through the
+    first four evaluations (128 env steps: ODT's 200 pre-training updates included; measured: under 1e-9 on one
+    machine, 1.7e-9 in ODT's return on another, as the rounding depends on the CPU's vector width; a seed given the
+    wrong key would differ by 1e-1); Adam's normalisation of near-zero gradients amplifies them later (by step 640,
+    in ODT's action NLL, to ~1e-4 relative at XLA's defaults, 6e-3 at optimisation level 0, as the suite runs), so the
+    whole run is compared to 3e-2."""
     method, together, run = cancer_runs
     alone, mine = runs.load(run), together[together["seed"] == 0].reset_index(drop=True)
     assert list(alone["env_steps"]) == list(mine["env_steps"]) and set(alone["method"]) == {method}
     for column in METRICS:
-        np.testing.assert_allclose(alone[column][:4], mine[column][:4], rtol=1e-9, atol=1e-12, err_msg=column)
-        np.testing.assert_allclose(alone[column], mine[column], rtol=1e-3, err_msg=column)
+        np.testing.assert_allclose(alone[column][:4], mine[column][:4], rtol=1e-6, atol=1e-12, err_msg=column)
+        np.testing.assert_allclose(alone[column], mine[column], rtol=3e-2, err_msg=column)
     assert alone[["cosine_to_simulator", "relative_error_to_simulator"]].isna().all().all()  # no simulator
     assert not np.allclose(together[together["seed"] == 1]["return"], mine["return"])
 

@@ -68,3 +68,17 @@ def test_audit_gradient_is_the_trainers_bit_for_bit(name, policy_input_grad):
     for a, b in zip(jax.tree.leaves(audit), jax.tree.leaves(grads)):
         np.testing.assert_array_equal(a, b)
     assert any(float(np.abs(g).max()) > 0 for g in jax.tree.leaves(grads))
+
+
+def test_the_audits_first_order_gradient_is_compiled_as_the_trainers():
+    """The audit compiles its first-order gradient with XLA's defaults, as the trainer's (a plain `jax.jit`), and only
+    its zeroth-order estimate as a one-shot program (`jit_once`). The bit-for-bit test above checks this through the
+    numbers when the options differ, which they do not in this suite (conftest.py: one optimisation level for all)."""
+    from gradlens.analysis import gradients
+
+    system = gl.envs.make("cancer", horizon=H)
+    policy = gl.policies.make_policy("mlp", system, (16, 16))
+    args = (policy, system, False, H, 0.0, "stop", 0.0, 0.1, True, 1.0, None)
+    plain = type(jax.jit(lambda x: x))
+    assert isinstance(gradients._estimator("first-order", *args), plain)
+    assert not isinstance(gradients._estimator("zeroth-order", *args), plain)

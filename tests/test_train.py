@@ -69,14 +69,15 @@ def test_vmapped_seeds_equal_seeds_run_one_by_one(x64):
 def test_a_seed_alone_and_inside_a_ten_seed_batch_agree_within_the_documented_float32_bound():
     """float32: batched and unbatched matrix products may round differently, so seed 3 in a batch of 10 matches seed
     3 alone bit for bit only until the first updates, then to the bound train.py's docstring states (measured: return
-    7.5e-6, policy-gradient norm 5.5e-3, cosine 5.8e-3 relative at env step 128; bounds about 10x that)."""
+    7.5e-6, policy-gradient norm 5.5e-3, cosine 5.8e-3 relative at env step 128; model loss 8.3e-5 with XLA's CPU
+    backend at optimisation level 0, as the suite runs (conftest.py); bounds about 10x that)."""
     base = {**SMALL, "method": "markov", "total_steps": 128}
     together = train(TrainConfig(**{**base, "seeds": 10}), progress=False)
     alone = train(TrainConfig(**{**base, "seed": 3}), progress=False)
     mine = together[together["seed"] == 3].reset_index(drop=True)
     assert together["return"].dtype == np.float64 and alone["env_steps"].tolist() == [32, 64, 96, 128]
     assert mine["return"].iloc[0] == alone["return"].iloc[0]  # the initial policy: the same key, the same bits
-    for column, rtol in (("return", 1e-4), ("model_loss", 1e-5), ("policy_grad_norm", 5e-2),
+    for column, rtol in (("return", 1e-4), ("model_loss", 1e-3), ("policy_grad_norm", 5e-2),
                          ("cosine_to_simulator", 5e-2)):
         np.testing.assert_allclose(mine[column], alone[column], rtol=rtol, err_msg=column)
     other = together[together["seed"] == 4].reset_index(drop=True)  # a different seed is far outside the bound
@@ -91,7 +92,8 @@ def test_same_seed_gives_identical_metrics():
 
 
 def test_remat_changes_speed_not_results(x64):
-    """Recomputing the imagined rollout steps in the backward pass gives the same run (float64: to rounding)."""
+    """Recomputing the imagined rollout steps in the backward pass gives the same run (float64: to rounding; measured
+    1.2e-9 relative in the cosine at env step 128 with XLA's CPU backend at optimisation level 0)."""
     cfg = TrainConfig(**{**SMALL, "method": "hwm-rnn", "total_steps": 128})
     stored, recomputed = (train(TrainConfig(**{**SMALL, "method": "hwm-rnn", "total_steps": 128, "remat": r}),
                                 progress=False) for r in (False, True))
@@ -99,7 +101,7 @@ def test_remat_changes_speed_not_results(x64):
     assert TrainConfig.from_dict({**cfg.to_dict(), "remat": False}).to_dict()["remat"] is False
     assert stored["policy_grad_norm"].notna().any()
     for column in ("return", "model_loss", "policy_grad_norm", "cosine_to_simulator"):
-        np.testing.assert_allclose(recomputed[column], stored[column], rtol=1e-9, atol=1e-12, err_msg=column)
+        np.testing.assert_allclose(recomputed[column], stored[column], rtol=1e-7, atol=1e-12, err_msg=column)
     with pytest.raises(ValueError, match="remat must be true or false, got 'yes'"):
         TrainConfig(remat="yes")
 
