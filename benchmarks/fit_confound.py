@@ -106,7 +106,7 @@ def ladder(parts: dict[int, pd.DataFrame], seeds) -> pd.DataFrame:
     return frame[frame["seed"].isin(set(seeds))]
 
 
-def _iqm(values: np.ndarray, reps: int) -> str:
+def iqm_ci(values: np.ndarray, reps: int) -> str:
     """'IQM [low, high]' of [seeds, 1] values (95 % stratified-bootstrap CI)."""
     from grid_report import ci
 
@@ -139,7 +139,7 @@ def matched(awms: pd.DataFrame, markov: pd.DataFrame, reps: int) -> tuple[list[l
         p = outcomes.probability_of_improvement(scores, [(awm, "markov")], reps=reps).iloc[0]
         caps = part["cap"].value_counts().sort_index()
         rows.append([awm, len(part), f"{part['awm_fit'].median():.3g}", f"{part['markov_fit'].median():.3g}",
-                     ", ".join(f"{c} ×{k}" for c, k in caps.items()), *map(_iqm, scores.values(), [reps] * 2),
+                     ", ".join(f"{c} ×{k}" for c, k in caps.items()), *map(iqm_ci, scores.values(), [reps] * 2),
                      ci(p["value"], p["low"], p["high"]), report.duel_outcome(p["low"], p["high"])])
     return rows, pairs
 
@@ -151,7 +151,7 @@ def matched_section(where: str, awms: pd.DataFrame, parts: dict[int, pd.DataFram
 
     markov = ladder(parts, awms["seed"])
     steps = [[cap, part["seed"].nunique(), f"{part['fit_ratio'].median():.3g}",
-              _iqm(part.sort_values("seed")["cosine"].to_numpy(float)[:, None], reps)]
+              iqm_ci(part.sort_values("seed")["cosine"].to_numpy(float)[:, None], reps)]
              for cap, part in markov.groupby("cap")]
     rows, _ = matched(awms, markov, reps)
     worse = sum(r[-1] == "AWM worse" for r in rows)

@@ -121,3 +121,46 @@ def test_the_simulator_table_reads_no_agreement_where_the_zeroth_order_estimates
                           "zo_self_cosine": 0.1 * (-1) ** seed, "nonfinite": 0, "seconds": 1.0} for seed in range(10)])
     table = physics.simulator_table(rows, reps=200)[-1]  # the Markdown table, its one row last
     assert table.splitlines()[-1].endswith("| – (no signal) |")
+
+
+def test_fits_matched_on_the_hopper_have_their_known_answers(tmp_path):
+    """Synthetic audits of the hopper: the Markov model fits 0.05 at cosine 0.8 + seed/1000, both AWMs 0.005 at 0.95.
+    The AWMs' 10-epoch rung fits worse than the Markov model (0.08; the AWM-RNN's 0.01 on seed 9, so that seed has
+    no match), the 20-epoch rung better (0.03). Matched, the AWM-RNN's cosine equals the Markov model's seed by seed
+    (a tie: inconclusive) and the AWM-transformer's stays 0.95 (AWM better); the Markov model refitted longer fits
+    0.01 at 0.97 and beats both 300-epoch AWMs."""
+    from open_questions import ROW_COLUMNS
+
+    def rows(method, fit, cosine, converged=False):
+        return [{**{c: None for c in ROW_COLUMNS}, "question": "physics", "system": "brax_hopper", "setting": 12.0,
+                 "horizon": 25, "seed": seed, "method": method, "fit_ratio": fit(seed), "cosine": cosine(seed),
+                 "fit_converged": converged, "fit_epochs": 300} for seed in range(10)]
+
+    markov_cosine = lambda seed: 0.8 + seed / 1000
+    base = pd.DataFrame(rows("markov", lambda s: 0.05, markov_cosine)
+                        + [r for awm in physics.AWMS for r in rows(awm, lambda s: 0.005, lambda s: 0.95)])
+    (tmp_path / "physics").mkdir()
+    base.to_parquet(tmp_path / "physics" / "physics-brax_hopper.parquet", index=False)
+    rungs = {10: [*rows("awm-rnn", lambda s: 0.01 if s == 9 else 0.08, markov_cosine),
+                  *rows("awm-transformer", lambda s: 0.08, lambda s: 0.95)],
+             20: [r for awm in physics.AWMS for r in rows(awm, lambda s: 0.03, lambda s: 0.9)]}
+    assert set(physics.MATCH_STUDIES) >= {"match-markov", "match-awms-10", "match-awms-20"}
+    for stage, found in (*((f"match-awms-{cap}", r) for cap, r in rungs.items()),
+                         ("match-markov", rows("markov", lambda s: 0.01, lambda s: 0.97, converged=True))):
+        kept = physics.MATCH_STUDIES[stage].folders(tmp_path)[1] / physics.MATCH_CELL.stage
+        kept.mkdir(parents=True)
+        for seed, part in pd.DataFrame(found).groupby("seed"):
+            part.to_parquet(kept / f"seed{seed}.parquet", index=False)
+
+    ladder = pd.concat([base[base["method"] != "markov"].assign(cap=300)]
+                       + [pd.DataFrame(r).assign(cap=cap) for cap, r in rungs.items()], ignore_index=True)
+    pairs = physics.match_pairs(base, ladder)
+    assert (pairs["cap"] == 10).all() and sorted(pairs.groupby("awm").size().items()) == [
+        ("awm-rnn", 9), ("awm-transformer", 10)]
+    text = "\n".join(physics.match_section(tmp_path, reps=200))
+    assert "| 300 | 10 | 0.05 | 0/10 | 300 |" in text and "| 1500 | 10 | 0.01 | 10/10 | 300 |" in text
+    assert text.count("| AWM worse |") == 2  # both 300-epoch AWMs against the Markov model fitted longer
+    assert "| awm-rnn | 9 | 0.08 | 0.05 | 10 ×9 |" in text and "| 0.5 [" in text and "| inconclusive |" in text
+    assert "| awm-transformer | 10 | 0.08 | 0.05 | 10 ×10 |" in text and text.rstrip().endswith("| AWM better |")
+    assert "1 of the 2 AWMs still beats a Markov model that fits no worse" in text
+    assert physics.match_section(tmp_path / "nothing", reps=200)[-1] == "Not run yet."
