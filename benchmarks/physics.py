@@ -90,6 +90,7 @@ FULL = Study("physics", tuple(Cell("physics", name, None, d, (HORIZON,)) for nam
 MATCH_CELL = next(c for c in FULL.cells if c.system == "brax_hopper")
 MATCH_CAP = 1500
 MATCH_RUNGS = (5, 10, 20, 40)
+MATCH_MIN_SEEDS = 8  # matched seeds an AWM needs before the section draws a verdict (the study's read rule)
 MATCH_STUDIES = {
     "match-markov": dataclasses.replace(FULL, name="physics/match-markov", cells=(MATCH_CELL,), models=("markov",),
                                         config=dataclasses.replace(CONFIG, fit_epochs=MATCH_CAP)),
@@ -378,7 +379,11 @@ def match_section(out: Path, reps: int) -> list[str]:
                                                                                              "cosine"})),
                          *_duel(part["awm_cosine"], part["markov_cosine"], reps)])
         better = sum(r[-1] == "AWM better" for r in rows)
-        verdict = (f"{better} of the {len(rows)} AWMs still beat{'s' if better == 1 else ''} a Markov model that "
+        few = [f"{r[0]} on {r[1]}" for r in rows if r[1] < MATCH_MIN_SEEDS]
+        verdict = (f"no verdict yet: too few seeds are matched ({', '.join(few)}; at least {MATCH_MIN_SEEDS} "
+                   "needed), as every rung run so far still fits better than the Markov model on the others."
+                   if few or not rows else
+                   f"{better} of the {len(rows)} AWMs still beat{'s' if better == 1 else ''} a Markov model that "
                    "fits no worse: there the lead is not fit alone." if better else
                    f"none of the {len(rows)} AWMs still beats the Markov model: fit explains the lead, and any "
                    "difference due to the architecture is below what these seeds resolve.")

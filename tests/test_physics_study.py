@@ -164,3 +164,8 @@ def test_fits_matched_on_the_hopper_have_their_known_answers(tmp_path):
     assert "| awm-transformer | 10 | 0.08 | 0.05 | 10 ×10 |" in text and text.rstrip().endswith("| AWM better |")
     assert "1 of the 2 AWMs still beats a Markov model that fits no worse" in text
     assert physics.match_section(tmp_path / "nothing", reps=200)[-1] == "Not run yet."
+    kept = physics.MATCH_STUDIES["match-awms-10"].folders(tmp_path)[1] / physics.MATCH_CELL.stage
+    for seed in range(3, 10):  # only 3 seeds of the rung that matches: no verdict on 3 pairs
+        (kept / f"seed{seed}.parquet").unlink()
+    assert "no verdict yet: too few seeds are matched (awm-rnn on 3, awm-transformer on 3" in "\n".join(
+        physics.match_section(tmp_path, reps=200))
