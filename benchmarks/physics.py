@@ -374,15 +374,16 @@ def match_section(out: Path, reps: int) -> list[str]:
         for awm, part in pairs.groupby("awm"):
             caps = part["cap"].value_counts().sort_index()
             rows.append([awm, len(part), f"{part['awm_fit'].median():.3g}", f"{part['markov_fit'].median():.3g}",
-                         ", ".join(f"{c} ×{k}" for c, k in caps.items()), cosines(part.rename(
-                             columns={"awm_cosine": "cosine"})), cosines(part.rename(columns={"markov_cosine":
-                                                                                             "cosine"})),
+                         ", ".join(f"{c} ×{k}" for c, k in caps.items()),
+                         *(iqm_ci(part.sort_values("seed")[c].to_numpy(float)[:, None], reps)
+                           for c in ("awm_cosine", "markov_cosine")),
                          *_duel(part["awm_cosine"], part["markov_cosine"], reps)])
         better = sum(r[-1] == "AWM better" for r in rows)
-        few = [f"{r[0]} on {r[1]}" for r in rows if r[1] < MATCH_MIN_SEEDS]
+        matched = pairs.groupby("awm").size()
+        few = [f"{awm} on {matched.get(awm, 0)}" for awm in AWMS if matched.get(awm, 0) < MATCH_MIN_SEEDS]
         verdict = (f"no verdict yet: too few seeds are matched ({', '.join(few)}; at least {MATCH_MIN_SEEDS} "
                    "needed), as every rung run so far still fits better than the Markov model on the others."
-                   if few or not rows else
+                   if few else
                    f"{better} of the {len(rows)} AWMs still beat{'s' if better == 1 else ''} a Markov model that "
                    "fits no worse: there the lead is not fit alone." if better else
                    f"none of the {len(rows)} AWMs still beats the Markov model: fit explains the lead, and any "
